@@ -1,0 +1,372 @@
+"""Balancing the classification and contrastive objectives.
+
+Total loss ``alpha * L_cls + (1 - alpha) * L_con`` with ``alpha`` from one of:
+
+* ``fixed``: a constant from the hyperparameters (``contrastive_weight`` is
+  ``1 - alpha``);
+* ``mgda_ub``: the two-task min-norm problem of MGDA (Sener & Koltun, NeurIPS
+  2018) on the gradients with respect to the *shared representation* (the
+  speaker embedding). Cheap: two ``autograd.grad`` calls through the heads.
+  This is what the authors' code does;
+* ``mgda``: the same problem on the gradients with respect to the shared
+  *encoder parameters* (exact MGDA; two extra backward passes through the
+  encoder).
+
+The min-norm problem ``min_a ||a g1 + (1 - a) g2||^2`` over ``a in [0, 1]``
+has the closed form::
+
+    a = clip( ((g2 - g1) . g2) / ||g1 - g2||^2, 0, 1 )
+
+The authors' ``MTL.py`` divides by ``||g1 - g2||`` (a missing square); we use
+the exact solution. Min-norm favours the objective with the *smaller*
+gradient, so with AAM-softmax at scale 30 ``alpha`` may sit near 0 for much of
+training. The optional gradient normalisation (``l2``: by the gradient norm,
+``loss``: by the loss value) changes the problem the solver sees; the weights
+then applied to the raw losses are ``a/n1`` and ``(1-a)/n2`` renormalised to
+sum to one, and ``alpha`` reports the effective weight on ``L_cls``.
+
+Everything needed for ``alpha`` is a handful of dot products, which are summed
+over ranks under DDP so every replica applies the same ``alpha``. Gradients are
+taken of the *scaled* losses when a GradScaler scale is given (fp16 would
+otherwise underflow), and ``alpha`` does not depend on that common scale.
+
+Authors
+ * sb-angcl contributors
+"""
+
+import logging
+from typing import NamedTuple
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+BALANCING_STRATEGIES = ("fixed", "mgda_ub", "mgda")
+GRADIENT_NORMALIZATIONS = ("none", "l2", "loss")
+
+
+def _all_reduce_sum(tensor):
+    """Sum a tensor over DDP ranks in place (no-op without a process group)."""
+    if (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    ):
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+    return tensor
+
+
+def min_norm_alpha_from_dots(g11, g12, g22):
+    """Solve the two-task min-norm problem from three dot products.
+
+    Arguments
+    ---------
+    g11 : float or torch.Tensor
+        ``g1 . g1``.
+    g12 : float or torch.Tensor
+        ``g1 . g2``.
+    g22 : float or torch.Tensor
+        ``g2 . g2``.
+
+    Returns
+    -------
+    torch.Tensor
+        Float64 scalar ``alpha`` in ``[0, 1]``, the weight of ``g1``. When
+        ``g1 == g2`` every ``alpha`` is optimal and ``0.5`` is returned.
+
+    Example
+    -------
+    >>> float(min_norm_alpha_from_dots(1.0, 0.0, 1.0))  # orthogonal, equal norm
+    0.5
+    >>> float(min_norm_alpha_from_dots(1.0, 2.0, 4.0))  # g2 = 2 g1: all on g1
+    1.0
+    """
+    g11, g12, g22 = (torch.as_tensor(v, dtype=torch.float64) for v in (g11, g12, g22))
+    diff_sq = g11 + g22 - 2.0 * g12
+    scale = g11 + g22
+    if not bool(torch.isfinite(diff_sq)) or not bool(torch.isfinite(scale)):
+        return torch.tensor(0.5, dtype=torch.float64)
+    if diff_sq <= 1e-12 * scale or scale == 0:
+        return torch.tensor(0.5, dtype=torch.float64)
+    return ((g22 - g12) / diff_sq).clamp(0.0, 1.0)
+
+
+def gradient_dots(grads1, grads2):
+    """Dot products ``(g1.g1, g1.g2, g2.g2)`` of two lists of gradients.
+
+    ``None`` entries count as zeros. Each product is accumulated in float32
+    (or the gradients' dtype if wider) and the totals are float64.
+
+    Arguments
+    ---------
+    grads1 : list of torch.Tensor or None
+        Gradients of the first objective.
+    grads2 : list of torch.Tensor or None
+        Gradients of the second objective, same structure.
+
+    Returns
+    -------
+    torch.Tensor
+        Float64 ``[3]`` tensor ``[g11, g12, g22]``.
+
+    Example
+    -------
+    >>> gradient_dots([torch.tensor([1.0, 0.0])], [torch.tensor([1.0, 1.0])])
+    tensor([1., 1., 2.], dtype=torch.float64)
+    """
+    device = None
+    total = None
+    for a, b in zip(grads1, grads2):
+        ref = a if a is not None else b
+        if ref is None:
+            continue
+        device = ref.device
+        dtype = torch.float64 if ref.dtype == torch.float64 else torch.float32
+        a = torch.zeros_like(ref, dtype=dtype) if a is None else a.to(dtype)
+        b = torch.zeros_like(ref, dtype=dtype) if b is None else b.to(dtype)
+        a, b = a.reshape(-1), b.reshape(-1)
+        dots = torch.stack([a @ a, a @ b, b @ b]).double()
+        total = dots if total is None else total + dots
+    if total is None:
+        total = torch.zeros(3, dtype=torch.float64, device=device)
+    return total
+
+
+def min_norm_alpha(g1, g2):
+    """Closed-form weight of ``g1`` minimising ``||a g1 + (1 - a) g2||``.
+
+    Arguments
+    ---------
+    g1 : torch.Tensor
+        First gradient (any shape).
+    g2 : torch.Tensor
+        Second gradient, same shape.
+
+    Returns
+    -------
+    torch.Tensor
+        Float64 scalar in ``[0, 1]``; ``0.5`` when ``g1 == g2`` (then any
+        weight is optimal). If one gradient is zero the answer puts all weight
+        on it (the zero vector has the minimum norm).
+
+    Example
+    -------
+    >>> float(min_norm_alpha(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])))
+    0.5
+    >>> float(min_norm_alpha(torch.tensor([3.0, 0.0]), torch.tensor([-1.0, 0.0])))
+    0.25
+    """
+    return min_norm_alpha_from_dots(*gradient_dots([g1], [g2]).cpu())
+
+
+class BalanceResult(NamedTuple):
+    """What a balancer returns for one batch.
+
+    Arguments
+    ---------
+    loss : torch.Tensor
+        ``alpha * loss_cls + (1 - alpha) * loss_con`` (keeps the graph).
+    alpha : torch.Tensor
+        Detached float32 weight of the classification loss.
+    """
+
+    loss: torch.Tensor
+    alpha: torch.Tensor
+
+
+class FixedBalancer(torch.nn.Module):
+    """Constant weighting ``(1 - w) * L_cls + w * L_con``.
+
+    Arguments
+    ---------
+    contrastive_weight : float
+        ``w`` in ``[0, 1]``; ``0`` trains with the classification loss only.
+
+    Example
+    -------
+    >>> bal = FixedBalancer(contrastive_weight=0.25)
+    >>> out = bal(torch.tensor(2.0), torch.tensor(4.0))
+    >>> float(out.loss), float(out.alpha)
+    (2.5, 0.75)
+    """
+
+    needs_shared = False
+    needs_parameters = False
+
+    def __init__(self, contrastive_weight=0.5):
+        super().__init__()
+        if not 0.0 <= contrastive_weight <= 1.0:
+            raise ValueError(
+                f"contrastive_weight must be in [0, 1], got {contrastive_weight}"
+            )
+        self.contrastive_weight = float(contrastive_weight)
+
+    def forward(self, loss_cls, loss_con, shared=None, parameters=None, grad_scale=1.0):
+        """Combine two losses with the constant weight.
+
+        Arguments
+        ---------
+        loss_cls : torch.Tensor
+            Classification loss.
+        loss_con : torch.Tensor
+            Contrastive loss.
+        shared : torch.Tensor, optional
+            Unused (same signature as :class:`MGDABalancer`).
+        parameters : list, optional
+            Unused.
+        grad_scale : float, optional
+            Unused.
+
+        Returns
+        -------
+        BalanceResult
+        """
+        alpha = 1.0 - self.contrastive_weight
+        loss = alpha * loss_cls + self.contrastive_weight * loss_con
+        return BalanceResult(loss, torch.tensor(alpha, dtype=torch.float32))
+
+
+class MGDABalancer(torch.nn.Module):
+    """Min-norm (MGDA) weighting of the two objectives for every batch.
+
+    Arguments
+    ---------
+    mode : str
+        ``"mgda_ub"`` (gradients w.r.t. the shared embedding, passed as
+        ``shared``) or ``"mgda"`` (gradients w.r.t. ``parameters``).
+    normalization : str
+        ``"none"``, ``"l2"`` or ``"loss"`` (see the module docstring).
+    distributed : bool
+        Sum the dot products over ranks when a process group is running.
+
+    Example
+    -------
+    >>> emb = torch.randn(4, 3, requires_grad=True)
+    >>> loss_cls = (emb ** 2).sum()          # gradient 2 * emb
+    >>> loss_con = 0.1 * emb.sum()           # gradient 0.1
+    >>> out = MGDABalancer("mgda_ub")(loss_cls, loss_con, shared=emb)
+    >>> 0.0 <= float(out.alpha) <= 1.0
+    True
+    >>> out.loss.backward()
+    """
+
+    needs_shared = True
+
+    def __init__(self, mode="mgda_ub", normalization="none", distributed=True):
+        super().__init__()
+        if mode not in ("mgda_ub", "mgda"):
+            raise ValueError(f"mode must be 'mgda_ub' or 'mgda', got {mode!r}")
+        if normalization not in GRADIENT_NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be one of {GRADIENT_NORMALIZATIONS}, "
+                f"got {normalization!r}"
+            )
+        self.mode = mode
+        self.normalization = normalization
+        self.distributed = distributed
+        self.needs_parameters = mode == "mgda"
+
+    def extra_repr(self):
+        """Shown by ``print(module)``."""
+        return f"mode={self.mode}, normalization={self.normalization}"
+
+    def _gradients(self, loss, inputs, grad_scale):
+        if not loss.requires_grad:
+            return [None] * len(inputs)
+        grads = torch.autograd.grad(
+            loss * grad_scale, inputs, retain_graph=True, allow_unused=True
+        )
+        return [None if g is None else g.float() / grad_scale for g in grads]
+
+    def forward(self, loss_cls, loss_con, shared=None, parameters=None, grad_scale=1.0):
+        """Solve for ``alpha`` on this batch and combine the losses.
+
+        Arguments
+        ---------
+        loss_cls : torch.Tensor
+            Classification loss (with graph).
+        loss_con : torch.Tensor
+            Contrastive loss (with graph).
+        shared : torch.Tensor
+            The shared representation (``mgda_ub``).
+        parameters : iterable of torch.nn.Parameter
+            The shared encoder's parameters (``mgda``).
+        grad_scale : float
+            Current GradScaler scale (1 without one). Gradients are taken of
+            the scaled losses to avoid fp16 underflow, then unscaled.
+
+        Returns
+        -------
+        BalanceResult
+        """
+        if self.mode == "mgda_ub":
+            if shared is None:
+                raise ValueError("mgda_ub needs the shared embedding (shared=...)")
+            inputs = [shared]
+        else:
+            if parameters is None:
+                raise ValueError("mgda needs the shared encoder parameters")
+            inputs = [p for p in parameters if p.requires_grad]
+        grad_scale = float(grad_scale)
+        g_cls = self._gradients(loss_cls, inputs, grad_scale)
+        g_con = self._gradients(loss_con, inputs, grad_scale)
+        dots = gradient_dots(g_cls, g_con)
+        losses = torch.stack([loss_cls.detach(), loss_con.detach()]).double().to(dots.device)
+        if self.distributed:
+            packed = _all_reduce_sum(torch.cat([dots, losses]))
+            dots, losses = packed[:3], packed[3:]
+        dots = dots.cpu()
+        g11, g12, g22 = dots.tolist()
+        if g11 == 0.0 or g22 == 0.0:
+            # One objective is flat on this batch (e.g. no positive pair):
+            # the min-norm answer would stop learning, so all weight goes to
+            # the other objective.
+            alpha = 1.0 if g22 == 0.0 else 0.0
+            alpha = torch.tensor(alpha, dtype=torch.float64)
+            n1 = n2 = 1.0
+        else:
+            if self.normalization == "l2":
+                n1, n2 = g11 ** 0.5, g22 ** 0.5
+            elif self.normalization == "loss":
+                n1, n2 = (max(abs(v), 1e-12) for v in losses.cpu().tolist())
+            else:
+                n1 = n2 = 1.0
+            alpha = min_norm_alpha_from_dots(g11 / n1**2, g12 / (n1 * n2), g22 / n2**2)
+        w1, w2 = float(alpha) / n1, (1.0 - float(alpha)) / n2
+        w_cls = w1 / (w1 + w2)
+        loss = w_cls * loss_cls + (1.0 - w_cls) * loss_con
+        return BalanceResult(loss, torch.tensor(w_cls, dtype=torch.float32))
+
+
+def make_balancer(strategy, contrastive_weight=0.5, normalization="none", distributed=True):
+    """Build a balancer from its YAML name.
+
+    Arguments
+    ---------
+    strategy : str
+        ``"fixed"``, ``"mgda_ub"`` or ``"mgda"``.
+    contrastive_weight : float
+        Weight of the contrastive loss for ``fixed``.
+    normalization : str
+        Gradient normalisation for the MGDA strategies.
+    distributed : bool
+        Sum the MGDA dot products over DDP ranks.
+
+    Returns
+    -------
+    torch.nn.Module
+        A :class:`FixedBalancer` or :class:`MGDABalancer`.
+
+    Example
+    -------
+    >>> make_balancer("mgda_ub")
+    MGDABalancer(mode=mgda_ub, normalization=none)
+    """
+    if strategy == "fixed":
+        return FixedBalancer(contrastive_weight)
+    if strategy in ("mgda_ub", "mgda"):
+        return MGDABalancer(strategy, normalization, distributed)
+    raise ValueError(
+        f"balancing must be one of {BALANCING_STRATEGIES}, got {strategy!r}; "
+        "set it in the YAML or with --balancing=mgda_ub"
+    )
