@@ -1,0 +1,395 @@
+"""The SpeechBrain ``Brain`` that trains a speaker encoder with AAM + AM-SupCon.
+
+:class:`AngularContrastiveBrain` computes features, embeddings and the
+classifier's cosine logits; the AAM-softmax loss on the logits and the
+angular-margin supervised contrastive loss on the embeddings (with class-aware
+attention weights when enabled); and combines them with the balancer the YAML
+names (``fixed``, ``mgda_ub``, ``mgda``) inside :meth:`fit_batch`, keeping
+SpeechBrain's gradient accumulation, clipping, GradScaler, DDP and
+checkpointing.
+
+Hyperparameters it reads (``self.hparams``):
+
+* modules ``compute_features``, ``mean_var_norm``, ``embedding_model``,
+  ``classifier`` (a cosine head such as ECAPA-TDNN's ``Classifier``);
+* ``classification_loss``: e.g. ``LogSoftmaxWrapper(AdditiveAngularMargin)``;
+* ``contrastive_loss``: :class:`~sb_angcl.losses.AngularSupConLoss` or ``None``;
+* ``class_attention``: :class:`~sb_angcl.attention.ClassAwareAttention` or ``None``;
+* ``balancer``: from :func:`~sb_angcl.balancing.make_balancer`;
+* optional ``wav_augment`` (SpeechBrain ``Augmenter``), ``lr_annealing``,
+  ``gather_across_ranks`` (default True), ``error_stats``, ``train_logger``,
+  ``epoch_counter``.
+
+Authors
+ * sb-angcl contributors
+"""
+
+import logging
+import math
+import time
+
+import speechbrain as sb
+import torch
+
+from sb_angcl.distributed import gather_no_grad, gather_with_grad, world_size
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive batches had a non-finite loss or gradient."""
+
+
+class AngularContrastiveBrain(sb.Brain):
+    """Joint AAM-softmax and AM-SupCon training with loss balancing.
+
+    Example
+    -------
+    >>> from sb_angcl.losses import AngularSupConLoss
+    >>> from sb_angcl.attention import ClassAwareAttention
+    >>> from sb_angcl.balancing import make_balancer
+    >>> from speechbrain.lobes.features import Fbank
+    >>> from speechbrain.processing.features import InputNormalization
+    >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
+    >>> from speechbrain.nnet.losses import LogSoftmaxWrapper, AdditiveAngularMargin
+    >>> modules = {
+    ...     "compute_features": Fbank(n_mels=20),
+    ...     "mean_var_norm": InputNormalization(norm_type="sentence", std_norm=False),
+    ...     "embedding_model": ECAPA_TDNN(20, channels=[16, 16, 16, 16, 48], lin_neurons=8),
+    ...     "classifier": Classifier(8, out_neurons=3),
+    ... }
+    >>> hparams = {
+    ...     "classification_loss": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
+    ...     "contrastive_loss": AngularSupConLoss(0.2, 0.07),
+    ...     "class_attention": ClassAwareAttention(1.0),
+    ...     "balancer": make_balancer("mgda_ub"),
+    ... }
+    >>> brain = AngularContrastiveBrain(modules, lambda p: torch.optim.SGD(p, 0.01), hparams)
+    >>> brain.on_fit_start()
+    >>> batch = sb.dataio.batch.PaddedBatch([
+    ...     {"id": str(i), "sig": torch.randn(4000), "spk_id_encoded": torch.LongTensor([i % 3])}
+    ...     for i in range(6)])
+    >>> loss = brain.fit_batch(batch)
+    >>> bool(torch.isfinite(loss)), 0.0 <= brain.last_alpha <= 1.0
+    (True, True)
+    """
+
+    # ------------------------------------------------------------------ forward
+    def compute_forward(self, batch, stage):
+        """Waveforms to embeddings ``[N, 1, D]`` and cosine logits ``[N, 1, C]``.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            With ``sig`` (and ``spk_id_encoded`` for training).
+        stage : sb.Stage
+            Augmentation is applied in training only.
+
+        Returns
+        -------
+        dict
+            ``embeddings``, ``cosine``, ``lens``.
+        """
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        if stage == sb.Stage.TRAIN and self.hparams_get("wav_augment") is not None:
+            wavs, lens = self.hparams.wav_augment(wavs, lens)
+        feats = self.modules.compute_features(wavs)
+        feats = self.modules.mean_var_norm(feats, lens)
+        embeddings = self.modules.embedding_model(feats, lens)
+        if embeddings.dim() == 2:
+            embeddings = embeddings.unsqueeze(1)
+        cosine = self.modules.classifier(embeddings)
+        return {"embeddings": embeddings, "cosine": cosine, "lens": lens}
+
+    def hparams_get(self, key, default=None):
+        """``self.hparams.key`` or ``default`` when the YAML lacks it.
+
+        Arguments
+        ---------
+        key : str
+            Hyperparameter name.
+        default : object
+            Returned when missing.
+
+        Returns
+        -------
+        object
+        """
+        return getattr(self.hparams, key, default)
+
+    def _labels(self, batch, stage):
+        labels, _ = batch.spk_id_encoded
+        labels = labels.to(self.device)
+        if stage == sb.Stage.TRAIN and self.hparams_get("wav_augment") is not None:
+            labels = self.hparams.wav_augment.replicate_labels(labels)
+        return labels
+
+    def compute_loss_parts(self, outputs, batch, stage):
+        """The two objectives of one batch, in float32.
+
+        Arguments
+        ---------
+        outputs : dict
+            From :meth:`compute_forward`.
+        batch : PaddedBatch
+            With ``spk_id_encoded``.
+        stage : sb.Stage
+            Current stage.
+
+        Returns
+        -------
+        loss_cls, loss_con : torch.Tensor
+            ``loss_con`` is a zero (with graph) when there is no contrastive loss.
+        """
+        labels = self._labels(batch, stage)
+        cosine = outputs["cosine"].float()
+        embeddings = outputs["embeddings"]
+        loss_cls = self.hparams.classification_loss(cosine, labels)
+        contrastive = self.hparams_get("contrastive_loss")
+        if contrastive is None or (
+            stage == sb.Stage.TRAIN and not self._contrastive_active()
+        ):
+            return loss_cls, embeddings.float().sum() * 0.0
+        flat_labels = labels.reshape(-1)
+        attention = self.hparams_get("class_attention")
+        if attention is not None and getattr(attention, "enabled", True):
+            confidence = attention.confidence(cosine, flat_labels)
+        else:
+            confidence = None
+        if self.hparams_get("gather_across_ranks", True) and world_size() > 1:
+            embeddings = gather_with_grad(embeddings.reshape(embeddings.shape[0], -1))
+            flat_labels = gather_no_grad(flat_labels)
+            if confidence is not None:
+                confidence = gather_no_grad(confidence)
+        if stage == sb.Stage.TRAIN and flat_labels.unique().numel() < 2:
+            self._one_speaker_batches += 1
+            if self._one_speaker_batches <= 3:
+                logger.warning(
+                    "A training batch holds a single speaker: the contrastive loss "
+                    "has no negatives in it (only positives are pulled together)."
+                )
+        weights = None
+        if confidence is not None:
+            from sb_angcl.attention import pair_weights_from_confidence
+
+            weights = pair_weights_from_confidence(confidence, flat_labels)
+        loss_con = contrastive(embeddings, flat_labels, pair_weights=weights)
+        return loss_cls, loss_con
+
+    def _contrastive_active(self):
+        balancer = self.hparams.balancer
+        return getattr(balancer, "contrastive_weight", 1.0) > 0.0
+
+    def compute_objectives(self, outputs, batch, stage):
+        """Validation/test loss: the classification loss, plus error rate.
+
+        Training goes through :meth:`fit_batch`, which balances both losses.
+
+        Arguments
+        ---------
+        outputs : dict
+            From :meth:`compute_forward`.
+        batch : PaddedBatch
+            Batch with labels.
+        stage : sb.Stage
+            Current stage.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        labels = self._labels(batch, stage)
+        loss_cls = self.hparams.classification_loss(outputs["cosine"].float(), labels)
+        if stage != sb.Stage.TRAIN and self.error_metrics is not None:
+            self.error_metrics.append(batch.id, outputs["cosine"], labels)
+        return loss_cls
+
+    # ------------------------------------------------------------------ training
+    def fit_batch(self, batch):
+        """One training step with the balanced objective.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            Training batch.
+
+        Returns
+        -------
+        torch.Tensor
+            The detached balanced loss.
+        """
+        should_step = (self.step % self.grad_accumulation_factor) == 0
+        self.on_fit_batch_start(batch, should_step)
+        with self.no_sync(not should_step):
+            with self.training_ctx:
+                outputs = self.compute_forward(batch, sb.Stage.TRAIN)
+            # The objectives and the balancing run in float32 outside autocast.
+            loss_cls, loss_con = self.compute_loss_parts(outputs, batch, sb.Stage.TRAIN)
+            grad_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+            balancer = self.hparams.balancer
+            if not self._contrastive_active():
+                # AAM alone: no second objective to balance.
+                result_loss, alpha = loss_cls, torch.tensor(1.0)
+            else:
+                params = None
+                if getattr(balancer, "needs_parameters", False):
+                    params = list(self.modules.embedding_model.parameters())
+                result = balancer(
+                    loss_cls,
+                    loss_con,
+                    shared=outputs["embeddings"],
+                    parameters=params,
+                    grad_scale=grad_scale,
+                )
+                result_loss, alpha = result.loss, result.alpha
+            if not bool(torch.isfinite(result_loss)):
+                self._skip_nonfinite(batch, "loss")
+                return result_loss.detach().cpu()
+            scaled = self.scaler.scale(result_loss / self.grad_accumulation_factor)
+            scaled.backward()
+        if should_step:
+            if not self.scaler.is_enabled() and not self._gradients_finite():
+                self._skip_nonfinite(batch, "gradient")
+                return result_loss.detach().cpu()
+            self.optimizers_step()
+            self._consecutive_nonfinite = 0
+        self._record(loss_cls, loss_con, alpha)
+        self.on_fit_batch_end(batch, outputs, result_loss, should_step)
+        return result_loss.detach().cpu()
+
+    def _gradients_finite(self):
+        for param in self.modules.parameters():
+            if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
+                return False
+        return True
+
+    def _skip_nonfinite(self, batch, what):
+        """Drop this batch's gradients, report it, stop after too many."""
+        self.zero_grad(set_to_none=True)
+        self._consecutive_nonfinite += 1
+        self.skipped_nonfinite += 1
+        logger.warning(
+            "Non-finite %s on batch %s (ids %s...): batch skipped, weights untouched "
+            "(%d in a row).",
+            what,
+            self.step,
+            list(batch.id)[:3],
+            self._consecutive_nonfinite,
+        )
+        if self._consecutive_nonfinite > self.nonfinite_patience:
+            raise NonFiniteLossError(
+                f"{self._consecutive_nonfinite} consecutive batches had a non-finite "
+                f"{what}. Check the data (silent or corrupt audio), lower the learning "
+                "rate, raise the contrastive temperature, or use --precision=fp32; "
+                "training resumes from the last checkpoint once fixed."
+            )
+
+    def _record(self, loss_cls, loss_con, alpha):
+        self._sums["loss_cls"] += float(loss_cls.detach())
+        self._sums["loss_con"] += float(loss_con.detach())
+        self._sums["alpha"] += float(alpha)
+        self._sums["batches"] += 1
+        self.last_alpha = float(alpha)
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Step a per-batch learning-rate schedule, if the YAML has one.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            The batch.
+        outputs : dict
+            Forward outputs.
+        loss : torch.Tensor
+            Balanced loss.
+        should_step : bool
+            Whether the optimiser stepped.
+        """
+        annealing = self.hparams_get("lr_annealing")
+        if should_step and annealing is not None and hasattr(annealing, "on_batch_end"):
+            annealing.on_batch_end(self.optimizer)
+
+    # ------------------------------------------------------------------ stages
+    def on_fit_start(self):
+        """Initialise the per-epoch statistics, then SpeechBrain's start."""
+        self._reset_stats()
+        self._consecutive_nonfinite = 0
+        self.skipped_nonfinite = 0
+        self._one_speaker_batches = 0
+        self.last_alpha = math.nan
+        super().on_fit_start()
+
+    def _reset_stats(self):
+        self._sums = {"loss_cls": 0.0, "loss_con": 0.0, "alpha": 0.0, "batches": 0}
+        self._epoch_start = time.time()
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset statistics at the start of each stage.
+
+        Arguments
+        ---------
+        stage : sb.Stage
+            The stage.
+        epoch : int
+            The epoch.
+        """
+        if stage == sb.Stage.TRAIN:
+            self._reset_stats()
+        error_stats = self.hparams_get("error_stats")
+        self.error_metrics = error_stats() if error_stats is not None else None
+
+    def epoch_train_stats(self):
+        """Mean losses and alpha over the training batches seen this epoch.
+
+        Returns
+        -------
+        dict
+        """
+        n = max(self._sums["batches"], 1)
+        return {
+            "loss_cls": self._sums["loss_cls"] / n,
+            "loss_con": self._sums["loss_con"] / n,
+            "alpha": self._sums["alpha"] / n,
+        }
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the epoch, step the epoch scheduler, save checkpoints.
+
+        Arguments
+        ---------
+        stage : sb.Stage
+            The stage.
+        stage_loss : float
+            Average loss of the stage.
+        epoch : int
+            The epoch.
+        """
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss, **self.epoch_train_stats()}
+            self.train_stats["time_s"] = time.time() - self._epoch_start
+            return
+        stats = {"loss": stage_loss}
+        if self.error_metrics is not None and len(self.error_metrics.scores):
+            stats["ErrorRate"] = self.error_metrics.summarize("average")
+        if stage == sb.Stage.VALID:
+            lr = self.optimizer.param_groups[0]["lr"] if self.optimizer else None
+            annealing = self.hparams_get("lr_annealing")
+            if annealing is not None and not hasattr(annealing, "on_batch_end"):
+                _, new_lr = annealing(epoch)
+                sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            train_logger = self.hparams_get("train_logger")
+            if train_logger is not None:
+                train_logger.log_stats(
+                    stats_meta={"epoch": epoch, "lr": lr},
+                    train_stats=getattr(self, "train_stats", None),
+                    valid_stats=stats,
+                )
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta={"ErrorRate": stats.get("ErrorRate", stage_loss)},
+                    min_keys=["ErrorRate"],
+                    num_to_keep=self.hparams_get("checkpoints_to_keep", 2),
+                )
+        else:
+            logger.info("Test stats: %s", stats)

@@ -1,0 +1,354 @@
+"""Datasets and audio pipelines shared by the recipes.
+
+Manifests are SpeechBrain CSVs (``ID,duration,wav,start,stop,spk_id`` plus
+optional columns) written by the recipes' ``*_prepare.py``. Training items
+are cropped to a fixed length at load time (a random window per epoch, so
+one row per utterance gives a new crop each time it is drawn); utterances
+shorter than the crop are padded by repeating them. Audio at another sample
+rate is resampled on load; multi-channel audio is averaged to mono.
+
+Authors
+ * sb-angcl contributors
+"""
+
+import logging
+import random
+
+import speechbrain as sb
+import torch
+import torchaudio
+from speechbrain.dataio import audio_io
+
+logger = logging.getLogger(__name__)
+
+
+class AudioReadError(RuntimeError):
+    """An audio file named in a manifest cannot be read."""
+
+
+def load_segment(path, start=0, stop=None, sample_rate=16000):
+    """Load ``[start, stop)`` (in samples of the file) as mono at ``sample_rate``.
+
+    Arguments
+    ---------
+    path : str
+        Audio file readable by soundfile (wav, flac, ...).
+    start : int
+        First sample (at the file's own rate).
+    stop : int or None
+        One past the last sample; ``None`` reads to the end.
+    sample_rate : int
+        Rate of the returned signal; other rates are resampled.
+
+    Returns
+    -------
+    torch.Tensor
+        1-D float32 waveform.
+
+    Raises
+    ------
+    AudioReadError
+        Naming the file, when it is missing or unreadable.
+
+    Example
+    -------
+    >>> import soundfile, numpy, os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> soundfile.write(path, numpy.zeros(8000, dtype="float32"), 8000)
+    >>> load_segment(path, sample_rate=16000).shape
+    torch.Size([16000])
+    """
+    num_frames = -1 if stop is None else max(int(stop) - int(start), 0)
+    try:
+        signal, file_rate = audio_io.load(
+            str(path), channels_first=True, frame_offset=int(start), num_frames=num_frames
+        )
+    except Exception as err:  # soundfile raises several error types
+        raise AudioReadError(
+            f"Cannot read audio file {path}: {err}. Check the file, or rerun data "
+            "preparation (it skips unreadable files)."
+        ) from err
+    signal = signal.float().mean(dim=0)
+    if file_rate != sample_rate:
+        signal = torchaudio.functional.resample(signal, file_rate, sample_rate)
+    return signal
+
+
+def crop_or_pad(signal, num_samples, rng=None):
+    """Cut a random window of ``num_samples``, or repeat-pad a short signal.
+
+    Arguments
+    ---------
+    signal : torch.Tensor
+        1-D waveform.
+    num_samples : int
+        Target length.
+    rng : random.Random or None
+        Source of the crop offset; ``None`` takes the centre window.
+
+    Returns
+    -------
+    torch.Tensor
+        1-D waveform of exactly ``num_samples``.
+
+    Example
+    -------
+    >>> crop_or_pad(torch.arange(3.0), 7)
+    tensor([0., 1., 2., 0., 1., 2., 0.])
+    >>> crop_or_pad(torch.arange(10.0), 4)
+    tensor([3., 4., 5., 6.])
+    """
+    length = signal.shape[0]
+    if length == 0:
+        raise AudioReadError("empty waveform: nothing to crop or pad")
+    if length < num_samples:
+        repeats = -(-num_samples // length)
+        return signal.repeat(repeats)[:num_samples]
+    if length == num_samples:
+        return signal
+    if rng is None:
+        offset = (length - num_samples) // 2
+    else:
+        offset = rng.randint(0, length - num_samples)
+    return signal[offset : offset + num_samples]
+
+
+def _file_rate(path, cache):
+    rate = cache.get(path)
+    if rate is None:
+        try:
+            rate = audio_io.info(path).sample_rate
+        except Exception as err:
+            raise AudioReadError(f"Cannot read audio file {path}: {err}") from err
+        cache[path] = rate
+    return rate
+
+
+def make_train_pipeline(crop_seconds, sample_rate=16000, seed=None):
+    """Dynamic-item pipeline: random crop of ``crop_seconds`` from each row.
+
+    The crop is drawn from ``[start, stop)`` of the row, reading only the
+    samples needed.
+
+    Arguments
+    ---------
+    crop_seconds : float
+        Training crop length.
+    sample_rate : int
+        Model sample rate.
+    seed : int or None
+        Seed of the crop positions (``None``: Python's global RNG).
+
+    Returns
+    -------
+    callable
+        A SpeechBrain dynamic item taking ``wav, start, stop`` and providing ``sig``.
+
+    Example
+    -------
+    >>> pipeline = make_train_pipeline(1.0)
+    >>> pipeline.provides
+    ('sig',)
+    """
+    rng = random.Random(seed) if seed is not None else random
+    num_samples = int(round(crop_seconds * sample_rate))
+    rates = {}
+
+    @sb.utils.data_pipeline.takes("wav", "start", "stop")
+    @sb.utils.data_pipeline.provides("sig")
+    def train_audio(wav, start, stop):
+        start, stop = int(start), int(stop)
+        file_rate = _file_rate(wav, rates)
+        want = int(round(crop_seconds * file_rate))
+        if stop - start > want:
+            start = rng.randint(start, stop - want)
+            stop = start + want
+        signal = load_segment(wav, start, stop, sample_rate)
+        return crop_or_pad(signal, num_samples, rng)
+
+    return train_audio
+
+
+def make_eval_pipeline(sample_rate=16000, max_seconds=None, min_seconds=0.5):
+    """Dynamic-item pipeline reading a whole row for evaluation.
+
+    Arguments
+    ---------
+    sample_rate : int
+        Model sample rate.
+    max_seconds : float or None
+        Keep only the centre ``max_seconds`` (bounds memory on long files).
+    min_seconds : float
+        Shorter signals are repeat-padded to this length (the encoder needs a
+        few frames).
+
+    Returns
+    -------
+    callable
+        A dynamic item taking ``wav, start, stop`` and providing ``sig``.
+
+    Example
+    -------
+    >>> make_eval_pipeline().provides
+    ('sig',)
+    """
+
+    @sb.utils.data_pipeline.takes("wav", "start", "stop")
+    @sb.utils.data_pipeline.provides("sig")
+    def eval_audio(wav, start, stop):
+        start, stop = int(start), int(stop)
+        signal = load_segment(wav, start, stop if stop > start else None, sample_rate)
+        if signal.shape[0] == 0:
+            raise AudioReadError(f"Empty audio in {wav}; remove it from the manifest.")
+        if max_seconds is not None and signal.shape[0] > max_seconds * sample_rate:
+            signal = crop_or_pad(signal, int(max_seconds * sample_rate))
+        minimum = int(min_seconds * sample_rate)
+        if signal.shape[0] < minimum:
+            signal = crop_or_pad(signal, minimum)
+        return signal
+
+    return eval_audio
+
+
+def speaker_label_pipeline(label_encoder):
+    """Dynamic-item pipeline mapping ``spk_id`` to ``spk_id_encoded``.
+
+    Arguments
+    ---------
+    label_encoder : speechbrain.dataio.encoder.CategoricalEncoder
+        Encoder fitted on the training speakers.
+
+    Returns
+    -------
+    callable
+        A dynamic item.
+
+    Example
+    -------
+    >>> from speechbrain.dataio.encoder import CategoricalEncoder
+    >>> enc = CategoricalEncoder()
+    >>> enc.update_from_iterable(["a", "b"])
+    >>> speaker_label_pipeline(enc).provides
+    ('spk_id', 'spk_id_encoded')
+    """
+
+    @sb.utils.data_pipeline.takes("spk_id")
+    @sb.utils.data_pipeline.provides("spk_id", "spk_id_encoded")
+    def label_pipeline(spk_id):
+        yield spk_id
+        yield torch.LongTensor([label_encoder.encode_label(spk_id)])
+
+    return label_pipeline
+
+
+def load_manifest(csv_path, data_root=None):
+    """Read a manifest into a :class:`DynamicItemDataset`, with a clear error.
+
+    Arguments
+    ---------
+    csv_path : str
+        CSV with at least ``ID,duration,wav,start,stop``.
+    data_root : str or None
+        Replaces ``$data_root`` in the CSV.
+
+    Returns
+    -------
+    speechbrain.dataio.dataset.DynamicItemDataset
+
+    Example
+    -------
+    >>> load_manifest("/no/such.csv")
+    Traceback (most recent call last):
+     ...
+    FileNotFoundError: Manifest /no/such.csv not found: run data preparation first (the recipe's *_prepare.py, or drop --skip_prep).
+    """
+    import os
+
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(
+            f"Manifest {csv_path} not found: run data preparation first "
+            "(the recipe's *_prepare.py, or drop --skip_prep)."
+        )
+    replacements = {"data_root": data_root} if data_root else {}
+    return sb.dataio.dataset.DynamicItemDataset.from_csv(
+        csv_path=csv_path, replacements=replacements
+    )
+
+
+def build_label_encoder(train_data, path):
+    """Fit (or load) the speaker label encoder and save it at ``path``.
+
+    Arguments
+    ---------
+    train_data : DynamicItemDataset
+        Training set with a ``spk_id`` column.
+    path : str
+        ``label_encoder.txt`` location (reloaded if it exists).
+
+    Returns
+    -------
+    speechbrain.dataio.encoder.CategoricalEncoder
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> data = sb.dataio.dataset.DynamicItemDataset(
+    ...     {"u1": {"spk_id": "s1"}, "u2": {"spk_id": "s2"}})
+    >>> enc = build_label_encoder(data, os.path.join(tempfile.mkdtemp(), "lab.txt"))
+    >>> len(enc)
+    2
+    """
+    encoder = sb.dataio.encoder.CategoricalEncoder()
+    encoder.load_or_create(path=path, from_didatasets=[train_data], output_key="spk_id")
+    return encoder
+
+
+def speaker_datasets(hparams):
+    """Training and validation datasets of a speaker recipe.
+
+    Reads ``train_annotation`` and ``valid_annotation`` from ``hparams``,
+    adds the cropping pipeline (``sentence_len`` seconds at ``sample_rate``)
+    and the speaker labels.
+
+    Arguments
+    ---------
+    hparams : dict
+        Loaded recipe hyperparameters.
+
+    Returns
+    -------
+    train_data, valid_data, label_encoder
+
+    Example
+    -------
+    >>> callable(speaker_datasets)
+    True
+    """
+    sample_rate = hparams.get("sample_rate", 16000)
+    train_data = load_manifest(hparams["train_annotation"], hparams.get("data_folder"))
+    valid_data = load_manifest(hparams["valid_annotation"], hparams.get("data_folder"))
+    label_encoder = build_label_encoder(
+        train_data, f"{hparams['save_folder']}/label_encoder.txt"
+    )
+    unknown = sorted(
+        {row["spk_id"] for row in valid_data.data.values()}
+        - set(label_encoder.lab2ind)
+    )
+    if unknown:
+        raise ValueError(
+            f"{hparams['valid_annotation']} has speakers absent from training "
+            f"({unknown[:5]}...); validation must use training speakers."
+        )
+    train_pipeline = make_train_pipeline(
+        hparams["sentence_len"], sample_rate, seed=hparams.get("seed")
+    )
+    sb.dataio.dataset.add_dynamic_item([train_data], train_pipeline)
+    valid_pipeline = make_train_pipeline(hparams["sentence_len"], sample_rate, seed=0)
+    sb.dataio.dataset.add_dynamic_item([valid_data], valid_pipeline)
+    sb.dataio.dataset.add_dynamic_item(
+        [train_data, valid_data], speaker_label_pipeline(label_encoder)
+    )
+    sb.dataio.dataset.set_output_keys(
+        [train_data, valid_data], ["id", "sig", "spk_id_encoded"]
+    )
+    return train_data, valid_data, label_encoder

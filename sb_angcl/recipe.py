@@ -1,0 +1,238 @@
+"""The training driver shared by the VoxCeleb and CN-Celeb recipes.
+
+A recipe's ``train.py`` only names its data preparation; everything else,
+the SpeechBrain way, is here: parse ``train.py hparams.yaml --key=value``,
+start DDP, prepare data once (``run_on_main``), size the classifier from the
+training speakers, build datasets and the speaker-balanced sampler, start
+from a pretrained encoder if asked, train with
+:class:`~sb_angcl.brain.AngularContrastiveBrain` and export the best
+checkpoint as a SpeechBrain inference folder.
+
+Authors
+ * sb-angcl contributors
+"""
+
+import logging
+import os
+import sys
+
+import pandas as pd
+import speechbrain as sb
+import yaml
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from sb_angcl.brain import AngularContrastiveBrain
+from sb_angcl.dataio import speaker_datasets
+from sb_angcl.export import export_inference_folder, load_pretrained_encoder
+from sb_angcl.sampler import SpeakerBalancedBatchSampler
+
+logger = logging.getLogger(__name__)
+
+
+def overrides_to_dict(overrides):
+    """SpeechBrain's override string (or dict) as a dict.
+
+    Arguments
+    ---------
+    overrides : str or dict or None
+        As returned by ``sb.parse_arguments``.
+
+    Returns
+    -------
+    dict
+
+    Example
+    -------
+    >>> overrides_to_dict("margin: 0.3\\nbalancing: fixed")
+    {'margin': 0.3, 'balancing': 'fixed'}
+    """
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    return yaml.safe_load(overrides) or {}
+
+
+def load_hparams(hparams_file, overrides):
+    """Load a recipe YAML with overrides.
+
+    Arguments
+    ---------
+    hparams_file : str
+        YAML path.
+    overrides : dict
+        Overrides.
+
+    Returns
+    -------
+    dict
+    """
+    with open(hparams_file, encoding="utf-8") as fin:
+        return load_hyperpyyaml(fin, overrides)
+
+
+def count_speakers(csv_path):
+    """Number of distinct ``spk_id`` in a manifest.
+
+    Arguments
+    ---------
+    csv_path : str
+        Manifest.
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "t.csv")
+    >>> _ = open(p, "w").write("ID,spk_id\\na,s1\\nb,s2\\nc,s1\\n")
+    >>> count_speakers(p)
+    2
+    """
+    return int(pd.read_csv(csv_path, usecols=["spk_id"])["spk_id"].nunique())
+
+
+def train_loader_kwargs(hparams, train_data):
+    """DataLoader options for training: balanced sampler or random batches.
+
+    Arguments
+    ---------
+    hparams : dict
+        With ``sampler`` (``balanced`` | ``random``) and its sizes.
+    train_data : DynamicItemDataset
+        The training set.
+
+    Returns
+    -------
+    dict
+    """
+    kind = hparams.get("sampler", "balanced")
+    common = {"num_workers": hparams.get("num_workers", 0)}
+    if kind == "balanced":
+        sampler = SpeakerBalancedBatchSampler.from_dataset(
+            train_data,
+            key="spk_id",
+            speakers_per_batch=hparams["speakers_per_batch"],
+            utterances_per_speaker=hparams["utterances_per_speaker"],
+            seed=hparams.get("seed", 0),
+        )
+        return {"batch_sampler": sampler, **common}
+    if kind == "random":
+        return {"batch_size": hparams["batch_size"], "shuffle": True, "drop_last": True, **common}
+    raise ValueError(f"sampler must be 'balanced' or 'random', got {kind!r}")
+
+
+class RecipeBrain(AngularContrastiveBrain):
+    """The Brain of the recipes: keeps our DDP-aware sampler unwrapped.
+
+    SpeechBrain wraps any ``batch_sampler`` in a ``DistributedSamplerWrapper``
+    under DDP, which would split our batches a second time, and only calls
+    ``set_epoch`` on samplers it made itself. Our sampler already gives each
+    rank its own speakers, so it is used as is and registered as the train
+    sampler (``set_epoch`` every epoch, mid-epoch resume by batch count).
+    """
+
+    def _train_loader_specifics(self, dataset, loader_kwargs):
+        sampler = loader_kwargs.get("batch_sampler")
+        if isinstance(sampler, SpeakerBalancedBatchSampler):
+            self.train_sampler = sampler
+            return loader_kwargs
+        return super()._train_loader_specifics(dataset, loader_kwargs)
+
+
+def run_training(argv, prepare, brain_class=RecipeBrain):
+    """Run a whole training recipe.
+
+    Arguments
+    ---------
+    argv : list of str
+        ``[hparams.yaml, --key=value, ...]`` as given to ``train.py``.
+    prepare : callable
+        ``prepare(hparams)`` writes the manifests named in the YAML; it runs on
+        the main process only.
+    brain_class : type
+        The Brain to train with.
+
+    Returns
+    -------
+    brain : AngularContrastiveBrain
+        The trained Brain (best checkpoint loaded).
+    hparams : dict
+        The loaded hyperparameters.
+    """
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    overrides = overrides_to_dict(overrides)
+    sb.utils.distributed.ddp_init_group(run_opts)
+
+    # The classifier size depends on the data, so the YAML is loaded once to
+    # find the folders, the data prepared, and the YAML loaded again.
+    first = dict(overrides)
+    first.setdefault("out_n_neurons", 1)
+    hparams = load_hparams(hparams_file, first)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    if not hparams.get("skip_prep", False):
+        run_on_main(prepare, kwargs={"hparams": hparams})
+    if not overrides.get("out_n_neurons"):
+        speakers = count_speakers(hparams["train_annotation"])
+        overrides["out_n_neurons"] = speakers
+        hparams = load_hparams(hparams_file, overrides)
+    logger.info("Training speakers (classifier outputs): %s", hparams["out_n_neurons"])
+
+    train_data, valid_data, label_encoder = speaker_datasets(hparams)
+    if hparams.get("pretrained_model"):
+        # SpeechBrain's fetching is safe to run on every rank at once.
+        load_pretrained_encoder(
+            hparams["pretrained_model"],
+            hparams["embedding_model"],
+            os.path.join(hparams["save_folder"], "pretrained"),
+        )
+
+    brain = brain_class(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train_data,
+        valid_data,
+        train_loader_kwargs=train_loader_kwargs(hparams, train_data),
+        valid_loader_kwargs={
+            "batch_size": hparams.get("eval_batch_size", 16),
+            "num_workers": hparams.get("num_workers", 0),
+        },
+    )
+    if brain.skipped_nonfinite:
+        logger.warning("%d batches were skipped for non-finite values.", brain.skipped_nonfinite)
+
+    brain.checkpointer.recover_if_possible(min_key="ErrorRate")
+    if hparams.get("export_folder") and if_main_process():
+        export_inference_folder(
+            hparams["export_folder"],
+            hparams_file,
+            brain.modules.embedding_model,
+            brain.modules.classifier,
+            label_encoder,
+            overrides=overrides,
+        )
+    return brain, hparams
+
+
+def main(prepare):
+    """Entry point for a recipe's ``train.py``.
+
+    Arguments
+    ---------
+    prepare : callable
+        The recipe's data preparation, ``prepare(hparams)``.
+    """
+    run_training(sys.argv[1:], prepare)
