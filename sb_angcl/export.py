@@ -45,7 +45,7 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
 
-def inference_yaml(hparams_file, overrides=None):
+def inference_yaml(hparams_file, overrides=None, embedding_spec=None):
     """Inference ``hyperparams.yaml`` text from a training YAML.
 
     Arguments
@@ -54,6 +54,10 @@ def inference_yaml(hparams_file, overrides=None):
         The training hyperparameters file.
     overrides : dict or str or None
         The overrides the training run used (so the architecture matches).
+    embedding_spec : dict or None
+        ``{"class": ..., "kwargs": ...}`` of the encoder (set by
+        :func:`sb_angcl.encoders.build_encoder`); written as a plain
+        ``!new:`` so the folder loads with SpeechBrain alone.
 
     Returns
     -------
@@ -85,6 +89,12 @@ def inference_yaml(hparams_file, overrides=None):
     subset = type(tree)()
     for key in INFERENCE_KEYS:
         subset[key] = tree[key]
+    if embedding_spec is not None:
+        from ruamel.yaml.comments import CommentedMap
+
+        node = CommentedMap(embedding_spec["kwargs"])
+        node.yaml_set_ctag(_tag("!new:" + embedding_spec["class"]))
+        subset["embedding_model"] = node
     out = io.StringIO()
     yaml.dump(subset, out)
     header = (
@@ -125,7 +135,8 @@ def export_inference_folder(
     True
     """
     os.makedirs(folder, exist_ok=True)
-    text = inference_yaml(hparams_file, overrides)
+    spec = getattr(_plain(embedding_model), "sb_angcl_spec", None)
+    text = inference_yaml(hparams_file, overrides, spec)
     with open(os.path.join(folder, "hyperparams.yaml"), "w", encoding="utf-8") as fout:
         fout.write(text)
     torch.save(_plain(embedding_model).state_dict(), os.path.join(folder, "embedding_model.ckpt"))
@@ -136,6 +147,12 @@ def export_inference_folder(
     )
     logger.info("Exported the inference model to %s", folder)
     return folder
+
+
+def _tag(text):
+    from ruamel.yaml.tag import Tag
+
+    return Tag(suffix=text)
 
 
 def _plain(module):

@@ -179,13 +179,14 @@ def run_verification(argv, enrol_protocol=None):
     argv : list of str
         ``[hparams.yaml, --key=value, ...]`` as for ``train.py``.
     enrol_protocol : str or None
-        ``"concat"`` (``enrol.csv``) or ``"average"`` (``enrol_average.csv``);
-        ``None`` takes the YAML's ``enrol_protocol`` or ``"concat"``.
+        ``"concat"`` (``enrol.csv``), ``"average"`` (``enrol_average.csv``)
+        or ``"both"``; ``None`` takes the YAML's ``enrol_protocol`` or ``"concat"``.
 
     Returns
     -------
-    pandas.DataFrame
-        The metrics table (also written to ``metrics.csv``).
+    pandas.DataFrame or dict
+        The metrics table (also written to ``metrics.csv``); a dict of them by
+        protocol for ``both``.
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     overrides = overrides_to_dict(overrides)
@@ -203,22 +204,78 @@ def run_verification(argv, enrol_protocol=None):
         raise FileNotFoundError(f"{trials_path} not found: run training (data preparation) first.")
     trials = pd.read_csv(trials_path, dtype={"enrol": str, "test": str})
     test = embed_manifest(hparams["test_annotation"], hparams, desc="Embedding test", **opts)
-    if protocol == "average":
-        avg_csv = hparams["enrol_average_annotation"]
-        utts = embed_manifest(avg_csv, hparams, desc="Embedding enrolment utterances", **opts)
-        groups = pd.read_csv(avg_csv, dtype=str).groupby("model")["ID"].apply(list).to_dict()
-        enrol = utts.average(groups, normalize=True)
-    elif protocol == "concat":
-        if os.path.abspath(hparams["enrol_annotation"]) == os.path.abspath(hparams["test_annotation"]):
-            enrol = test
-        else:
-            enrol = embed_manifest(hparams["enrol_annotation"], hparams, desc="Embedding enrolment", **opts)
-    else:
-        raise ValueError(f"enrol_protocol must be 'concat' or 'average', got {protocol!r}")
-
     cohort = None
     if hparams.get("score_norm") in ("as-norm", "asnorm", "as_norm"):
         cohort = training_cohort(hparams, opts)
+    protocols = ["concat", "average"] if protocol == "both" else [protocol]
+    tables = {}
+    for name in protocols:
+        enrol = enrolment_table(name, hparams, test, opts)
+        tables[name] = score_and_report(trials, enrol, test, cohort, hparams, name)
+    return tables[protocols[-1]] if len(protocols) == 1 else tables
+
+
+def enrolment_table(protocol, hparams, test, opts):
+    """Embeddings of the enrolment models under one protocol.
+
+    Arguments
+    ---------
+    protocol : str
+        ``concat``: one embedding per row of ``enrol.csv`` (CN-Celeb's official
+        concatenated enrolment files, or VoxCeleb's enrolment utterances);
+        ``average``: the normalised mean of the embeddings of the utterances
+        listed per ``model`` in ``enrol_average.csv``.
+    hparams : dict
+        Recipe hyperparameters.
+    test : EmbeddingTable
+        Test embeddings (reused when enrolment and test manifests coincide).
+    opts : dict
+        Embedding options.
+
+    Returns
+    -------
+    EmbeddingTable
+    """
+    if protocol == "average":
+        avg_csv = hparams.get("enrol_average_annotation")
+        if not avg_csv or not os.path.isfile(avg_csv):
+            raise FileNotFoundError(
+                f"enrol_protocol=average needs enrol_average_annotation ({avg_csv}); "
+                "only the CN-Celeb recipe writes it."
+            )
+        utts = embed_manifest(avg_csv, hparams, desc="Embedding enrolment utterances", **opts)
+        groups = pd.read_csv(avg_csv, dtype=str).groupby("model")["ID"].apply(list).to_dict()
+        return utts.average(groups, normalize=True)
+    if protocol == "concat":
+        if os.path.abspath(hparams["enrol_annotation"]) == os.path.abspath(hparams["test_annotation"]):
+            return test
+        return embed_manifest(hparams["enrol_annotation"], hparams, desc="Embedding enrolment", **opts)
+    raise ValueError(f"enrol_protocol must be concat, average or both; got {protocol!r}")
+
+
+def score_and_report(trials, enrol, test, cohort, hparams, protocol):
+    """Score all trials, write the scores, metrics table and plots.
+
+    Arguments
+    ---------
+    trials : pandas.DataFrame
+        ``trials.csv`` contents.
+    enrol : EmbeddingTable
+        Enrolment models.
+    test : EmbeddingTable
+        Test utterances.
+    cohort : EmbeddingTable or None
+        AS-norm cohort.
+    hparams : dict
+        Recipe hyperparameters (``scores_file``, ``top_k``).
+    protocol : str
+        Enrolment protocol name (suffix of the outputs unless ``concat``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The metrics table.
+    """
     scores = score_trials(
         enrol, test, trials["enrol"].tolist(), trials["test"].tolist(),
         cohort=cohort, top_k=hparams.get("top_k", 300),
@@ -237,7 +294,8 @@ def run_verification(argv, enrol_protocol=None):
           f"{'AS-norm' if cohort is not None else 'cosine'}); EER in %:")
     print(shown.to_string(index=False))
     overall = table.iloc[0]
-    print(f"EER {overall['EER'] * 100:.2f}%  minDCF(0.01) {overall['minDCF']:.4f}")
+    print(f"EER {overall['EER'] * 100:.2f}%  minDCF(0.01) {overall['minDCF']:.4f}  "
+          f"[{protocol}] scores: {scores_file}")
     try:
         plot_det(scores, labels, os.path.join(out_dir, f"det{suffix}.png"))
         plot_score_histogram(scores, labels, os.path.join(out_dir, f"scores_hist{suffix}.png"))

@@ -1,0 +1,665 @@
+"""Data preparation for CN-Celeb speaker verification (sb-angcl recipe).
+
+Expected layout (the OpenSLR 82 release, flac audio; the lists say ``.wav``
+and are mapped to the ``.flac`` files, or to ``.wav`` files if converted in
+place)::
+
+    <root>/CN-Celeb_flac/data/<spk idXXXXX>/<genre>-<ss>-<uuu>.flac
+    <root>/CN-Celeb_flac/dev/dev.lst             CN-Celeb1 training speakers
+    <root>/CN-Celeb_flac/eval/enroll/<spk>-enroll.flac
+    <root>/CN-Celeb_flac/eval/test/<spk>-<genre>-<ss>-<uuu>.flac
+    <root>/CN-Celeb_flac/eval/lists/enroll.lst   id00800-enroll enroll/id00800-enroll.wav
+    <root>/CN-Celeb_flac/eval/lists/enroll.map   id00800-enroll id00800/singing-01-002.wav ...
+    <root>/CN-Celeb_flac/eval/lists/test.lst     test/id00800-singing-01-001.wav (optional)
+    <root>/CN-Celeb_flac/eval/lists/trials.lst   id00800-enroll test/id00801-vlog-01-003.wav 0
+    <root>/CN-Celeb2_flac/data/<spk>/<genre>-<ss>-<uuu>.flac
+    <root>/CN-Celeb2_flac/spk.lst
+
+``data_folder`` is the folder holding ``CN-Celeb_flac`` (and
+``CN-Celeb2_flac``); a list or comma-separated string of folders is searched
+in order, and a folder that *is* ``CN-Celeb_flac`` is accepted too.
+
+Outputs in ``save_folder`` (columns in :mod:`sb_angcl.dataprep`):
+
+* ``train.csv``, ``dev.csv``: CN-Celeb1 speakers of ``dev/dev.lst`` and/or
+  every CN-Celeb2 speaker (``train_sets``), minus any speaker of the
+  evaluation lists. IDs follow the lists' convention, ``id00012/<stem>.wav``
+  relative to ``data/``; ``genre`` comes from the file name.
+* ``enrol.csv``: the official concatenated enrolment files used by the
+  trials (ID ``id00800-enroll``; genre = genre(s) of its ``enroll.map``
+  utterances, joined by ``+`` if several).
+* ``enrol_average.csv``: every ``enroll.map`` utterance of those models, with
+  its ``model`` (the "average of embeddings" protocol).
+* ``test.csv``: test files of the trials (ID ``test/id00800-singing-01-001.wav``).
+* ``trials.csv``: ``enrol,test,label,enrol_genre,test_genre`` in list order.
+* ``concatenated/``: audio written by ``short_utterance_rule="concat"``.
+
+Short training utterances (CN-Celeb has many) follow
+``short_utterance_rule``, applied before the ``min_duration`` rule of
+:mod:`sb_angcl.dataprep`:
+
+* ``"concat"`` (default): within one speaker *and* genre, files sorted by
+  name, an utterance shorter than ``concat_min_duration`` is joined with the
+  following ones until the run reaches ``concat_min_duration``
+  (:func:`sb_angcl.dataprep.group_consecutive`; a run still short at the end
+  joins the previous item). Each run is written as one 16-bit wav under
+  ``save_folder/concatenated/<set>/<spk>/``; its ID lists its sources, e.g.
+  ``id00012/singing-01-001+singing-01-002+singing-01-003.wav``. Utterances
+  long enough on their own stay as they are.
+* ``"drop"``: utterances shorter than ``concat_min_duration`` are left out.
+* ``"keep"``: nothing is done.
+
+Authors
+ * sb-angcl contributors 2025
+"""
+
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+from sb_angcl import dataprep
+
+logger = logging.getLogger(__name__)
+
+OUTPUTS = [
+    "train.csv",
+    "dev.csv",
+    "enrol.csv",
+    "enrol_average.csv",
+    "test.csv",
+    "trials.csv",
+]
+
+#: Genres of CN-Celeb (file names start with one of them).
+GENRES = (
+    "advertisement",
+    "drama",
+    "entertainment",
+    "interview",
+    "live_broadcast",
+    "movie",
+    "play",
+    "recitation",
+    "singing",
+    "speech",
+    "vlog",
+)
+
+TRAIN_SETS = ("cnceleb1", "cnceleb2")
+SHORT_RULES = ("concat", "drop", "keep")
+AUDIO_EXTENSIONS = (".flac", ".wav")
+
+LAYOUT = """\
+  <root>/CN-Celeb_flac/data/<spk>/<genre>-<ss>-<uuu>.flac
+  <root>/CN-Celeb_flac/dev/dev.lst
+  <root>/CN-Celeb_flac/eval/enroll/<spk>-enroll.flac
+  <root>/CN-Celeb_flac/eval/test/<spk>-<genre>-<ss>-<uuu>.flac
+  <root>/CN-Celeb_flac/eval/lists/{enroll.lst,enroll.map,trials.lst[,test.lst]}
+  <root>/CN-Celeb2_flac/data/<spk>/<genre>-<ss>-<uuu>.flac   (train_sets cnceleb2)
+  <root>/CN-Celeb2_flac/spk.lst
+data_folder is <root> (a list or comma-separated string of roots is searched
+in order)."""
+
+
+def prepare_cnceleb(
+    data_folder,
+    save_folder,
+    train_sets=("cnceleb1", "cnceleb2"),
+    dev_fraction=0.05,
+    min_duration=0.5,
+    short_utterance_rule="concat",
+    concat_min_duration=2.0,
+    sample_rate=16000,
+    on_wrong_sample_rate="resample",
+    strict=False,
+    seed=1234,
+    skip_prep=False,
+):
+    """Writes the CN-Celeb manifests: train, dev, enrol(_average), test, trials.
+
+    Arguments
+    ---------
+    data_folder : str, Path or list
+        Folder(s) holding ``CN-Celeb_flac`` and ``CN-Celeb2_flac``.
+    save_folder : str or Path
+        Where the CSV files, the summary and concatenated audio go.
+    train_sets : tuple of str
+        ``"cnceleb1"`` (speakers of ``dev/dev.lst``) and/or ``"cnceleb2"``.
+    dev_fraction : float
+        Fraction of each training speaker's utterances held out for
+        validation (speakers with >= 3 utterances give at least one).
+    min_duration : float
+        Training utterances shorter than this (seconds, after the short
+        utterance rule) are dropped.
+    short_utterance_rule : str
+        ``"concat"``, ``"drop"`` or ``"keep"`` (see the module docstring).
+    concat_min_duration : float
+        Duration (seconds) the short utterance rule aims for.
+    sample_rate : int
+        Expected sampling rate (also the rate of concatenated audio).
+    on_wrong_sample_rate : str
+        ``"resample"`` (keep; the loader resamples), ``"skip"`` or ``"error"``.
+    strict : bool
+        Raise on unreadable or empty audio (or missing speaker folders)
+        instead of skipping with a warning.
+    seed : int
+        Seed of the validation split.
+    skip_prep : bool
+        Do nothing (return the stored summary, if any).
+
+    Returns
+    -------
+    dict
+        The summary also written to ``prepare_summary.json``.
+
+    Raises
+    ------
+    FileNotFoundError
+        A folder or list of the layout is missing.
+    ValueError
+        Duplicate IDs, lists naming missing or unusable files, a bad option,
+        or (``strict``) unreadable audio.
+
+    Example
+    -------
+    >>> import tempfile, numpy, soundfile
+    >>> cn = Path(tempfile.mkdtemp()) / "CN-Celeb_flac"
+    >>> def put(rel, seconds=1.0):
+    ...     os.makedirs((cn / rel).parent, exist_ok=True)
+    ...     soundfile.write(str(cn / rel), numpy.zeros(int(16000 * seconds)), 16000)
+    >>> for i in range(3):
+    ...     put(f"data/id00000/speech-01-00{i}.flac")
+    ...     put(f"data/id00800/vlog-01-00{i}.flac")
+    >>> put("eval/enroll/id00800-enroll.flac", 3.0)
+    >>> put("eval/test/id00800-vlog-02-001.flac")
+    >>> os.makedirs(cn / "dev"); os.makedirs(cn / "eval/lists")
+    >>> _ = (cn / "dev/dev.lst").write_text("id00000\\n")
+    >>> lists = {"enroll.lst": "id00800-enroll enroll/id00800-enroll.wav",
+    ...          "enroll.map": "id00800-enroll id00800/vlog-01-000.wav",
+    ...          "trials.lst": "id00800-enroll test/id00800-vlog-02-001.wav 1"}
+    >>> for name, text in lists.items():
+    ...     _ = (cn / "eval/lists" / name).write_text(text + "\\n")
+    >>> summary = prepare_cnceleb(cn.parent, cn.parent / "save",
+    ...                           train_sets=("cnceleb1",))
+    >>> summary["splits"]["train"]["speakers"], summary["trials"]["total"]
+    (1, 1)
+    """
+    if skip_prep:
+        logger.info("skip_prep=True: CN-Celeb preparation skipped.")
+        return dataprep.load_summary(save_folder)
+    dataprep.check_options(
+        on_wrong_sample_rate, dev_fraction, min_duration, sample_rate
+    )
+    train_sets = _check_train_sets(train_sets)
+    if short_utterance_rule not in SHORT_RULES:
+        raise ValueError(
+            f"short_utterance_rule={short_utterance_rule!r} is not one of "
+            f"{SHORT_RULES}."
+        )
+    if concat_min_duration <= 0:
+        raise ValueError(f"concat_min_duration={concat_min_duration} must be positive.")
+    roots = dataprep.parse_data_folders(data_folder)
+    save_folder = Path(save_folder)
+
+    cn1 = _find(roots, "CN-Celeb_flac")
+    lists = cn1 / "eval" / "lists"
+    for rel, what in [
+        ("data", "CN-Celeb1 data/ folder"),
+        ("eval/enroll", "CN-Celeb1 eval/enroll/ folder"),
+        ("eval/test", "CN-Celeb1 eval/test/ folder"),
+        ("eval/lists", "CN-Celeb1 eval/lists/ folder"),
+        ("eval/lists/enroll.lst", "CN-Celeb1 enroll.lst"),
+        ("eval/lists/enroll.map", "CN-Celeb1 enroll.map"),
+        ("eval/lists/trials.lst", "CN-Celeb1 trials.lst"),
+    ]:
+        dataprep.require_path(cn1 / rel, what, LAYOUT)
+    speaker_lists = OrderedDict()
+    if "cnceleb1" in train_sets:
+        speaker_lists["cnceleb1"] = (
+            cn1,
+            dataprep.require_path(
+                cn1 / "dev" / "dev.lst", "CN-Celeb1 dev/dev.lst", LAYOUT
+            ),
+        )
+    if "cnceleb2" in train_sets:
+        cn2 = _find(roots, "CN-Celeb2_flac")
+        dataprep.require_path(cn2 / "data", "CN-Celeb2 data/ folder", LAYOUT)
+        speaker_lists["cnceleb2"] = (
+            cn2,
+            dataprep.require_path(cn2 / "spk.lst", "CN-Celeb2 spk.lst", LAYOUT),
+        )
+
+    list_files = [lists / n for n in ("enroll.lst", "enroll.map", "trials.lst")]
+    list_files += [lst for _, lst in speaker_lists.values()]
+    opts = {
+        "data_folder": [str(r) for r in roots],
+        "save_folder": str(save_folder.resolve()),
+        "train_sets": list(train_sets),
+        "lists_sha256": {str(p): dataprep.file_digest(p) for p in list_files},
+        "dev_fraction": dev_fraction,
+        "min_duration": min_duration,
+        "short_utterance_rule": short_utterance_rule,
+        "concat_min_duration": concat_min_duration,
+        "sample_rate": sample_rate,
+        "on_wrong_sample_rate": on_wrong_sample_rate,
+        "strict": strict,
+        "seed": seed,
+    }
+    summary = dataprep.load_if_prepared(save_folder, OUTPUTS, opts)
+    if summary is not None:
+        logger.info(
+            "CN-Celeb already prepared in %s with these options; skipping.",
+            save_folder,
+        )
+        return summary
+    save_folder.mkdir(parents=True, exist_ok=True)
+    dataprep.forget_prepared(save_folder)
+    report = dataprep.PrepReport(strict=strict)
+
+    # Evaluation lists; check the files exist before scanning training data.
+    models = _read_table(lists / "enroll.lst", 2, 2)
+    model_utts = _read_table(lists / "enroll.map", 2, None)
+    trials = [
+        (f[0], f[1], dataprep.parse_trial_label(f[2], lists / "trials.lst", n))
+        for n, f in _read_lines(lists / "trials.lst", 3, 3)
+    ]
+    if not trials:
+        raise ValueError(f"{lists / 'trials.lst'} holds no trials.")
+    used_models = list(OrderedDict.fromkeys(m for m, _, _ in trials))
+    used_tests = list(OrderedDict.fromkeys(t for _, t, _ in trials))
+    _check_test_lst(lists / "test.lst", used_tests)
+    eval_paths, problems = _resolve_eval(
+        cn1, models, model_utts, used_models, used_tests
+    )
+    if problems:
+        raise dataprep.missing_items_error(lists / "trials.lst", problems)
+    eval_speakers = {_model_speaker(m) for m in used_models}
+    eval_speakers |= {_test_speaker(t) for t in used_tests}
+
+    # Training candidates.
+    candidates = _list_training(speaker_lists, eval_speakers, report)
+    dataprep.check_unique_ids(
+        [{"ID": c["ID"], "wav": c["path"]} for c in candidates], "train.csv"
+    )
+
+    to_probe = [c["path"] for c in candidates]
+    to_probe += [str(p) for p in eval_paths.values()]
+    to_probe = list(OrderedDict.fromkeys(to_probe))
+    infos = dataprep.probe_files(to_probe, desc="Probing CN-Celeb audio")
+    info_by_path = {info.path: info for info in infos}
+    usable = dataprep.filter_probed(infos, report, sample_rate, on_wrong_sample_rate)
+
+    rows = []
+    for c in candidates:
+        if c["path"] in usable:
+            row = dataprep.audio_row(
+                c["ID"], usable[c["path"]], c["spk"], genre=_genre(c["ID"])
+            )
+            row["_set"] = c["set"]
+            rows.append(row)
+    rows = _apply_short_rule(
+        rows,
+        short_utterance_rule,
+        concat_min_duration,
+        sample_rate,
+        save_folder / "concatenated",
+        report,
+    )
+    _announce(report, sample_rate)
+    rows = dataprep.drop_short(rows, min_duration, report)
+    train, dev = dataprep.split_dev(rows, dev_fraction, seed)
+
+    # Evaluation manifests.
+    problems = []
+    for key, path in eval_paths.items():
+        info = info_by_path[str(path)]
+        if str(path) not in usable:
+            why = (
+                f"unreadable: {info.error}"
+                if not info.ok
+                else f"{info.sample_rate} Hz, left out by on_wrong_sample_rate='skip'"
+            )
+            problems.append(f"{key[1]} ({why})")
+    if problems:
+        raise dataprep.missing_items_error(lists / "trials.lst", problems)
+
+    def info_of(kind, name):
+        return usable[str(eval_paths[(kind, name)])]
+
+    model_genres = {
+        m: "+".join(sorted({_genre(u) for u in model_utts[m]})) for m in used_models
+    }
+    enrol = [
+        dataprep.audio_row(
+            m, info_of("enrol", m), _model_speaker(m), genre=model_genres[m]
+        )
+        for m in used_models
+    ]
+    enrol_average = []
+    for m in used_models:
+        for utt in model_utts[m]:
+            row = dataprep.audio_row(
+                utt, info_of("map", utt), utt.split("/")[0], genre=_genre(utt)
+            )
+            row["model"] = m
+            enrol_average.append(row)
+    dataprep.check_unique_ids(enrol_average, "enrol_average.csv")
+    test = [
+        dataprep.audio_row(
+            t, info_of("test", t), _test_speaker(t), genre=_test_genre(t)
+        )
+        for t in used_tests
+    ]
+    trial_rows = [
+        {
+            "enrol": m,
+            "test": t,
+            "label": label,
+            "enrol_genre": model_genres[m],
+            "test_genre": _test_genre(t),
+        }
+        for m, t, label in trials
+    ]
+    _warn_unknown_genres(rows + test + enrol_average)
+
+    fields = dataprep.ITEM_FIELDS
+    dataprep.write_csv(save_folder / "train.csv", train, fields)
+    dataprep.write_csv(save_folder / "dev.csv", dev, fields)
+    dataprep.write_csv(save_folder / "enrol.csv", enrol, fields)
+    dataprep.write_csv(
+        save_folder / "enrol_average.csv",
+        enrol_average,
+        dataprep.ENROL_AVERAGE_FIELDS,
+    )
+    dataprep.write_csv(save_folder / "test.csv", test, fields)
+    dataprep.write_csv(
+        save_folder / "trials.csv",
+        trial_rows,
+        ["enrol", "test", "label", "enrol_genre", "test_genre"],
+    )
+
+    summary = {
+        "corpus": "CN-Celeb",
+        "data_folder": [str(r) for r in roots],
+        "train_sets": list(train_sets),
+        "short_utterance_rule": short_utterance_rule,
+        "splits": {
+            "train": dataprep.split_stats(train),
+            "dev": dataprep.split_stats(dev),
+            "enrol": dataprep.split_stats(enrol),
+            "enrol_average": dataprep.split_stats(enrol_average),
+            "test": dataprep.split_stats(test),
+        },
+        "trials": dataprep.trial_stats([t[2] for t in trials]),
+        "genres": {
+            "train": sorted({r["genre"] for r in train}),
+            "test": sorted({r["genre"] for r in test}),
+        },
+        **report.summary(),
+    }
+    dataprep.save_prepared(save_folder, summary, opts)
+    dataprep.log_summary(summary)
+    return summary
+
+
+def _check_train_sets(train_sets):
+    if isinstance(train_sets, str):
+        train_sets = [s.strip() for s in train_sets.split(",")]
+    train_sets = tuple(s for s in train_sets if s)
+    bad = [s for s in train_sets if s not in TRAIN_SETS]
+    if bad or not train_sets:
+        raise ValueError(
+            f"train_sets={train_sets!r}: choose one or both of {TRAIN_SETS}."
+        )
+    return tuple(s for s in TRAIN_SETS if s in train_sets)
+
+
+def _find(roots, name):
+    """The ``name`` folder in the first root that holds it."""
+    for root in roots:
+        if root.name == name and root.is_dir():
+            return root
+        if (root / name).is_dir():
+            return root / name
+    tried = ", ".join(str(root / name) for root in roots)
+    raise FileNotFoundError(
+        f"{name} folder not found (looked for {tried}).\nExpected layout:\n{LAYOUT}"
+    )
+
+
+def _read_lines(path, min_fields, max_fields):
+    """``(line number, fields)`` of the non-empty lines of a list file."""
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < min_fields or (
+                max_fields is not None and len(fields) > max_fields
+            ):
+                raise ValueError(
+                    f"{path}, line {line_no}: expected "
+                    f"{min_fields if max_fields == min_fields else f'at least {min_fields}'} "
+                    f"fields, got {line.strip()!r}.\nExpected layout:\n{LAYOUT}"
+                )
+            yield line_no, fields
+
+
+def _read_table(path, min_fields, max_fields):
+    """``first field -> rest`` (a string if one more field, else a list)."""
+    table = OrderedDict()
+    for line_no, fields in _read_lines(path, min_fields, max_fields):
+        if fields[0] in table:
+            raise ValueError(f"{path}, line {line_no}: {fields[0]} repeated.")
+        table[fields[0]] = fields[1] if max_fields == 2 else fields[1:]
+    return table
+
+
+def _check_test_lst(path, used_tests):
+    if not path.is_file():
+        return
+    listed = {f[0] for _, f in _read_lines(path, 1, None)}
+    unlisted = [t for t in used_tests if t not in listed]
+    if unlisted:
+        logger.warning(
+            "%d test item(s) of trials.lst are not in %s:\n%s",
+            len(unlisted),
+            path,
+            dataprep.format_file_list(unlisted),
+        )
+
+
+def _resolve_eval(cn1, models, model_utts, used_models, used_tests):
+    """Maps (kind, name) to the audio file; lists what cannot be found."""
+    paths = OrderedDict()
+    problems = []
+
+    def resolve(kind, name, base, rel):
+        path = dataprep.resolve_audio(base, rel, AUDIO_EXTENSIONS)
+        if path is None:
+            stem = os.path.splitext(rel)[0]
+            problems.append(f"{name} (missing: {base / stem}.flac or .wav)")
+        else:
+            paths[(kind, name)] = path
+
+    for m in used_models:
+        if m not in models:
+            problems.append(f"{m} (not in enroll.lst)")
+        else:
+            resolve("enrol", m, cn1 / "eval", models[m])
+        if m not in model_utts:
+            problems.append(f"{m} (not in enroll.map)")
+        else:
+            for utt in model_utts[m]:
+                resolve("map", utt, cn1 / "data", utt)
+    for t in used_tests:
+        resolve("test", t, cn1 / "eval", t)
+    return paths, problems
+
+
+def _list_training(speaker_lists, eval_speakers, report):
+    """Training files of the chosen sets, sorted, as candidate dicts."""
+    candidates = []
+    seen = {}
+    excluded = set()
+    for subset, (base, spk_list) in speaker_lists.items():
+        speakers = [f[0] for _, f in _read_lines(spk_list, 1, 1)]
+        for spk in speakers:
+            if spk in eval_speakers:
+                excluded.add(spk)
+                continue
+            folder = base / "data" / spk
+            if not folder.is_dir():
+                report.skip("missing_speaker_folder", folder, f"listed in {spk_list}")
+                continue
+            if spk in seen and seen[spk] != subset:
+                logger.warning(
+                    "Speaker %s occurs in both %s and %s; its utterances are "
+                    "merged into one training class.",
+                    spk,
+                    seen[spk],
+                    subset,
+                )
+            seen[spk] = subset
+            with os.scandir(folder) as it:
+                names = sorted(
+                    e.name
+                    for e in it
+                    if e.name.lower().endswith(AUDIO_EXTENSIONS) and e.is_file()
+                )
+            for name in names:
+                stem = os.path.splitext(name)[0]
+                candidates.append(
+                    {
+                        "ID": f"{spk}/{stem}.wav",
+                        "path": str(folder / name),
+                        "spk": spk,
+                        "set": subset,
+                    }
+                )
+    if excluded:
+        logger.warning(
+            "%d speaker(s) of the training lists also occur in the evaluation "
+            "lists and are left out of training: %s",
+            len(excluded),
+            ", ".join(sorted(excluded)[:10]),
+        )
+        report.note("eval_speakers_excluded_from_training", len(excluded))
+    report.announce(
+        "missing_speaker_folder",
+        "speaker folder(s) named in a speaker list but missing",
+        "Check that the download and extraction are complete.",
+    )
+    return candidates
+
+
+def _apply_short_rule(rows, rule, target, sample_rate, out_dir, report):
+    if rule == "keep":
+        return rows
+    if rule == "drop":
+        kept = [r for r in rows if r["duration"] >= target]
+        report.count("short_dropped", len(rows) - len(kept))
+        return kept
+    groups = dataprep.group_consecutive(
+        rows, target, key=lambda r: (r["_set"], r["spk_id"], r["genre"])
+    )
+    jobs, new_rows = [], []
+    for group in groups:
+        if len(group) == 1:
+            new_rows.append(group[0])
+            continue
+        spk = group[0]["spk_id"]
+        stems = [r["ID"].split("/", 1)[1][: -len(".wav")] for r in group]
+        name = "+".join(stems)
+        if len(name) > 180:
+            name = f"{stems[0]}+{len(stems) - 2}more+{stems[-1]}"
+        dest = out_dir / group[0]["_set"] / spk / f"{name}.wav"
+        expected = None
+        if all(int(r["sample_rate"]) == sample_rate for r in group):
+            expected = sum(int(r["stop"]) for r in group)
+        jobs.append(([r["wav"] for r in group], dest, expected))
+        new_rows.append(
+            {
+                "ID": f"{spk}/{'+'.join(stems)}.wav",
+                "wav": str(dest),
+                "spk_id": spk,
+                "genre": group[0]["genre"],
+                "language": "",
+                "_sources": group,
+            }
+        )
+    results = dataprep.concatenate_many(
+        jobs, sample_rate, desc="Concatenating short utterances"
+    )
+    out = []
+    results = iter(results)
+    for row in new_rows:
+        if "_sources" not in row:
+            out.append(row)
+            continue
+        sources = row.pop("_sources")
+        frames = next(results)
+        if isinstance(frames, Exception):
+            for src in sources:
+                report.skip("unreadable", src["wav"], f"while concatenating: {frames}")
+            continue
+        report.note("concatenated_sources", len(sources))
+        report.note("concatenated_outputs")
+        row.update(
+            duration=frames / sample_rate,
+            start=0,
+            stop=frames,
+            sample_rate=sample_rate,
+        )
+        out.append(row)
+    return out
+
+
+def _announce(report, sample_rate):
+    report.announce(
+        "unreadable",
+        "unreadable or empty audio file(s)",
+        "Re-download or re-extract them, or delete them.",
+    )
+    report.announce(
+        "wrong_sample_rate",
+        f"audio file(s) not at {sample_rate} Hz (on_wrong_sample_rate='skip')",
+        "Use on_wrong_sample_rate='resample' to keep them.",
+        strict_applies=False,
+    )
+
+
+def _genre(rel):
+    """Genre of ``<spk>/<genre>-<ss>-<uuu>.wav``."""
+    return rel.rsplit("/", 1)[-1].split("-")[0]
+
+
+def _test_speaker(rel):
+    """Speaker of ``test/<spk>-<genre>-<ss>-<uuu>.wav``."""
+    return rel.rsplit("/", 1)[-1].split("-")[0]
+
+
+def _test_genre(rel):
+    """Genre of ``test/<spk>-<genre>-<ss>-<uuu>.wav``."""
+    parts = os.path.splitext(rel.rsplit("/", 1)[-1])[0].split("-")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _model_speaker(model):
+    """Speaker of an enrolment model id ``<spk>-enroll``."""
+    return (
+        model[: -len("-enroll")] if model.endswith("-enroll") else model.split("-")[0]
+    )
+
+
+def _warn_unknown_genres(rows):
+    unknown = sorted({r["genre"] for r in rows} - set(GENRES) - {""})
+    unknown = [g for g in unknown if not set(g.split("+")) <= set(GENRES)]
+    if unknown:
+        logger.warning(
+            "Genre(s) not among the CN-Celeb genres %s: %s (taken from file "
+            "names; check the layout).",
+            GENRES,
+            ", ".join(unknown[:10]),
+        )
