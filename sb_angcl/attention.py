@@ -86,14 +86,18 @@ def pair_weights_from_confidence(confidence, labels):
     labels = labels.reshape(-1)
     with torch.no_grad():
         a = confidence.detach().float().reshape(-1)
-        pair = torch.minimum(a.unsqueeze(0), a.unsqueeze(1))
-        negatives = labels.unsqueeze(0) != labels.unsqueeze(1)
-        pair = torch.where(negatives, pair, torch.zeros_like(pair))
+        n = a.shape[0]
+        same = labels.unsqueeze(0) == labels.unsqueeze(1)
+        pair = torch.minimum(a.unsqueeze(0), a.unsqueeze(1)).masked_fill_(same, 0.0)
         total = pair.sum(dim=1, keepdim=True)
-        count = negatives.sum(dim=1, keepdim=True).to(pair.dtype)
+        # |N(i)| = N - (size of i's class), without another N x N pass.
+        _, inverse, class_size = torch.unique(labels, return_inverse=True, return_counts=True)
+        count = (n - class_size[inverse]).unsqueeze(1).to(pair.dtype)
         usable = total > 0
-        scaled = pair * count / torch.where(usable, total, torch.ones_like(total))
-        return torch.where(negatives & usable, scaled, torch.ones_like(pair))
+        scale = torch.where(usable, count / torch.where(usable, total, 1.0), 1.0)
+        pair.mul_(scale)
+        # Non-negative entries, and rows whose weights all underflowed, are one.
+        return pair.masked_fill_(same | ~usable, 1.0)
 
 
 class ClassAwareAttention(torch.nn.Module):

@@ -189,9 +189,9 @@ class AngularSupConLoss(torch.nn.Module):
         dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             z = F.normalize(embeddings.to(dtype), dim=1)
-            positives, negatives = pair_masks(labels)
-            anchors = positives.any(dim=1)
-            if not bool(anchors.any()):
+            same = labels.unsqueeze(0) == labels.unsqueeze(1)
+            rows, cols = torch.nonzero(same.fill_diagonal_(False), as_tuple=True)
+            if rows.numel() == 0:
                 if not self._warned_no_positive:
                     logger.warning(
                         "AngularSupConLoss: a batch has no positive pair (every "
@@ -200,36 +200,33 @@ class AngularSupConLoss(torch.nn.Module):
                     )
                     self._warned_no_positive = True
                 return embeddings.sum() * 0.0
+            same.fill_diagonal_(True)  # now: positives and the anchor itself
+            n = labels.shape[0]
+            pos_count = torch.bincount(rows, minlength=n)
+            anchors = pos_count > 0
+            all_anchors = bool(anchors.all())
 
-            # Only anchors with a positive take part: every kept row then has
-            # a finite denominator, so no NaN can reach the gradient.
-            z_anchor = z[anchors]
-            positives = positives[anchors]
-            negatives = negatives[anchors]
-            cosine = (z_anchor @ z.t()).clamp(-1.0, 1.0)
-            logits = torch.where(
-                positives, additive_angular_margin(cosine, self.margin), cosine
-            ) / self.temperature
-
-            # log of the denominator's per-term weights: 0 for positives,
-            # log w for negatives, -inf for the anchor itself.
-            if pair_weights is None:
-                log_w = torch.zeros_like(logits)
-            else:
-                w = pair_weights[anchors].to(dtype)
-                log_w = torch.log(w.clamp_min(torch.finfo(dtype).tiny))
-                log_w = torch.where(w > 0, log_w, torch.full_like(log_w, -math.inf))
-                log_w = torch.where(negatives, log_w, torch.zeros_like(log_w))
-            in_denominator = positives | negatives
-            masked = torch.where(
-                in_denominator, logits + log_w, torch.full_like(logits, -math.inf)
+            cosine = z @ z.t()
+            # Positive logits with the angular margin, computed on the positive
+            # pairs only (a full-matrix margin would cost several N x N passes).
+            pos_logits = (
+                additive_angular_margin(cosine[rows, cols].clamp(-1.0, 1.0), self.margin)
+                / self.temperature
             )
+            logits = cosine / self.temperature
+            if pair_weights is not None:
+                # w multiplies exp(s_in): log w joins the negative logits;
+                # log 0 = -inf removes a negative from the denominator.
+                logits = logits + torch.log(pair_weights.to(dtype))
+            # Denominator terms: negatives (weighted) and the margin positives.
+            terms = logits.masked_fill(same, -math.inf).index_put((rows, cols), pos_logits)
+            if not all_anchors:
+                # Rows without a positive take no part (and could be all -inf).
+                terms = terms[anchors]
+                rows = (torch.cumsum(anchors, 0) - 1)[rows]
+                pos_count = pos_count[anchors]
             # torch.logsumexp subtracts the row maximum internally.
-            log_denominator = torch.logsumexp(masked, dim=1, keepdim=True)
-            log_prob = logits - log_denominator
-            pos_count = positives.sum(dim=1)
-            mean_log_prob_pos = (
-                torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(1)
-                / pos_count
-            )
-            return -mean_log_prob_pos.mean()
+            log_denominator = torch.logsumexp(terms, dim=1)
+            log_prob = pos_logits - log_denominator[rows]
+            per_anchor = torch.zeros_like(log_denominator).index_add(0, rows, log_prob)
+            return -(per_anchor / pos_count).mean()
