@@ -85,7 +85,9 @@ def pair_weights_from_confidence(confidence, labels):
     """
     labels = labels.reshape(-1)
     with torch.no_grad():
-        a = confidence.detach().float().reshape(-1)
+        # Subnormal confidences (softmax at a very low T_att) would make the
+        # renormalisation overflow: they are raised to the smallest normal.
+        a = confidence.detach().float().reshape(-1).clamp_min(torch.finfo(torch.float32).tiny)
         n = a.shape[0]
         same = labels.unsqueeze(0) == labels.unsqueeze(1)
         pair = torch.minimum(a.unsqueeze(0), a.unsqueeze(1)).masked_fill_(same, 0.0)

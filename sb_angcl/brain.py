@@ -8,6 +8,12 @@ names (``fixed``, ``mgda_ub``, ``mgda``) inside :meth:`fit_batch`, keeping
 SpeechBrain's gradient accumulation, clipping, GradScaler, DDP and
 checkpointing.
 
+Reliability: a batch with a non-finite loss or gradient is skipped with a
+warning, leaving parameters, optimiser state and BatchNorm statistics as they
+were; more than ``nonfinite_patience`` (SpeechBrain's run option) in a row
+raise :class:`NonFiniteLossError`. Before resuming, checkpoints half-written
+by a killed run are set aside (:func:`discard_incomplete_checkpoints`).
+
 Hyperparameters it reads (``self.hparams``):
 
 * modules ``compute_features``, ``mean_var_norm``, ``embedding_model``,
@@ -26,10 +32,14 @@ Authors
 
 import logging
 import math
+import os
 import time
+import zipfile
 
 import speechbrain as sb
 import torch
+import yaml
+from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, PARAMFILE_EXT
 
 from sb_angcl.distributed import gather_no_grad, gather_with_grad, world_size
 
@@ -38,6 +48,110 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive batches had a non-finite loss or gradient."""
+
+
+def _checkpoint_problems(ckpt_dir, checkpointer):
+    """What makes one checkpoint folder unusable (empty list: nothing)."""
+    try:
+        with open(os.path.join(ckpt_dir, METAFNAME), encoding="utf-8") as fin:
+            meta = yaml.safe_load(fin)
+    except (OSError, yaml.YAMLError) as err:
+        return [f"{METAFNAME} unreadable ({err.__class__.__name__})"]
+    if not isinstance(meta, dict) or "end-of-epoch" not in meta:
+        return [f"{METAFNAME} incomplete"]
+    problems = []
+    optional = getattr(checkpointer, "optional_recoverables", {})
+    for name in checkpointer.recoverables:
+        path = os.path.join(ckpt_dir, name + PARAMFILE_EXT)
+        if not os.path.isfile(path):
+            # SpeechBrain itself tolerates these two being absent.
+            if not optional.get(name, False) and "dataloader" not in name:
+                problems.append(f"{name}{PARAMFILE_EXT} missing")
+            continue
+        if os.path.getsize(path) == 0:
+            problems.append(f"{name}{PARAMFILE_EXT} empty")
+            continue
+        with open(path, "rb") as fin:
+            is_zip_start = fin.read(4) == b"PK\x03\x04"
+        if is_zip_start:  # torch.save's format: the index is written last
+            try:
+                with zipfile.ZipFile(path):
+                    pass
+            except (zipfile.BadZipFile, OSError):
+                problems.append(f"{name}{PARAMFILE_EXT} truncated")
+    return problems
+
+
+def discard_incomplete_checkpoints(checkpointer):
+    """Set aside checkpoints that a killed run left half-written.
+
+    SpeechBrain's ``Checkpointer`` writes ``CKPT.yaml`` first and the
+    parameter files after it, so a run killed while saving (SIGKILL, power
+    loss, a pre-empted job) leaves a folder that looks like the newest
+    checkpoint but lacks files or holds a truncated one, and the next run
+    fails to resume from it. Each such folder is renamed
+    ``INCOMPLETE-CKPT+...`` (kept for inspection, ignored by SpeechBrain) with
+    a warning, so recovery falls back to the previous, complete checkpoint.
+
+    A folder is incomplete when its ``CKPT.yaml`` does not parse, when a
+    file of a registered recoverable is missing (SpeechBrain's optional
+    recoverables and data-loader states excepted, as SpeechBrain does), empty,
+    or a ``torch.save`` archive without its index (cut short).
+
+    Arguments
+    ---------
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer
+        With every recoverable registered.
+
+    Returns
+    -------
+    list of str
+        The new paths of the folders set aside.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain.utils.checkpoints import Checkpointer
+    >>> ckpt = Checkpointer(tempfile.mkdtemp(), {"model": torch.nn.Linear(2, 2)})
+    >>> good = ckpt.save_checkpoint(name="good")
+    >>> bad = ckpt.save_checkpoint(name="bad")
+    >>> data = open(bad.paramfiles["model"], "rb").read()
+    >>> _ = open(bad.paramfiles["model"], "wb").write(data[: len(data) // 2])
+    >>> [os.path.basename(p) for p in discard_incomplete_checkpoints(ckpt)]
+    ['INCOMPLETE-CKPT+bad']
+    >>> [os.path.basename(c.path) for c in ckpt.list_checkpoints()]
+    ['CKPT+good']
+    """
+    folder = str(checkpointer.checkpoints_dir)
+    if not os.path.isdir(folder):
+        return []
+    moved = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not (name.startswith(CKPT_PREFIX) and os.path.isdir(path)):
+            continue
+        if not os.path.exists(os.path.join(path, METAFNAME)):
+            continue  # not a checkpoint for SpeechBrain either
+        problems = _checkpoint_problems(path, checkpointer)
+        if not problems:
+            continue
+        target = os.path.join(folder, "INCOMPLETE-" + name)
+        suffix = 1
+        while os.path.exists(target):
+            target = os.path.join(folder, f"INCOMPLETE-{name}.{suffix}")
+            suffix += 1
+        os.rename(path, target)
+        moved.append(target)
+        logger.warning(
+            "Checkpoint %s is incomplete (%s), probably written by a run that "
+            "was stopped while saving; moved to %s and not used. Training "
+            "resumes from the previous checkpoint (delete the folder once "
+            "inspected).",
+            path,
+            ", ".join(problems),
+            target,
+        )
+    return moved
 
 
 class AngularContrastiveBrain(sb.Brain):
@@ -221,6 +335,11 @@ class AngularContrastiveBrain(sb.Brain):
         """
         should_step = (self.step % self.grad_accumulation_factor) == 0
         self.on_fit_batch_start(batch, should_step)
+        # The forward pass updates BatchNorm statistics; a skipped batch puts
+        # them back (a NaN there would poison every later evaluation).
+        self._buffers_before = [
+            (buf, buf.detach().clone()) for buf in self.modules.buffers()
+        ]
         with self.no_sync(not should_step):
             with self.training_ctx:
                 outputs = self.compute_forward(batch, sb.Stage.TRAIN)
@@ -254,6 +373,7 @@ class AngularContrastiveBrain(sb.Brain):
                 return result_loss.detach().cpu()
             self.optimizers_step()
             self._consecutive_nonfinite = 0
+        self._buffers_before = []
         self._record(loss_cls, loss_con, alpha)
         self.on_fit_batch_end(batch, outputs, result_loss, should_step)
         return result_loss.detach().cpu()
@@ -265,8 +385,17 @@ class AngularContrastiveBrain(sb.Brain):
         return True
 
     def _skip_nonfinite(self, batch, what):
-        """Drop this batch's gradients, report it, stop after too many."""
+        """Drop this batch's gradients, report it, stop after too many.
+
+        The module buffers (BatchNorm running statistics, which the forward
+        pass has already updated) are restored to their values before the
+        batch, so a NaN batch leaves no trace in the model.
+        """
         self.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buf, saved in getattr(self, "_buffers_before", []):
+                buf.copy_(saved)
+        self._buffers_before = []
         self._consecutive_nonfinite += 1
         self.skipped_nonfinite += 1
         logger.warning(
@@ -319,6 +448,20 @@ class AngularContrastiveBrain(sb.Brain):
         self._one_speaker_batches = 0
         self.last_alpha = math.nan
         super().on_fit_start()
+
+    def init_optimizers(self):
+        """SpeechBrain's optimiser set-up, then half-written checkpoints set aside.
+
+        ``Brain.on_fit_start`` calls this once every recoverable (the
+        optimiser included) is registered and right before it recovers the
+        latest checkpoint, so a run killed while saving resumes from the
+        checkpoint before (see :func:`discard_incomplete_checkpoints`).
+        """
+        super().init_optimizers()
+        if self.checkpointer is not None:
+            sb.utils.distributed.run_on_main(
+                discard_incomplete_checkpoints, args=[self.checkpointer]
+            )
 
     def _reset_stats(self):
         self._sums = {"loss_cls": 0.0, "loss_con": 0.0, "alpha": 0.0, "batches": 0}
