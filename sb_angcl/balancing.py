@@ -25,8 +25,11 @@ training. The optional gradient normalisation (``l2``: by the gradient norm,
 then applied to the raw losses are ``a/n1`` and ``(1-a)/n2`` renormalised to
 sum to one, and ``alpha`` reports the effective weight on ``L_cls``.
 
-Everything needed for ``alpha`` is a handful of dot products, which are summed
-over ranks under DDP so every replica applies the same ``alpha``. Gradients are
+Everything needed for ``alpha`` is a handful of dot products. Under DDP they
+are summed over ranks for ``mgda_ub`` (each rank holds different samples'
+embeddings); for ``mgda`` the parameter gradients themselves are summed first
+(the parameters are shared, see :mod:`sb_angcl.distributed`), so every replica
+applies the ``alpha`` of a single process on the concatenated batch. Gradients are
 taken of the *scaled* losses when a GradScaler scale is given (fp16 would
 otherwise underflow), and ``alpha`` does not depend on that common scale.
 
@@ -54,6 +57,29 @@ def _all_reduce_sum(tensor):
     ):
         torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
     return tensor
+
+
+def _world_size():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def _sum_flat_gradients(grads1, grads2, inputs):
+    """Two gradient lists as flat vectors summed over ranks (one all-reduce).
+
+    ``None`` entries become zeros so that every rank sends the same layout.
+    """
+    wide = any(p.dtype == torch.float64 for p in inputs)
+    dtype = torch.float64 if wide else torch.float32
+    flat = [
+        (g if g is not None else torch.zeros_like(p)).reshape(-1).to(dtype)
+        for grads in (grads1, grads2)
+        for g, p in zip(grads, inputs)
+    ]
+    flat = _all_reduce_sum(torch.cat(flat)) if flat else torch.zeros(0, dtype=dtype)
+    half = flat.numel() // 2
+    return [flat[:half]], [flat[half:]]
 
 
 def min_norm_alpha_from_dots(g11, g12, g22):
@@ -310,11 +336,19 @@ class MGDABalancer(torch.nn.Module):
         grad_scale = float(grad_scale)
         g_cls = self._gradients(loss_cls, inputs, grad_scale)
         g_con = self._gradients(loss_con, inputs, grad_scale)
+        sum_gradients = self.distributed and self.mode == "mgda" and _world_size() > 1
+        if sum_gradients:
+            # Parameters are shared by the ranks: the global gradient is the
+            # sum of the local ones, and the dots of a sum are not the sum of
+            # the dots, so the gradients themselves are summed (mgda_ub's
+            # per-sample embeddings are disjoint, so its dots just add up).
+            g_cls, g_con = _sum_flat_gradients(g_cls, g_con, inputs)
         dots = gradient_dots(g_cls, g_con)
         losses = torch.stack([loss_cls.detach(), loss_con.detach()]).double().to(dots.device)
         if self.distributed:
-            packed = _all_reduce_sum(torch.cat([dots, losses]))
-            dots, losses = packed[:3], packed[3:]
+            packed = losses if sum_gradients else torch.cat([dots, losses])
+            packed = _all_reduce_sum(packed)
+            dots, losses = (dots, packed) if sum_gradients else (packed[:3], packed[3:])
         dots = dots.cpu()
         g11, g12, g22 = dots.tolist()
         if g11 == 0.0 or g22 == 0.0:

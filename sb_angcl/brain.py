@@ -41,7 +41,13 @@ import torch
 import yaml
 from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, PARAMFILE_EXT
 
-from sb_angcl.distributed import gather_no_grad, gather_with_grad, world_size
+from sb_angcl.distributed import (
+    all_ranks_finite,
+    gather_no_grad,
+    gather_with_grad,
+    world_size,
+    wrap_distributed_modules,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -362,7 +368,7 @@ class AngularContrastiveBrain(sb.Brain):
                     grad_scale=grad_scale,
                 )
                 result_loss, alpha = result.loss, result.alpha
-            if not bool(torch.isfinite(result_loss)):
+            if not all_ranks_finite(result_loss):
                 self._skip_nonfinite(batch, "loss")
                 return result_loss.detach().cpu()
             scaled = self.scaler.scale(result_loss / self.grad_accumulation_factor)
@@ -440,6 +446,17 @@ class AngularContrastiveBrain(sb.Brain):
             annealing.on_batch_end(self.optimizer)
 
     # ------------------------------------------------------------------ stages
+    def _wrap_distributed(self):
+        """Wrap the trainable modules in DDP, also on CPU (gloo).
+
+        SpeechBrain 1.1 converts BatchNorm to ``SyncBatchNorm`` whatever the
+        device, and PyTorch refuses that on CPU; see
+        :func:`sb_angcl.distributed.wrap_distributed_modules`.
+        """
+        if not self.distributed_launch:
+            return super()._wrap_distributed()
+        wrap_distributed_modules(self.modules, self.device, self.find_unused_parameters)
+
     def on_fit_start(self):
         """Initialise the per-epoch statistics, then SpeechBrain's start."""
         self._reset_stats()

@@ -1,13 +1,48 @@
-"""Gathering tensors across DDP ranks for the contrastive loss.
+"""DDP helpers: gathering the contrastive batch across ranks, wrapping modules.
 
 SpeechBrain has no gather helper. The contrastive loss gets stronger with more
-negatives, so under DDP every rank gathers the embeddings (with gradient),
-labels and attention confidences of all ranks and computes the loss on the
-whole global batch. ``torch.distributed.nn.functional.all_gather`` sums the
-gradients of each slice over ranks in its backward; since every rank computes
-the same global loss, each rank's embeddings receive ``world_size`` times the
-gradient of the global loss, and DDP's averaging of parameter gradients turns
-that back into exactly the single-process gradient of the concatenated batch.
+negatives, so under DDP (``torchrun --nproc_per_node=N train.py ...``) every
+rank gathers the embeddings (with gradient), labels and attention confidences
+of all ranks and computes the contrastive loss on the whole global batch; the
+classification loss stays local (mean over the rank's own batch).
+
+Why this reproduces single-process training on the concatenated batch
+----------------------------------------------------------------------
+Let ``W`` ranks hold ``n`` samples each, ``z_r`` rank ``r``'s embeddings,
+``L_con`` the contrastive loss of the global batch (identical on every rank),
+``l_r`` rank ``r``'s mean classification loss and ``L_cls = mean_r l_r`` the
+classification loss of the global batch. Rank ``r`` back-propagates
+``a * l_r + (1 - a) * L_con`` (``a`` is the balancing weight ``alpha``):
+
+* :func:`gather_with_grad` sums, in its backward, the gradient every rank
+  sends to slice ``r`` (as ``torch.distributed.nn.functional.all_gather``
+  does). All ranks compute the same
+  ``L_con``, so ``z_r`` receives ``W * dL_con/dz_r``.
+* ``dl_r/dz_r = W * dL_cls/dz_r`` because ``L_cls`` averages ``W`` ranks.
+* DDP averages parameter gradients over ranks, which divides the first sum by
+  ``W``: each parameter ends with ``a * dL_cls/dθ + (1 - a) * dL_con/dθ``,
+  exactly the single-process gradient on the concatenated batch.
+
+The balancing weight must also agree, on every rank, with the single-process
+one (see :mod:`sb_angcl.balancing`):
+
+* ``mgda_ub`` (gradients w.r.t. the embeddings): the rank-local gradients are
+  ``W`` times the rows of the global ones, so the dot products summed over
+  ranks are ``W**2`` times the global dot products. ``alpha`` is invariant to a
+  common scale of both gradients, so the summed dots give the single-process
+  ``alpha`` (the loss values used by ``gradient_normalization: loss`` are
+  summed too, ``W`` times the global ones, which cancels the same way).
+* ``mgda`` (gradients w.r.t. the shared encoder parameters): the parameters
+  are shared, so the global gradient is the *sum* of the rank-local ones and a
+  sum of dot products is not the dot product of the sums. The balancer
+  therefore all-reduces the two flattened parameter gradients themselves
+  (both come out ``W`` times the global ones) and takes the dots after that.
+
+Batch normalisation: on GPUs, :func:`wrap_distributed_modules` converts
+BatchNorm layers to ``SyncBatchNorm`` as SpeechBrain does, so batch statistics
+are global too. PyTorch's ``SyncBatchNorm`` does not run on CPU, so with gloo on
+CPU the BatchNorm statistics stay per rank (the only difference from a single
+process on the concatenated batch).
 
 Ranks must have the same local batch size (the speaker-balanced sampler
 guarantees it; with the random sampler use ``drop_last: True``).
@@ -16,8 +51,12 @@ Authors
  * sb-angcl contributors
 """
 
+import logging
+
 import torch
 import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
 
 
 def world_size():
@@ -37,8 +76,72 @@ def world_size():
     return 1
 
 
+def rank():
+    """This process's DDP rank (0 without a process group).
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> rank()
+    0
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return 0
+
+
+def _check_same_length(tensor):
+    """All ranks must hold the same number of rows: say so clearly if not."""
+    size = torch.tensor([tensor.shape[0]], dtype=torch.int64, device=tensor.device)
+    sizes = [torch.empty_like(size) for _ in range(world_size())]
+    dist.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    if len(set(sizes)) > 1:
+        raise RuntimeError(
+            f"gather across DDP ranks needs the same local batch size on every "
+            f"rank, got {sizes}. Use the speaker-balanced sampler "
+            "(sampler: balanced), or drop_last with the random sampler, or set "
+            "gather_across_ranks: False in the YAML."
+        )
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """``all_gather`` along dim 0 whose backward sums the gradients over ranks.
+
+    ``torch.distributed.nn.functional.all_gather`` does the same but is
+    deprecated in recent PyTorch, and its backward needs an all-to-all that not
+    every backend has. The backward here is one ``all_reduce`` of the gathered
+    gradient (a few hundred kB for a batch of embeddings), then this rank's
+    slice: available on gloo, NCCL and MPI alike.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor):
+        ctx.rows = tensor.shape[0]
+        ctx.rank = dist.get_rank()
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad = grad_output.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = ctx.rank * ctx.rows
+        return grad[start : start + ctx.rows]
+
+
 def gather_with_grad(tensor):
     """Concatenate ``tensor`` from all ranks along dim 0, keeping gradients.
+
+    The backward of the gather sums, for this rank's slice, the gradients that
+    every rank computes: with the same loss on every rank, the local slice
+    gets ``world_size()`` times the gradient of that loss (see the module
+    docstring for why that is what DDP needs). Every rank must call it, in the
+    same order, and also run the backward (all ranks compute the same loss).
 
     Arguments
     ---------
@@ -58,9 +161,8 @@ def gather_with_grad(tensor):
     """
     if world_size() == 1:
         return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+    _check_same_length(tensor)
+    return _GatherWithGrad.apply(tensor)
 
 
 def gather_no_grad(tensor):
@@ -86,3 +188,118 @@ def gather_no_grad(tensor):
     parts = [torch.empty_like(tensor) for _ in range(world_size())]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def all_reduce_sum(tensor):
+    """Sum ``tensor`` over ranks in place (returns it; no-op without DDP).
+
+    Arguments
+    ---------
+    tensor : torch.Tensor
+        Same shape and dtype on every rank.
+
+    Returns
+    -------
+    torch.Tensor
+        The same tensor, now holding the sum.
+
+    Example
+    -------
+    >>> all_reduce_sum(torch.tensor([1.0, 2.0]))
+    tensor([1., 2.])
+    """
+    if world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def wrap_distributed_modules(modules, device, find_unused_parameters=False, sync_batchnorm=None):
+    """Wrap every trainable module in DDP, also on CPU (gloo).
+
+    What ``sb.Brain._wrap_distributed`` does, except that SpeechBrain 1.1
+    converts BatchNorm to ``SyncBatchNorm`` unconditionally, which PyTorch
+    rejects on CPU ("SyncBatchNorm layers only work with GPU modules"), so
+    ``torchrun ... --distributed_backend=gloo`` fails on CPU for any encoder
+    with BatchNorm (ECAPA-TDNN, ResNet, x-vector). Here the conversion is only
+    done on accelerators, and ``device_ids`` is only given for them.
+
+    Arguments
+    ---------
+    modules : torch.nn.ModuleDict
+        ``brain.modules``; wrapped entries are replaced in place.
+    device : str or torch.device
+        The Brain's device (``"cpu"``, ``"cuda:0"``, ...).
+    find_unused_parameters : bool
+        Passed to ``DistributedDataParallel``.
+    sync_batchnorm : bool, optional
+        Convert BatchNorm to ``SyncBatchNorm``; default: on any device but CPU.
+
+    Returns
+    -------
+    torch.nn.ModuleDict
+        ``modules``.
+
+    Example
+    -------
+    >>> mods = torch.nn.ModuleDict({"enc": torch.nn.BatchNorm1d(3)})
+    >>> wrap_distributed_modules(mods, "cpu") is mods  # no process group: unchanged
+    True
+    >>> type(mods["enc"]).__name__
+    'BatchNorm1d'
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return modules
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = torch.device(device)
+    on_cpu = device.type == "cpu"
+    if sync_batchnorm is None:
+        sync_batchnorm = not on_cpu
+    for name, module in list(modules.items()):
+        if isinstance(module, DistributedDataParallel):
+            continue
+        if not any(p.requires_grad for p in module.parameters()):
+            continue
+        if sync_batchnorm:
+            module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        elif on_cpu and any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules()
+        ):
+            logger.info(
+                "DDP on CPU: BatchNorm in '%s' keeps per-rank batch statistics "
+                "(SyncBatchNorm needs a GPU).",
+                name,
+            )
+        modules[name] = DistributedDataParallel(
+            module,
+            device_ids=None if on_cpu or device.index is None else [device],
+            find_unused_parameters=find_unused_parameters,
+        )
+    return modules
+
+
+def all_ranks_finite(tensor):
+    """Whether ``tensor`` is finite on every rank (a collective under DDP).
+
+    A rank that skips a batch for a non-finite loss while the others
+    back-propagate would leave the others waiting in their gradient
+    all-reduce: the decision to skip must be the same everywhere.
+
+    Arguments
+    ---------
+    tensor : torch.Tensor
+        The local value (e.g. the balanced loss).
+
+    Returns
+    -------
+    bool
+
+    Example
+    -------
+    >>> all_ranks_finite(torch.tensor(1.0)), all_ranks_finite(torch.tensor(float("nan")))
+    (True, False)
+    """
+    ok = torch.isfinite(tensor.detach()).all().to(torch.float32).reshape(1)
+    if world_size() > 1:
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok.item())

@@ -27,7 +27,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sb_angcl.attention import ClassAwareAttention, pair_weights_from_confidence

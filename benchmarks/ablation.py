@@ -1,0 +1,801 @@
+"""Ablation of the paper's system on a speaker-verification corpus, several seeds.
+
+Trains and scores, with the real recipe (``sb_angcl.recipe.run_training`` and
+``sb_angcl.verification.run_verification`` with command-line overrides, in
+this process or in ``--jobs`` worker processes), the variants
+
+* ``aam``: AAM-softmax alone;
+* ``supcon``: AAM + SupCon (fixed weight 0.5, margin 0, no attention);
+* ``amsupcon``: AAM + AM-SupCon (fixed 0.5, margin 0.2, no attention);
+* ``amsupcon_caa``: + class-aware attention (``attention_temperature`` 1.0);
+* ``paper``: + MGDA-UB balancing, the paper's system;
+
+(``mgda``, the same with MGDA on the encoder parameters, is available with
+``--variants``), each with every seed of ``--seeds``, and reports EER and
+minDCF (p_target 0.01) as mean ± std over the seeds, on all trials and on the
+cross-language trials (enrolment and test in different languages). The seed
+changes the weight initialisation, the dev split, batches and augmentation;
+the corpus is the same for all runs.
+
+By default the corpus is the built-in synthetic one (``sb_angcl.synthetic``,
+VoxCeleb1 layout, 40 speakers x 24 utterances, generated once into the work
+folder) and the recipe is ``recipes/VoxCeleb/SpeakerRec`` with its small ECAPA
+YAML (C=128), 8 epochs: 15 runs of about 100 CPU-seconds each, run two at a
+time with one torch thread each: about 15 minutes on an idle 2-core CPU
+(see benchmarks/README.md for the calibration). At full size::
+
+    python benchmarks/ablation.py \\
+        --hparams recipes/VoxCeleb/SpeakerRec/hparams/train_ecapa_angcl.yaml \\
+        --data_folder /data/VoxCeleb1 --device cuda --epochs 40 --seeds 1 2 3
+
+Any recipe YAML works (its folder's ``../train.py`` gives the data
+preparation, so the CN-Celeb recipe works too); ``--override key=value`` adds
+overrides to every run. The table is written as Markdown (with the command,
+corpus and machine in a header) to ``--output`` and printed; per-run numbers go
+next to it as CSV. The last line is ``ratio <EER(paper) / EER(aam)>``, each EER
+the mean over seeds.
+
+Authors
+ * sb-angcl contributors
+"""
+
+import argparse
+import contextlib
+import datetime
+import importlib.util
+import json
+import logging
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_HPARAMS = os.path.join(
+    ROOT, "recipes", "VoxCeleb", "SpeakerRec", "hparams", "train_ecapa_angcl_small.yaml"
+)
+DEFAULT_OUTPUT = os.path.join(ROOT, "benchmarks", "results", "ablation.md")
+
+#: Variant name -> (description, overrides of the recipe YAML).
+VARIANTS = {
+    "aam": ("AAM-softmax", {"balancing": "fixed", "contrastive_weight": 0.0}),
+    "supcon": (
+        "AAM + SupCon (fixed 0.5, m=0, no attention)",
+        {"balancing": "fixed", "contrastive_weight": 0.5, "margin": 0.0,
+         "attention_temperature": None},
+    ),
+    "amsupcon": (
+        "AAM + AM-SupCon (fixed 0.5, m=0.2)",
+        {"balancing": "fixed", "contrastive_weight": 0.5, "margin": 0.2,
+         "attention_temperature": None},
+    ),
+    "amsupcon_caa": (
+        "+ CAA (T_att=1.0)",
+        {"balancing": "fixed", "contrastive_weight": 0.5, "margin": 0.2,
+         "attention_temperature": 1.0},
+    ),
+    "paper": (
+        "+ MGDA-UB (paper's system)",
+        {"balancing": "mgda_ub", "margin": 0.2, "attention_temperature": 1.0},
+    ),
+    "mgda": (
+        "+ MGDA on parameters",
+        {"balancing": "mgda", "margin": 0.2, "attention_temperature": 1.0},
+    ),
+}
+DEFAULT_VARIANTS = ["aam", "supcon", "amsupcon", "amsupcon_caa", "paper"]
+
+#: Defaults chosen from a calibration on a 2-core CPU (see benchmarks/README.md).
+DEFAULTS = {
+    "speakers": 40, "utterances": 24, "epochs": 8, "seeds": [1, 2, 3],
+    "sessions": 3, "languages": 3, "duration_min": 1.5, "duration_max": 4.0,
+}
+
+#: ``--quick``: a tiny corpus and model, one epoch, one seed, two variants.
+QUICK = {
+    "speakers": 8, "utterances": 6, "sessions": 2, "languages": 2,
+    "duration_min": 1.0, "duration_max": 1.5, "epochs": 1, "seeds": [1],
+    "variants": ["aam", "paper"],
+    "overrides": {
+        "channels": 16, "attention_channels": 8, "emb_dim": 16, "n_mels": 20,
+        "speakers_per_batch": 3, "utterances_per_speaker": 2, "sentence_len": 1.0,
+    },
+}
+QUICK_CNCELEB = {"speakers": 10, "duration_min": 2.0, "duration_max": 3.0}
+
+
+def yaml_value(value):
+    """A Python value as it is written in a ``--key=value`` override.
+
+    Arguments
+    ---------
+    value : object
+        ``None``, bool, number or string.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> [yaml_value(v) for v in (None, True, 0.5, "mgda_ub")]
+    ['null', 'True', '0.5', 'mgda_ub']
+    """
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def yaml_top_keys(hparams_file):
+    """Top-level keys of a recipe YAML (read as text; nothing is built).
+
+    Arguments
+    ---------
+    hparams_file : str
+        YAML path.
+
+    Returns
+    -------
+    set of str
+
+    Example
+    -------
+    >>> sorted(yaml_top_keys(DEFAULT_HPARAMS) & {"balancing", "margin", "nope"})
+    ['balancing', 'margin']
+    """
+    with open(hparams_file, encoding="utf-8") as fin:
+        return {m.group(1) for m in re.finditer(r"^([A-Za-z_]\w*)\s*:", fin.read(), re.M)}
+
+
+def load_prepare(hparams_file):
+    """The ``prepare(hparams)`` of the recipe that owns ``hparams_file``.
+
+    The recipe folder is the YAML's ``..``; its ``train.py`` is imported with
+    the folder on ``sys.path`` (recipes are not packages).
+
+    Arguments
+    ---------
+    hparams_file : str
+        ``<recipe>/hparams/<name>.yaml``.
+
+    Returns
+    -------
+    callable
+
+    Example
+    -------
+    >>> callable(load_prepare(DEFAULT_HPARAMS))
+    True
+    """
+    recipe_dir = os.path.dirname(os.path.dirname(os.path.abspath(hparams_file)))
+    script = os.path.join(recipe_dir, "train.py")
+    if not os.path.isfile(script):
+        raise FileNotFoundError(
+            f"{script} not found: --hparams must be a recipe YAML in <recipe>/hparams/ "
+            "next to the recipe's train.py"
+        )
+    if recipe_dir not in sys.path:
+        sys.path.insert(0, recipe_dir)
+    name = "_sb_angcl_recipe_train_" + re.sub(r"\W", "_", os.path.basename(os.path.dirname(recipe_dir)))
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.prepare
+
+
+def recipe_layout(hparams_file):
+    """``"cnceleb"`` for a CN-Celeb recipe YAML, else ``"voxceleb"``.
+
+    Arguments
+    ---------
+    hparams_file : str
+        YAML path.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> recipe_layout("recipes/CNCeleb/SpeakerRec/hparams/x.yaml")
+    'cnceleb'
+    """
+    return "cnceleb" if "cnceleb" in os.path.abspath(hparams_file).lower() else "voxceleb"
+
+
+def synthetic_corpus(work_dir, layout, args):
+    """Generate (or reuse) the built-in corpus; return its ``data_folder``.
+
+    Arguments
+    ---------
+    work_dir : str
+        Work folder; the corpus goes to ``<work_dir>/corpus``.
+    layout : str
+        ``voxceleb`` or ``cnceleb``.
+    args : argparse.Namespace
+        ``speakers``, ``utterances``, ``sessions``, ``languages``,
+        ``duration_min``, ``duration_max``, ``corpus_seed``.
+
+    Returns
+    -------
+    data_folder : str
+        What the recipe's ``--data_folder`` expects.
+    summary : dict
+        The generator's summary.
+    """
+    from sb_angcl.synthetic import generate_corpus
+
+    root = os.path.join(work_dir, "corpus")
+    kwargs = dict(
+        layout=layout, num_speakers=args.speakers, num_utterances=args.utterances,
+        num_sessions=args.sessions, num_languages=args.languages,
+        duration_min=args.duration_min, duration_max=args.duration_max,
+        seed=args.corpus_seed, progress=not args.no_progress,
+    )
+    try:
+        summary = generate_corpus(root, **kwargs)
+    except FileExistsError:
+        # A corpus made with other arguments is in the way: replace it.
+        summary = generate_corpus(root, overwrite=True, **kwargs)
+    folder = summary["voxceleb"]["root"] if layout == "voxceleb" else summary["root"]
+    return folder, summary
+
+
+@contextlib.contextmanager
+def captured_output(path, enabled=True):
+    """Send stdout, stderr and SpeechBrain's logging of one run to a file.
+
+    SpeechBrain's experiment setup installs a console handler on the root
+    logger for every run; the handlers are closed and removed afterwards so
+    that the next run (or this script) starts clean.
+
+    Arguments
+    ---------
+    path : str
+        Log file.
+    enabled : bool
+        ``False`` leaves the output on the console.
+
+    Yields
+    ------
+    None
+    """
+    if not enabled:
+        yield
+        return
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    for handler in before:
+        root.removeHandler(handler)
+    with open(path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        try:
+            yield
+        finally:
+            for handler in list(root.handlers):
+                root.removeHandler(handler)
+                handler.close()
+            for handler in before:
+                root.addHandler(handler)
+            root.setLevel(level)
+
+
+def _tail(path, lines=40):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fin:
+            return "".join(fin.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_one(variant, seed, args, data_folder, prepare, allowed_keys):
+    """Train and score one variant with one seed; return its numbers.
+
+    Arguments
+    ---------
+    variant : str
+        A key of :data:`VARIANTS`.
+    seed : int
+        The recipe's ``seed``.
+    args : argparse.Namespace
+        Parsed command line.
+    data_folder : str
+        The recipe's ``data_folder``.
+    prepare : callable
+        The recipe's data preparation.
+    allowed_keys : set of str
+        Top-level keys of the YAML (overrides of other keys are dropped).
+
+    Returns
+    -------
+    dict
+        ``variant, seed, EER, minDCF, EER_cross, minDCF_cross, EER_same,
+        alpha, train_s, verify_s, train_cpu_s, verify_cpu_s, n_trials,
+        n_cross_trials`` (wall and process CPU seconds; EER as a fraction; NaN where the corpus
+        has no cross-language trials).
+    """
+    from sb_angcl.recipe import run_training
+    from sb_angcl.verification import run_verification
+
+    run_dir = os.path.join(args.work_dir, "runs", variant, f"seed{seed}")
+    result_file = os.path.join(run_dir, "result.json")
+    if args.resume and os.path.isfile(result_file):
+        with open(result_file, encoding="utf-8") as fin:
+            return json.load(fin)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.makedirs(run_dir)
+
+    overrides = {"data_folder": data_folder, "output_folder": run_dir, "seed": seed,
+                 "number_of_epochs": args.epochs, "export_folder": None}
+    overrides.update(args.extra_overrides)
+    overrides.update(VARIANTS[variant][1])
+    missing = [k for k in VARIANTS[variant][1] if k not in allowed_keys]
+    if missing:
+        raise KeyError(f"{args.hparams} lacks the keys {missing} that variant {variant!r} sets")
+    argv = [args.hparams, f"--device={args.device}"]
+    if args.no_progress:
+        argv.append("--noprogressbar")
+    argv += [f"--{k}={yaml_value(v)}" for k, v in overrides.items() if k in allowed_keys]
+
+    log_path = os.path.join(run_dir, "ablation_run.log")
+    try:
+        with captured_output(log_path, enabled=not args.verbose):
+            start, cpu = time.perf_counter(), time.process_time()
+            brain, _ = run_training(argv, prepare)
+            train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu
+            alpha = brain.epoch_train_stats()["alpha"]
+            del brain
+            start, cpu = time.perf_counter(), time.process_time()
+            table = run_verification(argv)
+            verify_s, verify_cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    except Exception:
+        sys.stderr.write(f"\n{variant} seed {seed} failed; end of {log_path}:\n{_tail(log_path)}\n")
+        raise
+    if isinstance(table, dict):  # enrol_protocol "both": take the last
+        table = list(table.values())[-1]
+
+    def pick(condition, value):
+        rows = table[(table["condition"] == condition) & (table["value"] == value)]
+        if rows.empty:
+            return math.nan, math.nan
+        return float(rows["EER"].iloc[0]), float(rows["minDCF"].iloc[0])
+
+    eer, dcf = pick("all", "all")
+    eer_x, dcf_x = pick("cross_language", "cross")
+    eer_s, _ = pick("cross_language", "same")
+    n_trials = int(table["n_trials"].iloc[0])
+    n_cross = table[(table["condition"] == "cross_language") & (table["value"] == "cross")]
+    result = {
+        "variant": variant, "seed": seed, "EER": eer, "minDCF": dcf,
+        "EER_cross": eer_x, "minDCF_cross": dcf_x, "EER_same": eer_s,
+        "alpha": alpha, "train_s": train_s, "verify_s": verify_s,
+        "train_cpu_s": train_cpu_s, "verify_cpu_s": verify_cpu_s,
+        "n_trials": n_trials,
+        "n_cross_trials": int(n_cross["n_trials"].iloc[0]) if not n_cross.empty else 0,
+    }
+    with open(result_file, "w", encoding="utf-8") as fout:
+        json.dump(result, fout, indent=1)
+    return result
+
+
+def mean_std(values, scale=1.0, digits=2):
+    """``"mean ± std"`` (sample std) of finite values; ``"n/a"`` if none.
+
+    Arguments
+    ---------
+    values : list of float
+        One number per seed.
+    scale : float
+        Multiplier (100 for percent).
+    digits : int
+        Decimals.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> mean_std([0.1, 0.2, 0.3], scale=100, digits=1)
+    '20.0 ± 10.0'
+    >>> mean_std([0.5]), mean_std([float("nan")])
+    ('0.50', 'n/a')
+    """
+    vals = [v * scale for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def _mean(values):
+    vals = [v for v in values if math.isfinite(v)]
+    return statistics.mean(vals) if vals else math.nan
+
+
+def results_table(results, variants):
+    """The Markdown table: one row per variant, mean ± std over seeds.
+
+    Arguments
+    ---------
+    results : list of dict
+        From :func:`run_one`.
+    variants : list of str
+        Row order.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> r = [{"variant": "aam", "seed": s, "EER": e, "minDCF": 0.5, "EER_cross": 0.2,
+    ...       "minDCF_cross": 0.6, "alpha": 1.0, "train_s": 60.0, "verify_s": 6.0}
+    ...      for s, e in ((1, 0.1), (2, 0.12))]
+    >>> print(results_table(r, ["aam"]).splitlines()[-1])
+    | aam | AAM-softmax | 2 | 11.00 ± 1.41 | 0.500 ± 0.000 | 20.00 ± 0.00 | 0.600 ± 0.000 | 1.00 ± 0.00 | 1.1 |
+    """
+    head = ("| variant | system | seeds | EER % | minDCF | EER % cross-lang | "
+            "minDCF cross-lang | α (last epoch) | min/run |")
+    lines = [head, "|" + "---|" * 9]
+    for variant in variants:
+        rows = [r for r in results if r["variant"] == variant]
+        if not rows:
+            continue
+        col = {k: [r[k] for r in rows] for k in ("EER", "minDCF", "EER_cross", "minDCF_cross", "alpha")}
+        minutes = statistics.mean((r["train_s"] + r["verify_s"]) / 60.0 for r in rows)
+        lines.append(
+            f"| {variant} | {VARIANTS[variant][0]} | {len(rows)} | {mean_std(col['EER'], 100)} | "
+            f"{mean_std(col['minDCF'], digits=3)} | {mean_std(col['EER_cross'], 100)} | "
+            f"{mean_std(col['minDCF_cross'], digits=3)} | {mean_std(col['alpha'])} | {minutes:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def cpu_model():
+    """The CPU model name from ``/proc/cpuinfo`` (or ``platform``).
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> isinstance(cpu_model(), str)
+    True
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fin:
+            for line in fin:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line(device):
+    """One line describing the machine: cores, CPU, torch, GPU.
+
+    Arguments
+    ---------
+    device : str
+        The torch device of the runs.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> "torch" in machine_line("cpu")
+    True
+    """
+    line = (f"nproc {os.cpu_count()}, CPU {cpu_model()}, torch {torch.__version__} "
+            f"(threads per run: {torch.get_num_threads()}), python {platform.python_version()}")
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        line += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
+    return line
+
+
+def report(results, args, corpus_line, command, wall_s):
+    """The whole Markdown document.
+
+    Arguments
+    ---------
+    results : list of dict
+        From :func:`run_one`.
+    args : argparse.Namespace
+        Parsed command line.
+    corpus_line : str
+        Description of the corpus.
+    command : str
+        The command line.
+    wall_s : float
+        Total wall time.
+
+    Returns
+    -------
+    str
+    """
+    first = results[0]
+    return "\n".join([
+        "# Ablation: AAM-softmax, SupCon, AM-SupCon, CAA, MGDA-UB",
+        "",
+        f"- Command: `{command}`",
+        f"- Recipe: `{os.path.relpath(os.path.abspath(args.hparams), ROOT)}`, "
+        f"epochs {args.epochs}, overrides `{' '.join(args.override) or '-'}`, device {args.device}",
+        f"- Corpus: {corpus_line}; {first['n_trials']} trials "
+        f"({first['n_cross_trials']} cross-language)",
+        f"- Machine: {machine_line(args.device)}; {len(results)} runs, {args.jobs} at a time",
+        f"- Date: {datetime.date.today().isoformat()}; total wall time "
+        f"{wall_s / 60:.1f} min",
+        "",
+        "Mean ± std over seeds (sample std); EER in %, minDCF at p_target 0.01 (normalised); "
+        "cross-lang: trials whose enrolment and test utterances are in different languages; "
+        "α: mean weight of the AAM-softmax loss over the last epoch's batches.",
+        "",
+        results_table(results, args.variants),
+        "",
+    ])
+
+
+def parse_args(argv=None):
+    """The command line, with ``--quick`` and the defaults applied.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default: ``sys.argv``).
+
+    Returns
+    -------
+    argparse.Namespace
+
+    Example
+    -------
+    >>> a = parse_args(["--quick"])
+    >>> a.epochs, a.seeds, a.variants
+    (1, [1], ['aam', 'paper'])
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hparams", default=DEFAULT_HPARAMS, help="any recipe YAML")
+    parser.add_argument("--data_folder", "--data-folder", dest="data_folder", default=None,
+                        help="a real corpus (the recipe's data_folder); default: the built-in one")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help=f"recipe seeds (default {DEFAULTS['seeds']})")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"number_of_epochs (default {DEFAULTS['epochs']})")
+    parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
+                        help=f"default {DEFAULT_VARIANTS}; aam and paper are always run")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="YAML override for every run (repeatable), e.g. channels=256")
+    parser.add_argument("--speakers", type=int, default=None, help="built-in corpus: speakers")
+    parser.add_argument("--utterances", type=int, default=None, help="built-in corpus: per speaker")
+    parser.add_argument("--sessions", type=int, default=None, help="built-in corpus: sessions")
+    parser.add_argument("--languages", type=int, default=None, help="built-in corpus: languages")
+    parser.add_argument("--duration-min", type=float, default=None,
+                        help="built-in corpus: shortest normal utterance (s)")
+    parser.add_argument("--duration-max", type=float, default=None,
+                        help="built-in corpus: longest utterance (s)")
+    parser.add_argument("--corpus-seed", type=int, default=0)
+    parser.add_argument("--work-dir", default=None,
+                        help="corpus and run folders (default: $TMPDIR/sb_angcl_ablation[_quick])")
+    parser.add_argument("--output", default=None,
+                        help=f"Markdown table (default {os.path.relpath(DEFAULT_OUTPUT, ROOT)}; "
+                        "with --quick: in the work folder)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse runs of an earlier invocation that finished (result.json)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default 1 on CPU: see benchmarks/README.md; "
+                        "0 = torch's default)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs in parallel processes (default on CPU: min(4, nproc // threads); "
+                        "1 on GPU and with --quick)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: tiny corpus and model, 1 epoch, 1 seed, aam and paper")
+    parser.add_argument("--verbose", action="store_true", help="show the recipes' output")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    extra = {}
+    if args.quick:
+        quick = dict(QUICK)
+        if recipe_layout(args.hparams) == "cnceleb":
+            # CN-Celeb's preparation joins short utterances: longer ones and
+            # more speakers keep a dev set.
+            quick.update(QUICK_CNCELEB)
+        for key in ("speakers", "utterances", "epochs", "seeds", "variants", "sessions",
+                    "languages", "duration_min", "duration_max"):
+            if getattr(args, key) is None:
+                setattr(args, key, quick[key])
+        extra.update(quick["overrides"])
+    for key in ("speakers", "utterances", "epochs", "seeds", "sessions", "languages",
+                "duration_min", "duration_max"):
+        if getattr(args, key) is None:
+            setattr(args, key, DEFAULTS[key])
+    cpu = not str(args.device).startswith("cuda")
+    if args.threads is None:
+        args.threads = 1 if cpu else 0
+    if args.jobs is None:
+        args.jobs = 1
+        if cpu and not args.quick:
+            args.jobs = max(1, min(4, (os.cpu_count() or 1) // max(args.threads, 1)))
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    chosen = set(args.variants or DEFAULT_VARIANTS) | {"aam", "paper"}
+    args.variants = [v for v in VARIANTS if v in chosen]
+    import yaml
+
+    for item in args.override:
+        if "=" not in item:
+            parser.error(f"--override {item!r}: write KEY=VALUE, e.g. --override channels=256")
+        key, value = item.split("=", 1)
+        extra[key.strip().lstrip("-")] = yaml.safe_load(value)
+    args.extra_overrides = extra
+    if args.work_dir is None:
+        suffix = "_quick" if args.quick else ""
+        args.work_dir = os.path.join(tempfile.gettempdir(), f"sb_angcl_ablation{suffix}")
+    if args.output is None:
+        args.output = (os.path.join(args.work_dir, "ablation.md") if args.quick else DEFAULT_OUTPUT)
+    args.hparams = os.path.abspath(args.hparams)
+    if not os.path.isfile(args.hparams):
+        parser.error(f"--hparams {args.hparams} not found")
+    return args
+
+
+def _run_line(result):
+    return (
+        f"{result['variant']:<13} seed {result['seed']:<4} EER {100 * result['EER']:6.2f}%  "
+        f"minDCF {result['minDCF']:.3f}  cross-lang EER {100 * result['EER_cross']:6.2f}%  "
+        f"alpha {result['alpha']:.2f}  train {result['train_s']:.0f} s  "
+        f"verify {result['verify_s']:.0f} s"
+    )
+
+
+def run_parallel(jobs, args, argv, data_folder):
+    """Run the jobs in ``args.jobs`` worker processes; return their results.
+
+    Each worker is this script with ``--worker K/N`` (it runs jobs K, K+N, ...
+    and writes each run's ``result.json``); the results are read back in job
+    order.
+
+    Arguments
+    ---------
+    jobs : list of (str, int)
+        (variant, seed) pairs.
+    args : argparse.Namespace
+        Parsed command line.
+    argv : list of str
+        The command line to pass on.
+    data_folder : str
+        The corpus (so that workers do not generate it again).
+
+    Returns
+    -------
+    list of dict
+    """
+    import subprocess
+
+    from tqdm import tqdm
+
+    procs = []
+    for k in range(args.jobs):
+        cmd = [sys.executable, os.path.abspath(__file__), *argv,
+               f"--data_folder={data_folder}", "--no-progress", f"--worker={k}/{args.jobs}"]
+        procs.append(subprocess.Popen(cmd))
+    files = [os.path.join(args.work_dir, "runs", v, f"seed{s}", "result.json") for v, s in jobs]
+    with tqdm(total=len(jobs), desc="Ablation runs", disable=args.no_progress,
+              file=sys.stderr) as bar:
+        while any(p.poll() is None for p in procs):
+            time.sleep(2.0)
+            bar.update(sum(os.path.isfile(f) for f in files) - bar.n)
+        bar.update(sum(os.path.isfile(f) for f in files) - bar.n)
+    failed = [k for k, p in enumerate(procs) if p.returncode != 0]
+    if failed:
+        raise RuntimeError(
+            f"ablation workers {failed} failed (their output is above; each run's log is "
+            f"ablation_run.log in {os.path.join(args.work_dir, 'runs')}/<variant>/seed<N>)"
+        )
+    results = []
+    for path in files:
+        with open(path, encoding="utf-8") as fin:
+            results.append(json.load(fin))
+    return results
+
+
+def main(argv=None):
+    """Command line entry point.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default: ``sys.argv``).
+
+    Returns
+    -------
+    float
+        Mean EER of ``paper`` over mean EER of ``aam`` (NaN in a worker).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    wall = time.perf_counter()
+    os.makedirs(args.work_dir, exist_ok=True)
+    layout = recipe_layout(args.hparams)
+    prepare = load_prepare(args.hparams)
+    allowed = yaml_top_keys(args.hparams)
+    unknown = sorted(set(args.extra_overrides) - allowed)
+    if unknown:
+        raise KeyError(f"--override keys {unknown} are not top-level keys of {args.hparams}")
+    jobs = [(v, s) for s in args.seeds for v in args.variants]
+
+    if args.worker:
+        k, n = (int(x) for x in args.worker.split("/"))
+        for variant, seed in jobs[k::n]:
+            result = run_one(variant, seed, args, os.path.abspath(args.data_folder), prepare, allowed)
+            print(_run_line(result), flush=True)
+        return math.nan
+
+    if args.data_folder:
+        data_folder = os.path.abspath(args.data_folder)
+        corpus_line = f"`{data_folder}`"
+    else:
+        start = time.perf_counter()
+        data_folder, _ = synthetic_corpus(args.work_dir, layout, args)
+        logger.info("Corpus ready in %.0f s: %s", time.perf_counter() - start, data_folder)
+        corpus_line = (
+            f"built-in synthetic ({layout} layout): {args.speakers} speakers x "
+            f"{args.utterances} utterances, {args.sessions} sessions, {args.languages} "
+            f"languages, {args.duration_min:g}-{args.duration_max:g} s, seed {args.corpus_seed}"
+        )
+
+    if args.jobs > 1:
+        results = run_parallel(jobs, args, argv, data_folder)
+    else:
+        from tqdm import tqdm
+
+        results = []
+        bar = tqdm(jobs, desc="Ablation runs", disable=args.no_progress, file=sys.stderr)
+        for variant, seed in bar:
+            bar.set_postfix_str(f"{variant} seed {seed}")
+            results.append(run_one(variant, seed, args, data_folder, prepare, allowed))
+            bar.write(_run_line(results[-1]), file=sys.stdout)
+    wall_s = time.perf_counter() - wall
+
+    command = "python benchmarks/ablation.py " + " ".join(shlex.quote(a) for a in argv)
+    text = report(results, args, corpus_line, command, wall_s)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w", encoding="utf-8") as fout:
+        fout.write(text)
+    csv_path = os.path.splitext(args.output)[0] + "_runs.csv"
+    keys = list(results[0])
+    with open(csv_path, "w", encoding="utf-8") as fout:
+        fout.write(",".join(keys) + "\n")
+        for r in results:
+            fout.write(",".join(str(r[k]) for k in keys) + "\n")
+    print(text)
+    print(f"Written: {args.output} and {csv_path}")
+    eer = {v: _mean([r["EER"] for r in results if r["variant"] == v]) for v in ("aam", "paper")}
+    ratio = eer["paper"] / eer["aam"] if eer["aam"] > 0 else math.nan
+    print(f"ratio {ratio:.3f}")
+    return ratio
+
+
+if __name__ == "__main__":
+    main()
