@@ -4,6 +4,10 @@ VENV ?= .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 DEMO ?= $(CURDIR)/demo
 DEMO_ARGS ?=
+DEMO_CORPUS_ARGS ?=
+# Torch threads for the demo: one is robust on a shared 2-core machine (two
+# threads per process collapse as soon as anything else runs).
+DEMO_THREADS ?= 1
 VOX := recipes/VoxCeleb/SpeakerRec
 CN := recipes/CNCeleb/SpeakerRec
 
@@ -28,8 +32,8 @@ lint: venv
 # Generate the built-in corpus, train the small paper system on it, score the
 # trials (EER, minDCF) and export a SpeechBrain inference folder.
 demo: venv
-	@start=$$(date +%s); \
-	$(PY) -m sb_angcl.synthetic --output $(DEMO)/corpus --layout voxceleb && \
+	@export OMP_NUM_THREADS=$(DEMO_THREADS); start=$$(date +%s); \
+	$(PY) -m sb_angcl.synthetic --output $(DEMO)/corpus --layout voxceleb $(DEMO_CORPUS_ARGS) && \
 	cd $(VOX) && \
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
 	    --data_folder=$(DEMO)/corpus/VoxCeleb1 --output_folder=$(DEMO)/results $(DEMO_ARGS) && \
@@ -40,8 +44,8 @@ demo: venv
 
 # The same on the CN-Celeb layout (multi-genre, both enrolment protocols).
 demo-cnceleb: venv
-	@start=$$(date +%s); \
-	$(PY) -m sb_angcl.synthetic --output $(DEMO)/corpus --layout cnceleb && \
+	@export OMP_NUM_THREADS=$(DEMO_THREADS); start=$$(date +%s); \
+	$(PY) -m sb_angcl.synthetic --output $(DEMO)/corpus --layout cnceleb $(DEMO_CORPUS_ARGS) && \
 	cd $(CN) && \
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
 	    --data_folder=$(DEMO)/corpus --output_folder=$(DEMO)/results_cnceleb $(DEMO_ARGS) && \
