@@ -175,7 +175,7 @@ def test_group_consecutive_follows_its_specification():
         )
 
     rng = np.random.default_rng(0)
-    for trial in range(20):
+    for _ in range(20):
         sizes = {"x": int(rng.integers(1, 12)), "y": int(rng.integers(1, 4))}
         rows = [
             {"ID": f"{g}-{i:02d}", "g": g, "duration": float(rng.uniform(0.1, 3.0))}
