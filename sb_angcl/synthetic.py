@@ -1493,10 +1493,11 @@ def generate_corpus(
     Example
     -------
     >>> import tempfile
-    >>> out = tempfile.mkdtemp()
-    >>> s = generate_corpus(out, layout="voxceleb", num_speakers=4, num_utterances=2,
-    ...                     num_sessions=2, duration_min=0.5, duration_max=0.6, progress=False)
-    >>> s["num_speakers"], s["num_utterances"], os.path.isfile(s["voxceleb"]["trials"])
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     s = generate_corpus(out, layout="voxceleb", num_speakers=4, num_utterances=2,
+    ...                         num_sessions=2, duration_min=0.5, duration_max=0.6, progress=False)
+    ...     found = os.path.isfile(s["voxceleb"]["trials"])
+    >>> s["num_speakers"], s["num_utterances"], found
     (4, 8, True)
     """
     if layout not in LAYOUTS:
@@ -1897,8 +1898,8 @@ def main(argv=None):
     Example
     -------
     >>> import tempfile, contextlib, io
-    >>> with contextlib.redirect_stdout(io.StringIO()):
-    ...     s = main(["--output", tempfile.mkdtemp(), "--layout", "cnceleb", "--speakers", "4",
+    >>> with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
+    ...     s = main(["--output", out, "--layout", "cnceleb", "--speakers", "4",
     ...               "--utterances", "2", "--sessions", "2", "--duration-min", "0.5",
     ...               "--duration-max", "0.5", "--no-progress"])
     >>> s["cnceleb"]["num_eval_speakers"]
