@@ -42,27 +42,12 @@ from typing import NamedTuple
 
 import torch
 
+from sb_angcl.distributed import all_reduce_sum, world_size
+
 logger = logging.getLogger(__name__)
 
 BALANCING_STRATEGIES = ("fixed", "mgda_ub", "mgda")
 GRADIENT_NORMALIZATIONS = ("none", "l2", "loss")
-
-
-def _all_reduce_sum(tensor):
-    """Sum a tensor over DDP ranks in place (no-op without a process group)."""
-    if (
-        torch.distributed.is_available()
-        and torch.distributed.is_initialized()
-        and torch.distributed.get_world_size() > 1
-    ):
-        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
-    return tensor
-
-
-def _world_size():
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return 1
 
 
 def _sum_flat_gradients(grads1, grads2, inputs):
@@ -77,7 +62,7 @@ def _sum_flat_gradients(grads1, grads2, inputs):
         for grads in (grads1, grads2)
         for g, p in zip(grads, inputs)
     ]
-    flat = _all_reduce_sum(torch.cat(flat)) if flat else torch.zeros(0, dtype=dtype)
+    flat = all_reduce_sum(torch.cat(flat)) if flat else torch.zeros(0, dtype=dtype)
     half = flat.numel() // 2
     return [flat[:half]], [flat[half:]]
 
@@ -336,7 +321,7 @@ class MGDABalancer(torch.nn.Module):
         grad_scale = float(grad_scale)
         g_cls = self._gradients(loss_cls, inputs, grad_scale)
         g_con = self._gradients(loss_con, inputs, grad_scale)
-        sum_gradients = self.distributed and self.mode == "mgda" and _world_size() > 1
+        sum_gradients = self.distributed and self.mode == "mgda" and world_size() > 1
         if sum_gradients:
             # Parameters are shared by the ranks: the global gradient is the
             # sum of the local ones, and the dots of a sum are not the sum of
@@ -347,7 +332,7 @@ class MGDABalancer(torch.nn.Module):
         losses = torch.stack([loss_cls.detach(), loss_con.detach()]).double().to(dots.device)
         if self.distributed:
             packed = losses if sum_gradients else torch.cat([dots, losses])
-            packed = _all_reduce_sum(packed)
+            packed = all_reduce_sum(packed)
             dots, losses = (dots, packed) if sum_gradients else (packed[:3], packed[3:])
         dots = dots.cpu()
         g11, g12, g22 = dots.tolist()

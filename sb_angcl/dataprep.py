@@ -73,6 +73,22 @@ from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
+#: CN-Celeb's 11 genres, in the order of the official list (file names start
+#: with one of them; the built-in corpus writes the same ones).
+CNCELEB_GENRES = (
+    "advertisement",
+    "drama",
+    "entertainment",
+    "interview",
+    "live_broadcast",
+    "movie",
+    "play",
+    "recitation",
+    "singing",
+    "speech",
+    "vlog",
+)
+
 #: Version of the manifest format; part of the stored options, so a change
 #: here forces a fresh preparation.
 PREP_VERSION = 1

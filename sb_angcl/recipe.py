@@ -72,6 +72,56 @@ def load_hparams(hparams_file, overrides):
         return load_hyperpyyaml(fin, overrides)
 
 
+def load_unsized_hparams(hparams_file, overrides):
+    """Load a recipe YAML before the number of training speakers is known.
+
+    ``out_n_neurons`` (the classifier size; 0 in the YAML means "count the
+    training speakers") gets a placeholder of 1 unless the overrides set it:
+    enough to read folders and run data preparation.
+
+    Arguments
+    ---------
+    hparams_file : str
+        YAML path.
+    overrides : dict
+        Overrides.
+
+    Returns
+    -------
+    dict
+    """
+    return load_hparams(
+        hparams_file, dict(overrides, out_n_neurons=overrides.get("out_n_neurons") or 1)
+    )
+
+
+def size_classifier(hparams_file, overrides, hparams):
+    """Reload the YAML with ``out_n_neurons`` = the number of training speakers.
+
+    Nothing is reloaded when the overrides already give ``out_n_neurons``.
+
+    Arguments
+    ---------
+    hparams_file : str
+        YAML path.
+    overrides : dict
+        Overrides (not modified).
+    hparams : dict
+        From :func:`load_unsized_hparams` (names ``train_annotation``).
+
+    Returns
+    -------
+    hparams : dict
+        Loaded with the right classifier size.
+    overrides : dict
+        The overrides including ``out_n_neurons``.
+    """
+    if overrides.get("out_n_neurons"):
+        return hparams, overrides
+    overrides = dict(overrides, out_n_neurons=count_speakers(hparams["train_annotation"]))
+    return load_hparams(hparams_file, overrides), overrides
+
+
 def count_speakers(csv_path):
     """Number of distinct ``spk_id`` in a manifest.
 
@@ -169,9 +219,7 @@ def run_training(argv, prepare, brain_class=RecipeBrain):
 
     # The classifier size depends on the data, so the YAML is loaded once to
     # find the folders, the data prepared, and the YAML loaded again.
-    first = dict(overrides)
-    first.setdefault("out_n_neurons", 1)
-    hparams = load_hparams(hparams_file, first)
+    hparams = load_unsized_hparams(hparams_file, overrides)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -179,10 +227,7 @@ def run_training(argv, prepare, brain_class=RecipeBrain):
     )
     if not hparams.get("skip_prep", False):
         run_on_main(prepare, kwargs={"hparams": hparams})
-    if not overrides.get("out_n_neurons"):
-        speakers = count_speakers(hparams["train_annotation"])
-        overrides["out_n_neurons"] = speakers
-        hparams = load_hparams(hparams_file, overrides)
+    hparams, overrides = size_classifier(hparams_file, overrides, hparams)
     logger.info("Training speakers (classifier outputs): %s", hparams["out_n_neurons"])
 
     train_data, valid_data, label_encoder = speaker_datasets(hparams)

@@ -98,24 +98,14 @@ import soundfile as sf
 from scipy.signal import fftconvolve
 from tqdm import tqdm
 
+from sb_angcl.dataprep import CNCELEB_GENRES
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 
-#: CN-Celeb's 11 genres (the order of the official list).
-GENRES = (
-    "advertisement",
-    "drama",
-    "entertainment",
-    "interview",
-    "live_broadcast",
-    "movie",
-    "play",
-    "recitation",
-    "singing",
-    "speech",
-    "vlog",
-)
+#: CN-Celeb's 11 genres (defined with the data preparation that reads them).
+GENRES = CNCELEB_GENRES
 
 LAYOUTS = ("voxceleb", "cnceleb", "both")
 

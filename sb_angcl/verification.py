@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from sb_angcl.dataio import load_manifest, make_eval_pipeline
-from sb_angcl.recipe import count_speakers, load_hparams, overrides_to_dict
+from sb_angcl.recipe import load_unsized_hparams, overrides_to_dict, size_classifier
 from sb_angcl.scoring import (
     EmbeddingTable,
     metrics_table,
@@ -151,12 +151,8 @@ def load_trained_modules(hparams_file, overrides, run_opts):
     hparams : dict
     device : str
     """
-    first = dict(overrides)
-    first.setdefault("out_n_neurons", 1)
-    hparams = load_hparams(hparams_file, first)
-    if not overrides.get("out_n_neurons"):
-        overrides = dict(overrides, out_n_neurons=count_speakers(hparams["train_annotation"]))
-        hparams = load_hparams(hparams_file, overrides)
+    hparams = load_unsized_hparams(hparams_file, overrides)
+    hparams, _ = size_classifier(hparams_file, overrides, hparams)
     device = run_opts.get("device", "cpu") if run_opts else "cpu"
     checkpointer = hparams["checkpointer"]
     ckpt = checkpointer.recover_if_possible(min_key="ErrorRate")

@@ -18,6 +18,9 @@ imported, so the optional integrations stay unloaded, and any other attribute
 still triggers SpeechBrain's normal lazy import (and its errors).
 """
 
+import pytest
+import torch
+
 try:
     from speechbrain.utils.importutils import LazyModule as _LazyModule
 except ImportError:  # pragma: no cover - an older SpeechBrain without lazy modules
@@ -49,3 +52,13 @@ if _LazyModule is not None:
 # calling script (sb_angcl/recipe.py) into each, and --doctest-modules would
 # collect those copies as duplicate "recipe" modules. They are outputs, not tests.
 collect_ignore_glob = ["tmp/*"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a test module: on a busy 2-core machine,
+    OpenMP threads waiting for each other made small models up to 100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -33,14 +33,7 @@ SAMPLES = 4000  # 0.25 s at 16 kHz
 SPEAKERS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine, OpenMP threads waiting
-    for each other made these small models up to 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_brain(precision="fp32", balancing="mgda_ub"):

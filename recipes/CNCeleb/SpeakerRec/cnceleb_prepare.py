@@ -72,19 +72,7 @@ OUTPUTS = [
 ]
 
 #: Genres of CN-Celeb (file names start with one of them).
-GENRES = (
-    "advertisement",
-    "drama",
-    "entertainment",
-    "interview",
-    "live_broadcast",
-    "movie",
-    "play",
-    "recitation",
-    "singing",
-    "speech",
-    "vlog",
-)
+GENRES = dataprep.CNCELEB_GENRES
 
 TRAIN_SETS = ("cnceleb1", "cnceleb2")
 SHORT_RULES = ("concat", "drop", "keep")
