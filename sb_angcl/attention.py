@@ -102,6 +102,47 @@ def pair_weights_from_confidence(confidence, labels):
         return pair.masked_fill_(same | ~usable, 1.0)
 
 
+def negative_weight_percentiles(weights, labels, q=(0.05, 0.95)):
+    """Percentiles of the negative-pair weights of a batch.
+
+    A summary of how much the attention acts: ``(1, 1)`` means every negative
+    keeps weight one (inert attention); a wide spread means some negatives
+    are discounted and others count more.
+
+    Arguments
+    ---------
+    weights : torch.Tensor
+        ``[N, N]`` pair weights (from :func:`pair_weights_from_confidence`).
+    labels : torch.Tensor
+        ``[N]`` class labels.
+    q : tuple of float
+        The two quantiles.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)``; NaNs when the batch has no negative pair.
+
+    Example
+    -------
+    >>> w = pair_weights_from_confidence(
+    ...     torch.tensor([0.9, 0.9, 0.1, 0.9]), torch.tensor([0, 0, 1, 2]))
+    >>> labels = torch.tensor([0, 0, 1, 2])
+    >>> [round(v, 3) for v in negative_weight_percentiles(w, labels, q=(0.0, 1.0))]
+    [0.158, 1.8]
+    """
+    labels = labels.reshape(-1)
+    with torch.no_grad():
+        negative = labels.unsqueeze(0) != labels.unsqueeze(1)
+        values = weights.detach().float()[negative]
+        if values.numel() == 0:
+            return float("nan"), float("nan")
+        if values.numel() > 1_000_000:  # torch.quantile's input limit is 16M
+            values = values[torch.randperm(values.numel(), device=values.device)[:1_000_000]]
+        low, high = torch.quantile(values, torch.tensor(q, device=values.device)).tolist()
+    return low, high
+
+
 class ClassAwareAttention(torch.nn.Module):
     """Class-aware attention weights for :class:`~sb_angcl.losses.AngularSupConLoss`.
 

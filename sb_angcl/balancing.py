@@ -19,11 +19,22 @@ has the closed form::
 
 The authors' ``MTL.py`` divides by ``||g1 - g2||`` (a missing square); we use
 the exact solution. Min-norm favours the objective with the *smaller*
-gradient, so with AAM-softmax at scale 30 ``alpha`` may sit near 0 for much of
-training. The optional gradient normalisation (``l2``: by the gradient norm,
-``loss``: by the loss value) changes the problem the solver sees; the weights
-then applied to the raw losses are ``a/n1`` and ``(1-a)/n2`` renormalised to
-sum to one, and ``alpha`` reports the effective weight on ``L_cls``.
+gradient, so with AAM-softmax at scale 30 ``alpha`` sits near 0 (measured:
+0.03) and the encoder is trained by the contrastive loss alone. Three
+additions keep both objectives in play, each off by default so that the rule
+above stays available exactly as specified:
+
+* ``normalization`` (Sener & Koltun's gradient normalisers, applied as they
+  define them): the min-norm problem is solved on ``g_t / n_t`` and the
+  resulting ``alpha`` weights the *raw* losses. ``l2`` (``n_t = ||g_t||``):
+  two unit vectors always meet at ``alpha = 1/2``, so for two objectives
+  ``l2`` is a fixed ``0.5`` weighting; ``loss`` (``n_t = L_t``): the
+  problem sees each gradient per unit of its loss;
+* ``alpha_min`` / ``alpha_max``: ``alpha`` is clipped into these bounds after
+  the solve (e.g. ``alpha_min: 0.3`` never gives AAM-softmax less than 30 %);
+* ``alpha_smoothing``: an exponential moving average over steps,
+  ``alpha_t = beta alpha_{t-1} + (1 - beta) alpha_hat_t``, applied before
+  the bounds; the average is a buffer of the balancer (checkpointed with it).
 
 Everything needed for ``alpha`` is a handful of dot products. Under DDP they
 are summed over ranks for ``mgda_ub`` (each rank holds different samples'
@@ -38,6 +49,7 @@ Authors
 """
 
 import logging
+import math
 from typing import NamedTuple
 
 import torch
@@ -201,7 +213,6 @@ class FixedBalancer(torch.nn.Module):
     (2.5, 0.75)
     """
 
-    needs_shared = False
     needs_parameters = False
 
     def __init__(self, contrastive_weight=0.5):
@@ -249,6 +260,11 @@ class MGDABalancer(torch.nn.Module):
         ``"none"``, ``"l2"`` or ``"loss"`` (see the module docstring).
     distributed : bool
         Sum the dot products over ranks when a process group is running.
+    alpha_min, alpha_max : float
+        Bounds on ``alpha`` applied after the solve (``0`` and ``1``: none).
+    alpha_smoothing : float
+        Momentum ``beta`` in ``[0, 1)`` of the moving average of ``alpha``
+        over steps (``0``: none).
 
     Example
     -------
@@ -259,11 +275,20 @@ class MGDABalancer(torch.nn.Module):
     >>> 0.0 <= float(out.alpha) <= 1.0
     True
     >>> out.loss.backward()
+    >>> bounded = MGDABalancer("mgda_ub", alpha_min=0.3)
+    >>> round(float(bounded((emb ** 2).sum() * 100, 0.1 * emb.sum(), shared=emb).alpha), 6)
+    0.3
     """
 
-    needs_shared = True
-
-    def __init__(self, mode="mgda_ub", normalization="none", distributed=True):
+    def __init__(
+        self,
+        mode="mgda_ub",
+        normalization="none",
+        distributed=True,
+        alpha_min=0.0,
+        alpha_max=1.0,
+        alpha_smoothing=0.0,
+    ):
         super().__init__()
         if mode not in ("mgda_ub", "mgda"):
             raise ValueError(f"mode must be 'mgda_ub' or 'mgda', got {mode!r}")
@@ -272,14 +297,35 @@ class MGDABalancer(torch.nn.Module):
                 f"normalization must be one of {GRADIENT_NORMALIZATIONS}, "
                 f"got {normalization!r}"
             )
+        if not 0.0 <= alpha_min <= alpha_max <= 1.0:
+            raise ValueError(
+                f"need 0 <= alpha_min <= alpha_max <= 1, got {alpha_min}, {alpha_max}"
+            )
+        if not 0.0 <= alpha_smoothing < 1.0:
+            raise ValueError(f"alpha_smoothing must be in [0, 1), got {alpha_smoothing}")
         self.mode = mode
         self.normalization = normalization
         self.distributed = distributed
-        self.needs_parameters = mode == "mgda"
+        self.alpha_min = float(alpha_min)
+        self.alpha_max = float(alpha_max)
+        self.alpha_smoothing = float(alpha_smoothing)
+        # Moving average of alpha (NaN until the first step); a buffer, so
+        # it is saved and recovered with the balancer.
+        self.register_buffer("alpha_average", torch.tensor(float("nan"), dtype=torch.float64))
+
+    @property
+    def needs_parameters(self):
+        """True when the solve needs the encoder parameters (``mgda``)."""
+        return self.mode == "mgda"
 
     def extra_repr(self):
         """Shown by ``print(module)``."""
-        return f"mode={self.mode}, normalization={self.normalization}"
+        text = f"mode={self.mode}, normalization={self.normalization}"
+        if (self.alpha_min, self.alpha_max) != (0.0, 1.0):
+            text += f", alpha_min={self.alpha_min}, alpha_max={self.alpha_max}"
+        if self.alpha_smoothing:
+            text += f", alpha_smoothing={self.alpha_smoothing}"
+        return text
 
     def _gradients(self, loss, inputs, grad_scale):
         if not loss.requires_grad:
@@ -288,6 +334,41 @@ class MGDABalancer(torch.nn.Module):
             loss * grad_scale, inputs, retain_graph=True, allow_unused=True
         )
         return [None if g is None else g.float() / grad_scale for g in grads]
+
+    def solve(self, g11, g12, g22, losses):
+        """``alpha`` from the (rank-summed) dot products and loss values.
+
+        Arguments
+        ---------
+        g11, g12, g22 : float
+            Dot products of the classification (1) and contrastive (2)
+            gradients.
+        losses : list of float
+            The two loss values (for ``normalization: loss``).
+
+        Returns
+        -------
+        float
+            The min-norm weight of the classification loss, before smoothing
+            and bounds.
+
+        Example
+        -------
+        >>> MGDABalancer(normalization="l2").solve(900.0, 0.0, 1.0, [5.0, 3.0])
+        0.5
+        """
+        if g11 == 0.0 or g22 == 0.0:
+            # One objective is flat on this batch (e.g. no positive pair):
+            # the min-norm answer would stop learning, so all weight goes to
+            # the other objective.
+            return 1.0 if g22 == 0.0 else 0.0
+        if self.normalization == "l2":
+            n1, n2 = g11 ** 0.5, g22 ** 0.5
+        elif self.normalization == "loss":
+            n1, n2 = (max(abs(v), 1e-12) for v in losses)
+        else:
+            n1 = n2 = 1.0
+        return float(min_norm_alpha_from_dots(g11 / n1**2, g12 / (n1 * n2), g22 / n2**2))
 
     def forward(self, loss_cls, loss_con, shared=None, parameters=None, grad_scale=1.0):
         """Solve for ``alpha`` on this batch and combine the losses.
@@ -334,30 +415,27 @@ class MGDABalancer(torch.nn.Module):
             packed = losses if sum_gradients else torch.cat([dots, losses])
             packed = all_reduce_sum(packed)
             dots, losses = (dots, packed) if sum_gradients else (packed[:3], packed[3:])
-        dots = dots.cpu()
-        g11, g12, g22 = dots.tolist()
-        if g11 == 0.0 or g22 == 0.0:
-            # One objective is flat on this batch (e.g. no positive pair):
-            # the min-norm answer would stop learning, so all weight goes to
-            # the other objective.
-            alpha = 1.0 if g22 == 0.0 else 0.0
-            alpha = torch.tensor(alpha, dtype=torch.float64)
-            n1 = n2 = 1.0
-        else:
-            if self.normalization == "l2":
-                n1, n2 = g11 ** 0.5, g22 ** 0.5
-            elif self.normalization == "loss":
-                n1, n2 = (max(abs(v), 1e-12) for v in losses.cpu().tolist())
-            else:
-                n1 = n2 = 1.0
-            alpha = min_norm_alpha_from_dots(g11 / n1**2, g12 / (n1 * n2), g22 / n2**2)
-        w1, w2 = float(alpha) / n1, (1.0 - float(alpha)) / n2
-        w_cls = w1 / (w1 + w2)
-        loss = w_cls * loss_cls + (1.0 - w_cls) * loss_con
-        return BalanceResult(loss, torch.tensor(w_cls, dtype=torch.float32))
+        g11, g12, g22 = dots.cpu().tolist()
+        alpha = self.solve(g11, g12, g22, losses.cpu().tolist())
+        if self.alpha_smoothing:
+            previous = float(self.alpha_average)
+            if math.isfinite(previous):
+                alpha = self.alpha_smoothing * previous + (1.0 - self.alpha_smoothing) * alpha
+            self.alpha_average.fill_(alpha)
+        alpha = min(max(alpha, self.alpha_min), self.alpha_max)
+        loss = alpha * loss_cls + (1.0 - alpha) * loss_con
+        return BalanceResult(loss, torch.tensor(alpha, dtype=torch.float32))
 
 
-def make_balancer(strategy, contrastive_weight=0.5, normalization="none", distributed=True):
+def make_balancer(
+    strategy,
+    contrastive_weight=0.5,
+    normalization="none",
+    distributed=True,
+    alpha_min=0.0,
+    alpha_max=1.0,
+    alpha_smoothing=0.0,
+):
     """Build a balancer from its YAML name.
 
     Arguments
@@ -370,6 +448,9 @@ def make_balancer(strategy, contrastive_weight=0.5, normalization="none", distri
         Gradient normalisation for the MGDA strategies.
     distributed : bool
         Sum the MGDA dot products over DDP ranks.
+    alpha_min, alpha_max, alpha_smoothing : float
+        Bounds and moving average of the MGDA ``alpha`` (see
+        :class:`MGDABalancer`); ignored by ``fixed``.
 
     Returns
     -------
@@ -380,11 +461,15 @@ def make_balancer(strategy, contrastive_weight=0.5, normalization="none", distri
     -------
     >>> make_balancer("mgda_ub")
     MGDABalancer(mode=mgda_ub, normalization=none)
+    >>> make_balancer("mgda_ub", alpha_min=0.25, alpha_smoothing=0.9)
+    MGDABalancer(mode=mgda_ub, normalization=none, alpha_min=0.25, alpha_max=1.0, alpha_smoothing=0.9)
     """
     if strategy == "fixed":
         return FixedBalancer(contrastive_weight)
     if strategy in ("mgda_ub", "mgda"):
-        return MGDABalancer(strategy, normalization, distributed)
+        return MGDABalancer(
+            strategy, normalization, distributed, alpha_min, alpha_max, alpha_smoothing
+        )
     raise ValueError(
         f"balancing must be one of {BALANCING_STRATEGIES}, got {strategy!r}; "
         "set it in the YAML or with --balancing=mgda_ub"

@@ -41,6 +41,7 @@ import torch
 import yaml
 from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, PARAMFILE_EXT
 
+from sb_angcl.attention import negative_weight_percentiles, pair_weights_from_confidence
 from sb_angcl.distributed import (
     all_ranks_finite,
     gather_no_grad,
@@ -48,6 +49,7 @@ from sb_angcl.distributed import (
     world_size,
     wrap_distributed_modules,
 )
+from sb_angcl.margins import MarginWarmup
 
 logger = logging.getLogger(__name__)
 
@@ -212,10 +214,14 @@ class AngularContrastiveBrain(sb.Brain):
         """
         batch = batch.to(self.device)
         wavs, lens = batch.sig
-        if stage == sb.Stage.TRAIN and self.hparams_get("wav_augment") is not None:
-            wavs, lens = self.hparams.wav_augment(wavs, lens)
+        wav_augment, feat_augment = self.augmenters(stage)
+        if wav_augment is not None:
+            wavs, lens = wav_augment(wavs, lens)
         feats = self.modules.compute_features(wavs)
         feats = self.modules.mean_var_norm(feats, lens)
+        if feat_augment is not None:
+            # Masks on the normalised features: masked bins hold the mean (0).
+            feats, lens = feat_augment(feats, lens)
         embeddings = self.modules.embedding_model(feats, lens)
         if embeddings.dim() == 2:
             embeddings = embeddings.unsqueeze(1)
@@ -241,9 +247,44 @@ class AngularContrastiveBrain(sb.Brain):
     def _labels(self, batch, stage):
         labels, _ = batch.spk_id_encoded
         labels = labels.to(self.device)
-        if stage == sb.Stage.TRAIN and self.hparams_get("wav_augment") is not None:
-            labels = self.hparams.wav_augment.replicate_labels(labels)
+        for augment in self.augmenters(stage):
+            if augment is not None:
+                labels = augment.replicate_labels(labels)
         return labels
+
+    def augmenters(self, stage):
+        """The waveform and feature augmenters in force for ``stage``.
+
+        ``augmentation`` in the YAML picks the domain: ``waveform`` (the
+        ``wav_augment`` Augmenter), ``features`` (``feat_augment``, masks on
+        the normalised filterbanks, nearly free) or ``none``; without the key
+        every augmenter the YAML defines is used. Only training augments.
+
+        Arguments
+        ---------
+        stage : sb.Stage
+            The stage.
+
+        Returns
+        -------
+        tuple
+            ``(wav_augment, feat_augment)``, each an Augmenter or None.
+        """
+        if stage != sb.Stage.TRAIN:
+            return None, None
+        wav, feat = self.hparams_get("wav_augment"), self.hparams_get("feat_augment")
+        choice = self.hparams_get("augmentation")
+        if choice is None:
+            return wav, feat
+        if choice not in ("waveform", "features", "none"):
+            raise ValueError(
+                f"augmentation must be waveform, features or none, got {choice!r} "
+                "(--augmentation=features)"
+            )
+        if choice != "none" and {"waveform": wav, "features": feat}[choice] is None:
+            key = "wav_augment" if choice == "waveform" else "feat_augment"
+            raise ValueError(f"augmentation: {choice} needs `{key}` in the YAML")
+        return (wav if choice == "waveform" else None), (feat if choice == "features" else None)
 
     def compute_loss_parts(self, outputs, batch, stage):
         """The two objectives of one batch, in float32.
@@ -291,9 +332,9 @@ class AngularContrastiveBrain(sb.Brain):
                 )
         weights = None
         if confidence is not None:
-            from sb_angcl.attention import pair_weights_from_confidence
-
             weights = pair_weights_from_confidence(confidence, flat_labels)
+            if stage == sb.Stage.TRAIN:
+                self._record_weight_spread(weights, flat_labels)
         loss_con = contrastive(embeddings, flat_labels, pair_weights=weights)
         return loss_cls, loss_con
 
@@ -420,12 +461,64 @@ class AngularContrastiveBrain(sb.Brain):
                 "training resumes from the last checkpoint once fixed."
             )
 
+    def _record_weight_spread(self, weights, labels):
+        low, high = negative_weight_percentiles(weights, labels)
+        if math.isfinite(low):
+            self._sums["w_p5"] += low
+            self._sums["w_p95"] += high
+            self._sums["weighted_batches"] += 1
+
     def _record(self, loss_cls, loss_con, alpha):
         self._sums["loss_cls"] += float(loss_cls.detach())
         self._sums["loss_con"] += float(loss_con.detach())
         self._sums["alpha"] += float(alpha)
         self._sums["batches"] += 1
         self.last_alpha = float(alpha)
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """SpeechBrain's loader; the training loader's length is kept for the
+        margin warm-up's progress within an epoch.
+
+        Arguments
+        ---------
+        dataset : Dataset
+            The data.
+        stage : sb.Stage
+            The stage.
+        ckpt_prefix : str
+            Checkpoint name prefix of the loader.
+        **loader_kwargs : dict
+            Passed on.
+
+        Returns
+        -------
+        DataLoader
+        """
+        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+        if stage == sb.Stage.TRAIN:
+            try:
+                self._train_batches = len(loader)
+            except TypeError:
+                self._train_batches = None
+        return loader
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Set the warmed-up margins for this step (no-op without warm-up).
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            The batch.
+        should_step : bool
+            Whether the optimiser steps after this batch.
+        """
+        warmup = getattr(self, "margin_warmup", None)
+        if warmup is None or not warmup.enabled:
+            return
+        fraction = 0.0
+        if getattr(self, "_train_batches", None):
+            fraction = min(max(self.step - 1, 0) / self._train_batches, 1.0)
+        warmup.update(self._epoch, fraction)
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Step a per-batch learning-rate schedule, if the YAML has one.
@@ -459,6 +552,23 @@ class AngularContrastiveBrain(sb.Brain):
 
     def on_fit_start(self):
         """Initialise the per-epoch statistics, then SpeechBrain's start."""
+        if getattr(self, "margin_warmup", None) is None:
+            # Built once: it reads the target margins from the loss objects.
+            self.margin_warmup = MarginWarmup(
+                self.hparams_get("margin_warmup_epochs", 0) or 0,
+                self.hparams_get("classification_loss"),
+                self.hparams_get("contrastive_loss"),
+            )
+        self._epoch = 1
+        balancer = self.hparams_get("balancer")
+        if (
+            self.checkpointer is not None
+            and isinstance(balancer, torch.nn.Module)
+            and balancer.state_dict()
+            and "balancer" not in self.checkpointer.recoverables
+        ):
+            # MGDA's moving average of alpha resumes with the run.
+            self.checkpointer.add_recoverable("balancer", balancer, optional_load=True)
         self._reset_stats()
         self._consecutive_nonfinite = 0
         self.skipped_nonfinite = 0
@@ -481,7 +591,10 @@ class AngularContrastiveBrain(sb.Brain):
             )
 
     def _reset_stats(self):
-        self._sums = {"loss_cls": 0.0, "loss_con": 0.0, "alpha": 0.0, "batches": 0}
+        self._sums = {
+            "loss_cls": 0.0, "loss_con": 0.0, "alpha": 0.0, "batches": 0,
+            "w_p5": 0.0, "w_p95": 0.0, "weighted_batches": 0,
+        }
         self._epoch_start = time.time()
 
     def on_stage_start(self, stage, epoch=None):
@@ -496,6 +609,7 @@ class AngularContrastiveBrain(sb.Brain):
         """
         if stage == sb.Stage.TRAIN:
             self._reset_stats()
+            self._epoch = epoch if epoch is not None else 1
         error_stats = self.hparams_get("error_stats")
         self.error_metrics = error_stats() if error_stats is not None else None
 
@@ -507,11 +621,24 @@ class AngularContrastiveBrain(sb.Brain):
         dict
         """
         n = max(self._sums["batches"], 1)
-        return {
+        stats = {
             "loss_cls": self._sums["loss_cls"] / n,
             "loss_con": self._sums["loss_con"] / n,
             "alpha": self._sums["alpha"] / n,
         }
+        weighted = self._sums["weighted_batches"]
+        if weighted:
+            # Attention at work: the 5th and 95th percentiles of the
+            # negative-pair weights (mean over batches); 1 and 1 = inert.
+            stats["w_p5"] = self._sums["w_p5"] / weighted
+            stats["w_p95"] = self._sums["w_p95"] / weighted
+        warmup = getattr(self, "margin_warmup", None)
+        if warmup is not None and warmup.enabled:
+            if warmup.aam is not None:
+                stats["aam_margin"] = warmup.aam.margin
+            if warmup.contrastive is not None:
+                stats["margin"] = warmup.contrastive.margin
+        return stats
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log the epoch, step the epoch scheduler, save checkpoints.
