@@ -9,12 +9,22 @@ Manifests
 ---------
 Every item CSV has the columns :data:`ITEM_FIELDS`::
 
-    ID,duration,wav,start,stop,spk_id,genre,language,sample_rate
+    ID,duration,wav,start,stop,spk_id,genre,language,session,sample_rate
+
+``train.csv`` and ``dev.csv`` add :data:`LABEL_NOISE_FIELDS`,
+``true_spk_id,label_noise``: the true speaker and 1 where the corpus's
+label-noise list (:func:`read_label_noise`; the built-in corpus writes one
+with ``label_noise > 0``) says the file is filed under another speaker;
+``spk_id`` and 0 everywhere else, also when there is no list.
 
 One row per utterance (or per run of utterances joined by CN-Celeb's
 ``short_utterance_rule="concat"``), ``start = 0``
 and ``stop`` = the number of samples at the file's own rate, ``duration`` in
 seconds. ``genre`` and ``language`` are empty where the corpus does not say.
+``session`` is the recording the utterance comes from, as the layout names it
+(VoxCeleb: the video folder; CN-Celeb: ``<genre>-<ss>`` from the file name),
+meaningful within one speaker; rows joined from several sessions list them
+joined by ``+``. Consumers (the sampler) read this column, never the paths.
 ``sample_rate`` is the file's rate: where it differs from the recipe's rate
 (``on_wrong_sample_rate="resample"``) the loader must resample.
 ``trials.csv`` has ``enrol,test,label`` plus condition columns
@@ -91,7 +101,7 @@ CNCELEB_GENRES = (
 
 #: Version of the manifest format; part of the stored options, so a change
 #: here forces a fresh preparation.
-PREP_VERSION = 1
+PREP_VERSION = 2
 
 #: Columns of every item CSV (train, dev, enrol, test).
 ITEM_FIELDS = [
@@ -103,8 +113,15 @@ ITEM_FIELDS = [
     "spk_id",
     "genre",
     "language",
+    "session",
     "sample_rate",
 ]
+
+#: Extra columns of ``train.csv`` and ``dev.csv`` (label noise).
+LABEL_NOISE_FIELDS = ["true_spk_id", "label_noise"]
+
+#: Columns of ``train.csv`` and ``dev.csv``.
+TRAIN_FIELDS = ITEM_FIELDS + LABEL_NOISE_FIELDS
 
 #: Columns of ``enrol_average.csv`` (CN-Celeb "average of embeddings").
 ENROL_AVERAGE_FIELDS = [
@@ -117,6 +134,7 @@ ENROL_AVERAGE_FIELDS = [
     "model",
     "genre",
     "language",
+    "session",
     "sample_rate",
 ]
 
@@ -617,7 +635,7 @@ def check_unique_ids(rows, what):
         )
 
 
-def audio_row(utt_id, info, spk_id, genre="", language=""):
+def audio_row(utt_id, info, spk_id, genre="", language="", session=""):
     """Builds one manifest row covering a whole file.
 
     Arguments
@@ -632,6 +650,8 @@ def audio_row(utt_id, info, spk_id, genre="", language=""):
         Genre, if known.
     language : str
         Language, if known.
+    session : str
+        Session (recording), if known.
 
     Returns
     -------
@@ -653,8 +673,95 @@ def audio_row(utt_id, info, spk_id, genre="", language=""):
         "spk_id": spk_id,
         "genre": genre,
         "language": language,
+        "session": session,
         "sample_rate": info.sample_rate,
     }
+
+
+LABEL_NOISE_COLUMNS = ("path", "given_speaker", "true_speaker")
+
+
+def read_label_noise(path):
+    """Reads a label-noise list: which files are filed under the wrong speaker.
+
+    The list (``path,given_speaker,true_speaker``, written by the built-in
+    corpus as ``meta/label_noise.csv``) names each file like the manifests'
+    IDs; ``given_speaker`` must be the speaker folder the file is in.
+
+    Arguments
+    ---------
+    path : str or Path
+        The CSV file.
+
+    Returns
+    -------
+    dict or None
+        ``path -> true speaker``; None when the file does not exist.
+
+    Raises
+    ------
+    ValueError
+        Missing columns, or a row whose path does not start with its
+        ``given_speaker`` folder.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "label_noise.csv"
+    >>> _ = p.write_text("path,given_speaker,true_speaker\\nid1/v/00001.wav,id1,id2\\n")
+    >>> read_label_noise(p), read_label_noise(p.parent / "absent.csv")
+    ({'id1/v/00001.wav': 'id2'}, None)
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not set(LABEL_NOISE_COLUMNS) <= set(reader.fieldnames or []):
+            raise ValueError(
+                f"{path} must have the columns {','.join(LABEL_NOISE_COLUMNS)}; found "
+                f"{reader.fieldnames}. Regenerate the corpus or fix the header."
+            )
+        out = {}
+        for line_no, row in enumerate(reader, 2):
+            rel, given = row["path"].strip(), row["given_speaker"].strip()
+            if rel.split("/")[0] != given:
+                raise ValueError(
+                    f"{path}, line {line_no}: {rel!r} is not in the folder of its "
+                    f"given_speaker {given!r}; the path must start with '{given}/'."
+                )
+            out[rel] = row["true_speaker"].strip()
+    return out
+
+
+def mark_label_noise(rows, noise):
+    """Adds ``true_spk_id`` and ``label_noise`` to training rows (in place).
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows with ``ID`` and ``spk_id``.
+    noise : dict or None
+        ``ID -> true speaker`` (:func:`read_label_noise`); None or empty for
+        a clean corpus.
+
+    Returns
+    -------
+    list of dict
+        ``rows``.
+
+    Example
+    -------
+    >>> rows = mark_label_noise([{"ID": "a/x/1.wav", "spk_id": "a"}], {"a/x/1.wav": "b"})
+    >>> rows[0]["true_spk_id"], rows[0]["label_noise"]
+    ('b', 1)
+    """
+    noise = noise or {}
+    for row in rows:
+        true = noise.get(row["ID"])
+        row["true_spk_id"] = true if true is not None else row["spk_id"]
+        row["label_noise"] = int(true is not None)
+    return rows
 
 
 def check_options(on_wrong_sample_rate, dev_fraction, min_duration, sample_rate):

@@ -168,6 +168,7 @@ def train_loader_kwargs(hparams, train_data):
             speakers_per_batch=hparams["speakers_per_batch"],
             utterances_per_speaker=hparams["utterances_per_speaker"],
             seed=hparams.get("seed", 0),
+            positives_across_sessions=hparams.get("positives_across_sessions", False),
         )
         return {"batch_sampler": sampler, **common}
     if kind == "random":

@@ -78,6 +78,21 @@ class SpeakerBalancedBatchSampler(Sampler):
        always taken (this is what makes the packing never get stuck). Each
        chosen speaker contributes its next group. Steps are then shuffled,
        and the ``G`` speakers of each step shuffled.
+    Sessions (``positives_across_sessions=True``): in step 1 a speaker's
+    utterances are not cut in random order but round-robin over its
+    sessions: sessions ordered by size (largest first, ties at random), then
+    the first utterance of each session, the second of each session that has
+    one, and so on (utterances shuffled within each session). A group of
+    ``K`` consecutive utterances therefore comes from ``K`` distinct sessions
+    whenever the speaker has at least ``K`` sessions with utterances left at
+    that point of the round-robin. Fallback, for speakers with fewer sessions
+    (or once their small sessions are used up): the group cycles through the
+    sessions there are, so it holds every one of them, repeated as evenly as
+    the remaining utterances allow; the topped-up last group (re-drawn at
+    random) may repeat a session. Everything else (group counts, steps,
+    dropping, packing, ranks, the dependence on ``(seed, epoch)`` only and
+    mid-epoch resume) is unchanged.
+
     5. **Ranks.** Rank ``r`` takes speakers ``r*P ... (r+1)*P - 1`` of every
        global step. Hence all ranks have ``len(self) = T`` batches and no
        speaker is shared by two ranks within a step.
@@ -136,6 +151,13 @@ class SpeakerBalancedBatchSampler(Sampler):
     shuffle : bool
         Whether to randomise the plan (default). ``False`` gives a fixed,
         deterministic plan (see above).
+    sessions : sequence, optional
+        The session (recording) label of every dataset item, in dataset
+        order; only compared within a speaker. Needed by
+        ``positives_across_sessions``.
+    positives_across_sessions : bool
+        Spread each speaker's ``K`` utterances in a batch over as many
+        sessions as it has (see "Sessions" above).
 
     Example
     -------
@@ -163,6 +185,8 @@ class SpeakerBalancedBatchSampler(Sampler):
         num_replicas=None,
         rank=None,
         shuffle=True,
+        sessions=None,
+        positives_across_sessions=False,
     ):
         # Deliberately not calling Sampler.__init__(data_source): deprecated.
         if isinstance(labels, (torch.Tensor, np.ndarray)):
@@ -236,6 +260,10 @@ class SpeakerBalancedBatchSampler(Sampler):
         self._item_speaker[self._items_by_speaker] = np.repeat(
             np.arange(num_speakers), counts
         )
+        self.positives_across_sessions = bool(positives_across_sessions)
+        self._item_session = None
+        if self.positives_across_sessions:
+            self._item_session = _session_codes(sessions, labels)
         self.num_steps = _max_steps(self._group_counts, G)
         self.num_dropped_groups = self.num_groups - G * self.num_steps
 
@@ -267,7 +295,7 @@ class SpeakerBalancedBatchSampler(Sampler):
         )
 
     @classmethod
-    def from_dataset(cls, dataset, key="spk_id", **kwargs):
+    def from_dataset(cls, dataset, key="spk_id", session_key="session", **kwargs):
         """Builds the sampler from the speaker labels of a DynamicItemDataset.
 
         Static keys (columns of the CSV / JSON manifest) are read straight
@@ -283,6 +311,9 @@ class SpeakerBalancedBatchSampler(Sampler):
             The training dataset (the one the DataLoader iterates).
         key : str
             The key holding the speaker label.
+        session_key : str
+            The static key holding the session label, read when
+            ``positives_across_sessions=True`` (and ``sessions`` not given).
         **kwargs : dict
             Passed to the constructor (``speakers_per_batch``,
             ``utterances_per_speaker``, ``seed``, ...).
@@ -343,6 +374,15 @@ class SpeakerBalancedBatchSampler(Sampler):
                     f"has no key '{key}' (static keys: {sorted(first)}; "
                     f"error: {err!r}). Pass key=<the speaker-label column>."
                 ) from err
+        if kwargs.get("positives_across_sessions") and kwargs.get("sessions") is None:
+            if session_key not in first:
+                raise ValueError(
+                    "SpeakerBalancedBatchSampler.from_dataset: "
+                    f"positives_across_sessions=True needs a '{session_key}' column in the "
+                    f"training manifest (static keys: {sorted(first)}). Re-run the data "
+                    "preparation (it writes 'session') or set positives_across_sessions: False."
+                )
+            kwargs["sessions"] = [data[data_id][session_key] for data_id in data_ids]
         return cls(labels, **kwargs)
 
     def set_epoch(self, epoch):
@@ -442,7 +482,9 @@ class SpeakerBalancedBatchSampler(Sampler):
         """
         K = self.utterances_per_speaker
         codes = self._item_speaker
-        if rng is not None:
+        if self._item_session is not None:
+            items = self._round_robin(rng)
+        elif rng is not None:
             # Sort items by speaker, randomly within each speaker.
             items = np.lexsort((rng.random(len(codes)), codes))
         else:
@@ -465,6 +507,24 @@ class SpeakerBalancedBatchSampler(Sampler):
             else:
                 table[last, r:] = own[: K - r]
         return table
+
+    def _round_robin(self, rng):
+        """Items sorted by speaker, then round-robin over the speaker's sessions."""
+        codes, sess = self._item_speaker, self._item_session
+        n = len(codes)
+        tie = rng.random(n) if rng is not None else np.arange(n, dtype=np.float64)
+        # position of each item within its session (random order)
+        by_session = np.lexsort((tie, sess))
+        first = np.searchsorted(sess[by_session], sess[by_session], side="left")
+        rank = np.empty(n, dtype=np.int64)
+        rank[by_session] = np.arange(n) - first
+        # sessions of a speaker ordered by size, largest first, ties at random
+        num_sessions = int(sess.max()) + 1
+        size = np.bincount(sess, minlength=num_sessions)
+        stie = rng.random(num_sessions) if rng is not None else np.arange(num_sessions) / num_sessions
+        session_order = np.empty(num_sessions, dtype=np.int64)
+        session_order[np.lexsort((stie, -size))] = np.arange(num_sessions)
+        return np.lexsort((session_order[sess], rank, codes))
 
     def _kept_group_counts(self, T, G, rng):
         """Groups used per speaker: at most T each, G * T in total.
@@ -515,6 +575,7 @@ class SpeakerBalancedBatchSampler(Sampler):
             "utterances_per_speaker": self.utterances_per_speaker,
             "num_replicas": self.num_replicas,
             "shuffle": self.shuffle,
+            "positives_across_sessions": self.positives_across_sessions,
         }
         with open(path, "w", encoding="utf-8") as fo:
             json.dump(state, fo)
@@ -531,8 +592,9 @@ class SpeakerBalancedBatchSampler(Sampler):
             "utterances_per_speaker",
             "num_replicas",
             "shuffle",
+            "positives_across_sessions",
         ):
-            if state.get(name) != getattr(self, name):
+            if state.get(name, False if name == "positives_across_sessions" else None) != getattr(self, name):
                 logger.warning(
                     "SpeakerBalancedBatchSampler checkpoint %s has %s=%r but "
                     "this sampler has %r: the recovered epoch plan differs, "
@@ -543,6 +605,30 @@ class SpeakerBalancedBatchSampler(Sampler):
                     getattr(self, name),
                 )
         self.epoch = int(state["epoch"])
+
+
+def _session_codes(sessions, labels):
+    """Integer code of every item's (speaker, session) pair."""
+    if sessions is None:
+        raise ValueError(
+            "SpeakerBalancedBatchSampler: positives_across_sessions=True needs "
+            "the session label of every item (sessions=...; from_dataset reads the "
+            "manifest's 'session' column, written by the data preparation). "
+            "Re-run the data preparation or set positives_across_sessions: False."
+        )
+    if isinstance(sessions, (torch.Tensor, np.ndarray)):
+        sessions = sessions.tolist()
+    sessions = list(sessions)
+    if len(sessions) != len(labels):
+        raise ValueError(
+            f"SpeakerBalancedBatchSampler: got {len(sessions)} session labels for "
+            f"{len(labels)} items; pass one session per dataset item."
+        )
+    table = {}
+    return np.array(
+        [table.setdefault((lab, ses), len(table)) for lab, ses in zip(labels, sessions)],
+        dtype=np.int64,
+    )
 
 
 def _positive_int(value, name):

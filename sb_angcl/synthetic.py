@@ -28,6 +28,21 @@ Signal model
   impulse response, a level, plus session-level changes of the voice (pitch
   offset, vocal effort, rate; *singing* moves the pitch in notes, with strong
   vibrato). A bilingual speaker's sessions alternate between its languages.
+  ``session_strength`` scales the nuisance (EQ spread, a broadband channel
+  tilt, band limitation, SNR, reverberation, level, style changes).
+* **Shared recordings.** A session is a *recording* (a video, a room) that
+  ``speakers_per_session`` speakers share (default 2: host and guest): the
+  same channel, noise, room, level and speaking style, and the same VoxCeleb
+  video id in each speaker's folder; only the pitch offset is personal.
+  For every session slot the speakers are reshuffled, so partners change;
+  training and test speakers never share a recording. The VoxCeleb trial
+  list draws a third of each enrolment's non-targets from the other
+  speaker(s) of its recording, so same-session non-target trials exist.
+* **Confusable speakers** (``confusable_pairs``): pairs of training
+  speakers, the second a near-copy of the first (:func:`confusable_speaker`),
+  marked in ``speakers.csv`` (``confusable_with``).
+* **Label noise** (``label_noise``): a fraction of the training utterances
+  is filed under another training speaker (see "Label noise" below).
 
 Per utterance a phoneme sequence gives frame-wise formant tracks, voicing and
 frication levels and a pitch contour; a glottal-pulse source and a frication
@@ -35,12 +50,26 @@ noise are shaped in the STFT domain by the vocal-tract envelope and the
 session EQ, then reverberated, scaled to the session level and mixed with
 noise.
 
-Identity is learnable but not trivial. Measured on the default corpus
-(40 speakers x 24 utterances, seed 0, 2569 VoxCeleb trials over the 10 test
-speakers): the mean log-mel spectrum per utterance with cosine scoring gives
-an EER of about 25 %; LDA on mean+std log-mel statistics fitted on the 30
-training speakers about 8 %. The tests check a looser bound on a smaller
-corpus.
+Identity is learnable but not trivial, and sessions mislead a naive system.
+Measured on the default corpus (40 speakers x 24 utterances, 3 sessions,
+seed 0, VoxCeleb trials over the 10 test speakers) with the mean log-mel
+spectrum per utterance and cosine scoring:
+
+=====================================  =====================  ==================
+                                       version 1 (private     version 2, default
+                                       sessions, strength 1)  (shared, 1.5)
+=====================================  =====================  ==================
+EER on the trial list                  24.7 % (2569 trials)   33.0 % (2519)
+P(same-session non-target score >      (no such pairs)        29.1 % (960 pairs)
+cross-session target score)
+P(other-session non-target score >     16.7 %                 26.4 %
+cross-session target score)
+=====================================  =====================  ==================
+
+(Version 1's LDA on mean+std log-mel statistics fitted on the 30 training
+speakers gave about 8 %.) The tests check looser bounds on a smaller corpus
+(``tests/test_synthetic.py``: the same-session fraction is 0.35 there, 0.16
+with ``session_strength=0``).
 
 Layouts (both share the same synthesised audio)
 -----------------------------------------------
@@ -71,6 +100,27 @@ corpus, where WeSpeaker's recipe reads them as ``data/<spk>/<file>``). The
 fraction ``short_fraction`` of 0.5-1.9 s utterances applies to both layouts
 (they share the audio).
 
+Label noise
+-----------
+With ``label_noise=f``, round-half-up(f x training utterances) training
+utterances, chosen from the seed, are filed under another training speaker
+(test speakers are never involved, on either side). The audio is the true
+speaker's; only the filing changes:
+
+* VoxCeleb: ``wav/<given id>/<video id of its recording>/<NNNNN>.wav``,
+  numbered after anything already in that folder; listed in
+  ``VoxCeleb1/meta/label_noise.csv`` with the path relative to ``wav/``.
+* CN-Celeb: ``data/<given id>/<genre>-<ss>-<uuu>.flac`` in the given
+  speaker's subset, as a session of its own (``ss`` after the given speaker's
+  sessions of that genre); listed in ``<subset root>/meta/label_noise.csv``
+  (``CN-Celeb_flac`` and ``CN-Celeb2_flac``) with the lists' convention,
+  ``id00012/interview-03-001.wav`` relative to ``data/``.
+
+Both lists have the columns ``path,given_speaker,true_speaker`` and exist only
+when ``label_noise > 0``; the prepare scripts read them (columns
+``true_spk_id`` and ``label_noise`` of the training manifests).
+``utterances.csv`` has ``true_speaker`` and ``label_noise`` for every file.
+
 ``DIR/speakers.csv`` and ``DIR/utterances.csv`` describe both layouts and
 ``DIR/synthetic_corpus.json`` records the arguments and the summary; calling
 the generator again with the same arguments reuses a complete corpus.
@@ -78,6 +128,8 @@ the generator again with the same arguments reuses a complete corpus.
 Usage::
 
     python -m sb_angcl.synthetic --output DIR [--layout voxceleb|cnceleb|both]
+        [--session-strength 1.5] [--speakers-per-session 2]
+        [--confusable-pairs N] [--label-noise FRACTION]
 
 Author: sb-angcl contributors.
 """
@@ -109,8 +161,13 @@ GENRES = CNCELEB_GENRES
 
 LAYOUTS = ("voxceleb", "cnceleb", "both")
 
+#: File name of the label-noise list (in ``VoxCeleb1/meta/``, ``CN-Celeb_flac/meta/``,
+#: ``CN-Celeb2_flac/meta/``) and its header.
+LABEL_NOISE_CSV = "label_noise.csv"
+LABEL_NOISE_HEADER = "path,given_speaker,true_speaker"
+
 #: Version of the signal model; part of the reuse check of an existing corpus.
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 
 # Fixed seed of the "world" of languages: lang0 is the same in every corpus.
 _LANGUAGE_WORLD_SEED = 20230401
@@ -305,6 +362,22 @@ _GENRE_PRESETS = {
 # Relative frequency of genres when sessions are drawn (singing is rarer).
 _GENRE_WEIGHTS = np.array([0.8, 1.0, 1.2, 1.5, 1.0, 0.9, 0.6, 0.8, 0.6, 1.2, 1.4])
 
+#: SNR reduction (dB) per unit of session strength above 1 (see :func:`make_session`).
+SNR_DROP_DB = 10.0
+
+#: Standard deviation (dB per octave) of the channel tilt at session strength 1.
+CHANNEL_TILT_DB = 1.0
+
+#: The probability of a band-limited channel grows as strength ** BANDLIMIT_POWER.
+BANDLIMIT_POWER = 3.0
+
+#: Default session strength of :func:`generate_corpus` (see the module docstring).
+DEFAULT_SESSION_STRENGTH = 1.5
+
+#: Size of the perturbation that makes a confusable speaker, in units of each
+#: voice parameter's between-speaker standard deviation (see :func:`confusable_speaker`).
+CONFUSABLE_SCALE = 0.25
+
 
 # ----------------------------------------------------------------------------
 # Profiles
@@ -498,6 +571,9 @@ class SessionProfile:
         Mean peak level of the session in dBFS.
     singing : bool
         Pitch follows musical notes with glides (genre ``singing``).
+    channel_tilt_db : float
+        Broadband tilt of the channel (microphone / codec), dB per octave
+        around 1 kHz.
 
     Example
     -------
@@ -526,6 +602,7 @@ class SessionProfile:
     effort_tilt_db: float = 0.0
     gain_db: float = -6.0
     singing: bool = False
+    channel_tilt_db: float = 0.0
 
     def eq_response(self, freqs):
         """Magnitude response of the session channel at ``freqs`` (Hz).
@@ -552,6 +629,7 @@ class SessionProfile:
         logf = np.log2(f)
         for c, g, w in zip(self.eq_centers_hz, self.eq_gains_db, self.eq_widths_oct):
             gain_db += g * np.exp(-0.5 * ((logf - math.log2(c)) / w) ** 2)
+        gain_db = gain_db + self.channel_tilt_db * np.clip(logf - math.log2(1000.0), -3.0, 3.0)
         hp = (f / self.highpass_hz) ** 4
         hp = np.sqrt(hp / (1.0 + hp))
         lp = 1.0 / np.sqrt(1.0 + (f / self.lowpass_hz) ** (2 * self.lowpass_order))
@@ -756,7 +834,88 @@ def _timbre_curve(rng, n_basis=3):
     return tuple(float(x) for x in curve)
 
 
-def make_session(rng, genre=None):
+# Between-speaker standard deviation and allowed range of each scalar voice
+# parameter, as drawn by make_speakers (uniform(a, b): (b - a) / sqrt(12);
+# log-uniform parameters are perturbed in the log domain).
+_VOICE_SPREAD = {
+    "f0_range": (0.40, 0.5, 3.0),
+    "vibrato_rate": (0.58, 4.0, 7.0),
+    "vibrato_depth": (0.072, 0.02, 0.4),
+    "jitter": (0.0049, 0.001, 0.03),
+    "shimmer": (0.029, 0.01, 0.15),
+    "vtl_scale": (0.1, 0.85, 1.35),
+    "tilt_db": (2.02, -6.0, 3.0),
+    "open_quotient": (0.115, 0.35, 0.85),
+    "closing_fraction": (0.087, 0.1, 0.5),
+    "breathiness": (0.139, 0.01, 0.55),
+    "speaking_rate": (0.13, 0.75, 1.3),
+    "extra_resonance_hz": (693.0, 2600.0, 5400.0),
+    "extra_resonance_db": (2.89, 0.0, 11.0),
+}
+_VOICE_LOG_SPREAD = {"f0_mean": 0.173, "bandwidth_scale": 0.18}
+
+
+def confusable_speaker(speaker, rng, index, languages=None, scale=CONFUSABLE_SCALE):
+    """A near-copy of ``speaker``: every voice parameter moved by ``scale`` spreads.
+
+    Each scalar parameter moves by exactly ``scale`` times its between-speaker
+    standard deviation, up or down at random (clipped to its usual range);
+    the formant offsets and the timbre curve move the same way. Two random
+    speakers differ by about ``sqrt(2)`` spreads per parameter, so at the
+    default scale (0.25) the pair is about 5-6 times closer than a random pair
+    on every parameter at once: near-identical to a coarse spectral
+    embedding, still separable by a model that learns the fine structure.
+
+    Arguments
+    ---------
+    speaker : SpeakerProfile
+        The voice to copy.
+    rng : numpy.random.Generator or int
+        Random generator (or seed) of the perturbation directions.
+    index : int
+        Index of the new speaker.
+    languages : tuple, optional
+        Languages of the new speaker (default: those of ``speaker``).
+    scale : float
+        Perturbation in between-speaker standard deviations.
+
+    Returns
+    -------
+    SpeakerProfile
+
+    Example
+    -------
+    >>> a = make_speakers(1, np.random.default_rng(0))[0]
+    >>> b = confusable_speaker(a, np.random.default_rng(1), index=1)
+    >>> b.index, round(abs(math.log(b.f0_mean / a.f0_mean)) / 0.173, 2), b.pitch_class == a.pitch_class
+    (1, 0.25, True)
+    """
+    rng = np.random.default_rng(rng)
+
+    def step():
+        return scale * (1.0 if rng.random() < 0.5 else -1.0)
+
+    changes = {}
+    for name, (sd, lo, hi) in _VOICE_SPREAD.items():
+        changes[name] = float(np.clip(getattr(speaker, name) + step() * sd, lo, hi))
+    for name, sd in _VOICE_LOG_SPREAD.items():
+        changes[name] = float(getattr(speaker, name) * math.exp(step() * sd))
+    changes["formant_offsets"] = tuple(
+        float(x + step() * sd) for x, sd in zip(speaker.formant_offsets, _SPREAD["formants"])
+    )
+    if speaker.timbre_db:
+        u = np.linspace(0.0, 1.0, len(speaker.timbre_db))
+        delta = sum(step() * _SPREAD["timbre_db"] * np.cos(np.pi * (j + 1) * u) for j in range(3))
+        changes["timbre_db"] = tuple(float(x) for x in np.asarray(speaker.timbre_db) + delta)
+    return replace(
+        speaker,
+        index=int(index),
+        languages=tuple(languages) if languages is not None else speaker.languages,
+        **changes,
+    )
+
+
+def make_session(rng, genre=None, strength=1.0):
     """Draw a recording session (channel and voice state) for a genre.
 
     Arguments
@@ -765,6 +924,16 @@ def make_session(rng, genre=None):
         Random generator (or seed).
     genre : str, optional
         One of :data:`GENRES`; drawn at random when omitted.
+    strength : float
+        Scale of the session nuisance (>= 0): multiplies the spread of the EQ
+        gains, the vocal-effort tilt, the pitch offset, the rate change and
+        the level range, the reverberation time and the broadband channel
+        tilt (:data:`CHANNEL_TILT_DB`); lowers the SNR range by
+        :data:`SNR_DROP_DB` dB per unit above 1; makes band-limited channels
+        ``strength ** BANDLIMIT_POWER`` times as likely. ``1`` is the channel
+        model of corpus version 1 (the same random draws) plus the channel
+        tilt; ``0`` a flat, dry, full-band channel with only the genre's
+        speaking style and noise.
 
     Returns
     -------
@@ -781,12 +950,15 @@ def make_session(rng, genre=None):
         genre = GENRES[int(rng.choice(len(GENRES), p=_GENRE_WEIGHTS / _GENRE_WEIGHTS.sum()))]
     if genre not in _GENRE_PRESETS:
         raise ValueError(f"Unknown genre {genre!r}; choose one of {', '.join(GENRES)}")
+    if not strength >= 0:
+        raise ValueError(f"session strength must be >= 0, got {strength}")
+    k = float(strength)
     p = _GENRE_PRESETS[genre]
     n_eq = int(rng.integers(2, 6))
     centers = np.exp(rng.uniform(math.log(150.0), math.log(6500.0), size=n_eq))
-    gains = np.clip(rng.normal(0.0, p["eq_db"], size=n_eq), -12, 12)
+    gains = np.clip(rng.normal(0.0, p["eq_db"] * k, size=n_eq), -12 * max(k, 1), 12 * max(k, 1))
     widths = rng.uniform(0.3, 1.5, size=n_eq)
-    if rng.random() < p["bandlimit"]:
+    if rng.random() < min(1.0, p["bandlimit"] * k**BANDLIMIT_POWER):
         lowpass, order = float(rng.uniform(4000, 7000)), 8
     else:
         lowpass, order = float(rng.uniform(6500, 7900)), 4
@@ -801,17 +973,18 @@ def make_session(rng, genre=None):
         lowpass_order=order,
         noise_kind=str(rng.choice(p["noise"])),
         noise_color=float(rng.uniform(1.0, 2.5)),
-        snr_db=float(rng.uniform(*p["snr"])),
-        rt60=float(rng.uniform(*p["rt60"])),
+        snr_db=float(rng.uniform(*p["snr"]) - SNR_DROP_DB * (k - 1.0)),
+        rt60=float(rng.uniform(*p["rt60"]) * k),
         drr_db=float(rng.uniform(3.0, 15.0)),
         ir_seed=int(rng.integers(0, 2**31 - 1)),
-        pitch_shift_st=float(rng.normal(0.0, 0.3)),
+        pitch_shift_st=float(rng.normal(0.0, 0.3 * k)),
         pitch_movement=float(p["pitch"] * rng.uniform(0.85, 1.15)),
         vibrato_scale=float(rng.uniform(3.0, 5.0) if singing else rng.uniform(0.5, 1.5)),
-        rate=float(p["rate"] * rng.uniform(0.9, 1.1)),
-        effort_tilt_db=float(rng.normal(0.0, 0.5)),
-        gain_db=float(rng.uniform(-10.0, -4.0)),
+        rate=float(p["rate"] * (1.0 + 0.1 * k * rng.uniform(-1.0, 1.0))),
+        effort_tilt_db=float(rng.normal(0.0, 0.5 * k)),
+        gain_db=float(min(-7.0 + 3.0 * k * rng.uniform(-1.0, 1.0), -1.0)),
         singing=singing,
+        channel_tilt_db=float(rng.normal(0.0, CHANNEL_TILT_DB * k)),
     )
 
 
@@ -1189,6 +1362,8 @@ class _Utt:
     genre: str
     duration: float
     seed: tuple
+    recording: int = 0  # shared recording (video / room) the session belongs to
+    given: int = -1  # speaker the file is filed under (label noise); -1: its own
     vox_rel: str = ""
     cn_rel: str = ""  # relative to DIR (with .flac)
     cn_role: str = ""
@@ -1198,6 +1373,11 @@ class _Utt:
     def key(self):
         """Layout-independent id: speaker index, session, utterance (1-based)."""
         return f"s{self.speaker:04d}-{self.session + 1}-{self.index_in_session + 1:03d}"
+
+    @property
+    def filed(self):
+        """Index of the speaker the utterance is filed under."""
+        return self.speaker if self.given < 0 else self.given
 
 
 @dataclass
@@ -1213,6 +1393,8 @@ class _Plan:
     vox_ids: list
     cn_ids: list
     genre_ss: list = field(default_factory=list)  # per speaker list of "genre-ss"
+    recordings: list = field(default_factory=list)  # per speaker list of recording index
+    confusable: dict = field(default_factory=dict)  # speaker index -> partner index
 
 
 def _video_id(rng, taken):
@@ -1227,6 +1409,57 @@ def _default_test_speakers(num_speakers):
     return max(2, round(0.25 * num_speakers))
 
 
+def _assign_recordings(groups, num_sessions, per_recording, rng):
+    """Share recordings between speakers of the same group.
+
+    For every session slot, the group's speakers are shuffled and cut into
+    recordings of ``per_recording`` speakers, so a speaker's sessions are
+    distinct recordings and its partners change from session to session.
+
+    Returns
+    -------
+    dict
+        Speaker index -> list of ``num_sessions`` recording indices.
+    int
+        Number of recordings.
+    """
+    rec_of, n_rec = {}, 0
+    for group in groups:
+        for _ in range(num_sessions):
+            order = [group[j] for j in rng.permutation(len(group))]
+            for start in range(0, len(order), per_recording):
+                for i in order[start : start + per_recording]:
+                    rec_of.setdefault(i, []).append(n_rec)
+                n_rec += 1
+    return rec_of, n_rec
+
+
+def _make_confusable(speakers, train, num_pairs, seed):
+    """Replace the second speaker of ``num_pairs`` training pairs by a near-copy of the first."""
+    if num_pairs == 0:
+        return {}
+    rng = np.random.default_rng([seed, 7])
+    chosen = [train[j] for j in rng.permutation(len(train))[: 2 * num_pairs]]
+    partner = {}
+    for a, b in zip(chosen[0::2], chosen[1::2]):
+        speakers[b] = confusable_speaker(speakers[a], rng, index=b, languages=speakers[b].languages)
+        partner[a], partner[b] = b, a
+    return partner
+
+
+def _choose_label_noise(utts, train, fraction, seed):
+    """File round-half-up(fraction x training utterances) under another training speaker."""
+    pool = [u for u in utts if u.speaker in set(train)]
+    n = int(math.floor(fraction * len(pool) + 0.5))
+    if n == 0:
+        return
+    rng = np.random.default_rng([seed, 6])
+    for j in sorted(rng.choice(len(pool), size=n, replace=False)):
+        u = pool[int(j)]
+        others = [i for i in train if i != u.speaker]
+        u.given = int(others[int(rng.integers(len(others)))])
+
+
 def _plan_corpus(
     num_speakers,
     num_utterances,
@@ -1237,6 +1470,10 @@ def _plan_corpus(
     short_fraction,
     seed,
     test_speakers,
+    session_strength=DEFAULT_SESSION_STRENGTH,
+    speakers_per_session=2,
+    confusable_pairs=0,
+    label_noise=0.0,
 ):
     rng = np.random.default_rng([seed, 1])
     speakers = make_speakers(num_speakers, rng, num_languages=num_languages)
@@ -1248,6 +1485,7 @@ def _plan_corpus(
         s = speakers[test[0]]
         other = next(n for n in language_names(num_languages) if n != s.languages[0])
         speakers[test[0]] = replace(s, languages=(s.languages[0], other))
+    confusable = _make_confusable(speakers, train, confusable_pairs, seed)
     n_cn2 = len(train) // 3 if len(train) >= 2 else 0
     cn2 = train[len(train) - n_cn2 :]
     dev = train[: len(train) - n_cn2]
@@ -1259,25 +1497,29 @@ def _plan_corpus(
         cn_ids[i] = f"id{10000 + k:05d}"
 
     prng = np.random.default_rng([seed, 2])
-    sessions, session_langs, video_ids, genre_ss, utts = [], [], [], [], []
+    # shared recordings (a video / room with several speakers): training and
+    # test speakers never share one
+    rec_of, n_rec = _assign_recordings([train, test], num_sessions, speakers_per_session, prng)
     gp = _GENRE_WEIGHTS / _GENRE_WEIGHTS.sum()
+    rec_genre = [GENRES[g] for g in prng.choice(len(GENRES), size=n_rec, p=gp)]
+    rec_session = [
+        make_session(np.random.default_rng([seed, 3, r]), genre=g, strength=session_strength)
+        for r, g in enumerate(rec_genre)
+    ]
+    taken = set()
+    rec_video = [_video_id(prng, taken) for _ in range(n_rec)]
+    sessions, session_langs, video_ids, genre_ss, utts = [], [], [], [], []
     for i, spk in enumerate(speakers):
-        if num_sessions <= len(GENRES):
-            genres = [
-                GENRES[g] for g in prng.choice(len(GENRES), size=num_sessions, replace=False, p=gp)
-            ]
-        else:
-            genres = [
-                GENRES[g] for g in prng.choice(len(GENRES), size=num_sessions, replace=True, p=gp)
-            ]
+        recs = rec_of[i]
+        genres = [rec_genre[r] for r in recs]
+        # the pitch offset is personal; channel and speaking style are the recording's
+        pr = np.random.default_rng([seed, 8, i])
         sess = [
-            make_session(np.random.default_rng([seed, 3, i, s]), genre=g)
-            for s, g in enumerate(genres)
+            replace(rec_session[r], pitch_shift_st=float(pr.normal(0.0, 0.3 * session_strength)))
+            for r in recs
         ]
         order = list(prng.permutation(len(spk.languages)))
         langs = [spk.languages[order[s % len(order)]] for s in range(num_sessions)]
-        taken = set()
-        vids = [_video_id(prng, taken) for _ in range(num_sessions)]
         counter = {}
         gss = []
         for g in genres:
@@ -1301,12 +1543,14 @@ def _plan_corpus(
                         genres[s],
                         round(float(dur), 3),
                         (seed, 4, i, s, u),
+                        recording=recs[s],
                     )
                 )
         sessions.append(sess)
         session_langs.append(langs)
-        video_ids.append(vids)
+        video_ids.append([rec_video[r] for r in recs])
         genre_ss.append(gss)
+    _choose_label_noise(utts, train, label_noise, seed)
     return _Plan(
         speakers,
         sessions,
@@ -1319,11 +1563,86 @@ def _plan_corpus(
         vox_ids,
         cn_ids,
         genre_ss,
+        [rec_of[i] for i in range(num_speakers)],
+        confusable,
     )
 
 
+def _vox_paths(plan):
+    """VoxCeleb path (relative to ``wav/``) of every utterance, keyed by ``id(utt)``.
+
+    Files are ``<filed speaker>/<video>/<NNNNN>.wav``. A relabelled utterance
+    goes into the given speaker's folder under its own recording's video id,
+    numbered after whatever that folder already holds (the given speaker may
+    appear in the same video).
+    """
+    paths, used = {}, {}
+    for u in plan.utts:
+        if u.given < 0:
+            key = (u.speaker, plan.video_ids[u.speaker][u.session])
+            used[key] = max(used.get(key, 0), u.index_in_session + 1)
+    for u in plan.utts:
+        video = plan.video_ids[u.speaker][u.session]
+        if u.given < 0:
+            number = u.index_in_session + 1
+        else:
+            key = (u.given, video)
+            number = used[key] = used.get(key, 0) + 1
+        paths[id(u)] = f"{plan.vox_ids[u.filed]}/{video}/{number:05d}.wav"
+    return paths
+
+
+def _cn_session_names(plan):
+    """CN-Celeb ``<genre>-<ss>`` of every utterance, keyed by ``id(utt)``.
+
+    A relabelled utterance (label noise) is filed in the given speaker's
+    folder as a session of its own, numbered after that speaker's sessions of
+    the same genre, so that no file name collides.
+    """
+    names, extra = {}, {}
+    counts = [dict() for _ in plan.speakers]
+    for i, gss in enumerate(plan.genre_ss):
+        for name in gss:
+            g = name.rsplit("-", 1)[0]
+            counts[i][g] = counts[i].get(g, 0) + 1
+    for u in plan.utts:
+        if u.given < 0:
+            names[id(u)] = plan.genre_ss[u.speaker][u.session]
+            continue
+        key = (u.given, u.speaker, u.session)
+        if key not in extra:
+            c = counts[u.given]
+            c[u.genre] = c.get(u.genre, 0) + 1
+            extra[key] = f"{u.genre}-{c[u.genre]:02d}"
+        names[id(u)] = extra[key]
+    return names
+
+
+def _check_nuisance_args(n_train, session_strength, speakers_per_session, confusable_pairs, label_noise):
+    if not session_strength >= 0:
+        raise ValueError(f"session_strength must be >= 0 (--session-strength), got {session_strength}")
+    if int(speakers_per_session) < 1:
+        raise ValueError(
+            f"speakers_per_session must be >= 1 (--speakers-per-session), got {speakers_per_session}"
+        )
+    if not 0 <= int(confusable_pairs) <= n_train // 2:
+        raise ValueError(
+            f"confusable_pairs must be between 0 and half the {n_train} training speakers "
+            f"({n_train // 2}), got {confusable_pairs} (--confusable-pairs)"
+        )
+    if not 0.0 <= label_noise < 1.0:
+        raise ValueError(f"label_noise must be in [0, 1) (--label-noise), got {label_noise}")
+    if label_noise > 0 and n_train < 2:
+        raise ValueError("label_noise needs at least 2 training speakers (use more --speakers)")
+
+
 def _vox_trials(plan, seed, per_side=6):
-    """Balanced-ish VoxCeleb trial list over test speakers (pairs of vox paths)."""
+    """Balanced-ish VoxCeleb trial list over test speakers (pairs of vox paths).
+
+    Targets: other sessions of the enrolment speaker, a third cross-language
+    where possible. Non-targets: a third from other speakers of the same
+    recording (same video) where there are any, the rest at random.
+    """
     rng = np.random.default_rng([seed, 5])
     test = set(plan.test_speakers)
     by_spk = {}
@@ -1341,7 +1660,11 @@ def _vox_trials(plan, seed, per_side=6):
         rest = [u for u in cands if all(u is not p for p in picks)]
         picks += [rest[j] for j in rng.permutation(len(rest))[: per_side - n_cross]]
         others = [u for u in all_test if u.speaker != e.speaker]
-        nontargets = [others[j] for j in rng.permutation(len(others))[:per_side]]
+        same_rec = [u for u in others if u.recording == e.recording]
+        n_same = min(len(same_rec), max(1, per_side // 3))
+        nontargets = [same_rec[j] for j in rng.permutation(len(same_rec))[:n_same]]
+        rest = [u for u in others if u.recording != e.recording]
+        nontargets += [rest[j] for j in rng.permutation(len(rest))[: per_side - n_same]]
         for lab, group in ((1, picks), (0, nontargets)):
             for t in group:
                 key = tuple(sorted((e.vox_rel, t.vox_rel)))
@@ -1436,6 +1759,10 @@ def generate_corpus(
     seed=0,
     test_speakers=None,
     trials_per_utterance=6,
+    session_strength=DEFAULT_SESSION_STRENGTH,
+    speakers_per_session=2,
+    confusable_pairs=0,
+    label_noise=0.0,
     overwrite=False,
     progress=True,
 ):
@@ -1467,6 +1794,22 @@ def generate_corpus(
     trials_per_utterance : int
         VoxCeleb trials: target and non-target trials drawn per enrolment
         utterance (each side).
+    session_strength : float
+        Scale of the per-recording channel and speaking-style nuisance
+        (:func:`make_session`); default :data:`DEFAULT_SESSION_STRENGTH`.
+    speakers_per_session : int
+        Speakers sharing one recording (same channel, room and style; the
+        same VoxCeleb video id). 1 gives every speaker private sessions.
+    confusable_pairs : int
+        Pairs of training speakers whose voices are near-identical
+        (:func:`confusable_speaker`); column ``confusable_with`` of
+        ``speakers.csv``.
+    label_noise : float
+        Fraction in [0, 1) of the training utterances filed under another
+        training speaker (rounded half up); listed in
+        ``VoxCeleb1/meta/label_noise.csv`` and
+        ``CN-Celeb_flac/meta/label_noise.csv`` /
+        ``CN-Celeb2_flac/meta/label_noise.csv``.
     overwrite : bool
         Replace an earlier corpus in ``output``. Without it a complete corpus
         made with the same arguments is reused, anything else is an error.
@@ -1512,6 +1855,9 @@ def generate_corpus(
             f"test_speakers must be between 2 and num_speakers - 1 = {num_speakers - 1}, got {n_test} "
             "(use more --speakers or fewer --test-speakers)"
         )
+    _check_nuisance_args(
+        num_speakers - n_test, session_strength, speakers_per_session, confusable_pairs, label_noise
+    )
     config = {
         "layout": layout,
         "num_speakers": int(num_speakers),
@@ -1524,6 +1870,10 @@ def generate_corpus(
         "seed": int(seed),
         "test_speakers": n_test,
         "trials_per_utterance": int(trials_per_utterance),
+        "session_strength": float(session_strength),
+        "speakers_per_session": int(speakers_per_session),
+        "confusable_pairs": int(confusable_pairs),
+        "label_noise": float(label_noise),
         "sample_rate": SAMPLE_RATE,
         "version": CORPUS_VERSION,
     }
@@ -1553,6 +1903,10 @@ def generate_corpus(
         short_fraction,
         seed,
         n_test,
+        session_strength=float(session_strength),
+        speakers_per_session=int(speakers_per_session),
+        confusable_pairs=int(confusable_pairs),
+        label_noise=float(label_noise),
     )
     test_set = set(plan.test_speakers)
     cn2_set = set(plan.cn2_speakers)
@@ -1572,11 +1926,12 @@ def generate_corpus(
         enrol[i] = sess_utts[:k]
     enrol_ids = {id(u) for v in enrol.values() for u in v}
 
+    cn_session = _cn_session_names(plan)
+    vox_paths = _vox_paths(plan)
     for u in plan.utts:
-        vid = plan.vox_ids[u.speaker]
-        u.vox_rel = f"{vid}/{plan.video_ids[u.speaker][u.session]}/{u.index_in_session + 1:05d}.wav"
-        cid = plan.cn_ids[u.speaker]
-        base = f"{plan.genre_ss[u.speaker][u.session]}-{u.index_in_session + 1:03d}"
+        u.vox_rel = vox_paths[id(u)]
+        cid = plan.cn_ids[u.filed]
+        base = f"{cn_session[id(u)]}-{u.index_in_session + 1:03d}"
         if u.speaker in test_set:
             if id(u) in enrol_ids:
                 u.cn_rel, u.cn_role = (
@@ -1588,7 +1943,7 @@ def generate_corpus(
                     f"CN-Celeb_flac/eval/test/{cid}-{base}.flac",
                     "test",
                 )
-        elif u.speaker in cn2_set:
+        elif u.filed in cn2_set:
             u.cn_rel, u.cn_role = f"CN-Celeb2_flac/data/{cid}/{base}.flac", "train"
         else:
             u.cn_rel, u.cn_role = f"CN-Celeb_flac/data/{cid}/{base}.flac", "train"
@@ -1626,6 +1981,8 @@ def generate_corpus(
         "total_duration_s": round(total_s, 3),
         "speakers_csv": os.path.join(output, "speakers.csv"),
         "utterances_csv": os.path.join(output, "utterances.csv"),
+        "num_label_noise": sum(u.given >= 0 for u in plan.utts),
+        "num_confusable_pairs": len(plan.confusable) // 2,
     }
     rows = []
     if do_vox:
@@ -1639,6 +1996,13 @@ def generate_corpus(
             os.path.join(meta, "languages.csv"),
             ["path,language"] + [f"{u.vox_rel},{u.language}" for u in plan.utts],
         )
+        noisy = [u for u in plan.utts if u.given >= 0]
+        if label_noise > 0:
+            _write_lines(
+                os.path.join(meta, LABEL_NOISE_CSV),
+                [LABEL_NOISE_HEADER]
+                + [f"{u.vox_rel},{plan.vox_ids[u.given]},{plan.vox_ids[u.speaker]}" for u in noisy],
+            )
         lang_of = {u.vox_rel: u.language for u in plan.utts}
         n_tgt = sum(lab for lab, _, _ in trials)
         n_cross = sum(1 for lab, a, b in trials if lab == 1 and lang_of[a] != lang_of[b])
@@ -1657,9 +2021,12 @@ def generate_corpus(
                     "utt": u.key,
                     "path": f"VoxCeleb1/wav/{u.vox_rel}",
                     "layout": "voxceleb",
-                    "speaker": plan.vox_ids[u.speaker],
+                    "speaker": plan.vox_ids[u.filed],
                     "speaker_index": u.speaker,
+                    "true_speaker": plan.vox_ids[u.speaker],
+                    "label_noise": int(u.given >= 0),
                     "session": plan.video_ids[u.speaker][u.session],
+                    "recording": u.recording,
                     "language": u.language,
                     "genre": u.genre,
                     "duration": f"{u.audio_dur:.3f}",
@@ -1676,6 +2043,19 @@ def generate_corpus(
             os.path.join(cn2_root, "spk.lst"),
             [plan.cn_ids[i] for i in plan.cn2_speakers],
         )
+        if label_noise > 0:
+            for root in (cn_root, cn2_root):
+                prefix = os.path.relpath(os.path.join(root, "data"), output) + "/"
+                _write_lines(
+                    os.path.join(root, "meta", LABEL_NOISE_CSV),
+                    [LABEL_NOISE_HEADER]
+                    + [
+                        f"{u.cn_rel[len(prefix) : -len('.flac')]}.wav,"
+                        f"{plan.cn_ids[u.given]},{plan.cn_ids[u.speaker]}"
+                        for u in plan.utts
+                        if u.given >= 0 and u.cn_rel.startswith(prefix)
+                    ],
+                )
         enroll_lst, enroll_map = [], []
         for i in plan.test_speakers:
             cid = plan.cn_ids[i]
@@ -1696,7 +2076,10 @@ def generate_corpus(
                     "layout": "cnceleb",
                     "speaker": cid,
                     "speaker_index": i,
+                    "true_speaker": cid,
+                    "label_noise": 0,
                     "session": plan.genre_ss[i][parts[0].session],
+                    "recording": parts[0].recording,
                     "language": parts[0].language,
                     "genre": parts[0].genre,
                     "duration": f"{len(pcm) / SAMPLE_RATE:.3f}",
@@ -1748,9 +2131,12 @@ def generate_corpus(
                     "utt": u.key,
                     "path": u.cn_rel,
                     "layout": "cnceleb",
-                    "speaker": plan.cn_ids[u.speaker],
+                    "speaker": plan.cn_ids[u.filed],
                     "speaker_index": u.speaker,
-                    "session": plan.genre_ss[u.speaker][u.session],
+                    "true_speaker": plan.cn_ids[u.speaker],
+                    "label_noise": int(u.given >= 0),
+                    "session": cn_session[id(u)],
+                    "recording": u.recording,
                     "language": u.language,
                     "genre": u.genre,
                     "duration": f"{u.audio_dur:.3f}",
@@ -1767,7 +2153,10 @@ def generate_corpus(
                 "layout",
                 "speaker",
                 "speaker_index",
+                "true_speaker",
+                "label_noise",
                 "session",
+                "recording",
                 "language",
                 "genre",
                 "duration",
@@ -1789,6 +2178,7 @@ def generate_corpus(
                 "languages",
                 "split",
                 "cnceleb_subset",
+                "confusable_with",
             ]
         )
         for i, spk in enumerate(plan.speakers):
@@ -1808,6 +2198,7 @@ def generate_corpus(
                     ";".join(spk.languages),
                     "test" if i in test_set else "train",
                     subset,
+                    plan.confusable.get(i, ""),
                 ]
             )
     result["wall_time_s"] = round(time.time() - t_start, 2)
@@ -1927,6 +2318,31 @@ def main(argv=None):
     )
     parser.add_argument("--trials-per-utterance", type=int, default=6)
     parser.add_argument(
+        "--session-strength",
+        type=float,
+        default=DEFAULT_SESSION_STRENGTH,
+        help="scale of the per-recording channel and speaking-style nuisance (0: none)",
+    )
+    parser.add_argument(
+        "--speakers-per-session",
+        type=int,
+        default=2,
+        help="speakers sharing one recording (video / room); 1: private sessions",
+    )
+    parser.add_argument(
+        "--confusable-pairs",
+        type=int,
+        default=0,
+        help="pairs of training speakers with near-identical voices",
+    )
+    parser.add_argument(
+        "--label-noise",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="fraction of training utterances filed under another training speaker",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier corpus in --output"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -1946,6 +2362,10 @@ def main(argv=None):
             seed=args.seed,
             test_speakers=args.test_speakers,
             trials_per_utterance=args.trials_per_utterance,
+            session_strength=args.session_strength,
+            speakers_per_session=args.speakers_per_session,
+            confusable_pairs=args.confusable_pairs,
+            label_noise=args.label_noise,
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )

@@ -100,7 +100,10 @@ def trial_conditions(trials):
     """Condition columns of a trial table, plus derived ones.
 
     ``enrol_language``/``test_language`` give ``cross_language``
-    (same/cross); ``enrol_genre``/``test_genre`` give ``genre_pair``.
+    (same/cross); ``enrol_genre``/``test_genre`` give ``genre_pair``;
+    ``session`` (same/cross) says whether enrolment and test share a session:
+    from ``enrol_session``/``test_session`` columns, else the video folder of
+    VoxCeleb paths (``spk/video/file``), else the CN-Celeb genres.
 
     Arguments
     ---------
@@ -118,6 +121,9 @@ def trial_conditions(trials):
     ...                   "enrol_language": ["en"], "test_language": ["zh"]})
     >>> trial_conditions(t)["cross_language"].tolist()
     ['cross']
+    >>> trial_conditions(pd.DataFrame({"enrol": ["s/v1/1.wav", "s/v1/1.wav"],
+    ...     "test": ["s/v1/2.wav", "s/v2/1.wav"], "label": [1, 1]}))["session"].tolist()
+    ['same', 'cross']
     """
     conditions = {}
     for column in trials.columns:
@@ -131,7 +137,30 @@ def trial_conditions(trials):
         conditions["cross_language"] = np.where(same, "same", "cross")
     if "enrol_genre" in conditions and "test_genre" in conditions:
         conditions["genre_pair"] = conditions["enrol_genre"] + "->" + conditions["test_genre"]
+    same_session = _same_session(trials, conditions)
+    if same_session is not None:
+        conditions["session"] = np.where(same_session, "same", "cross")
     return {k: np.asarray(v) for k, v in conditions.items()}
+
+
+def _same_session(trials, conditions):
+    """Whether enrolment and test share a session, where the trial list tells.
+
+    Order of evidence: ``enrol_session``/``test_session`` columns; VoxCeleb
+    paths ``spk/video/file`` on both sides (same video); CN-Celeb genres (an
+    enrolment of several genres, ``a+b``, matches any of them). None if none
+    applies to every trial.
+    """
+    if "enrol_session" in conditions and "test_session" in conditions:
+        return (conditions["enrol_session"] == conditions["test_session"]).to_numpy()
+    enrol = trials["enrol"].astype(str).str.split("/")
+    test = trials["test"].astype(str).str.split("/")
+    if len(trials) and (enrol.str.len() >= 3).all() and (test.str.len() >= 3).all():
+        return (enrol.str[-2] == test.str[-2]).to_numpy()
+    if "enrol_genre" in conditions and "test_genre" in conditions:
+        pairs = zip(conditions["enrol_genre"], conditions["test_genre"])
+        return np.array([t in e.split("+") for e, t in pairs])
+    return None
 
 
 def load_trained_modules(hparams_file, overrides, run_opts):

@@ -241,8 +241,10 @@ def test_voxceleb_outputs(voxcorpus):
     save = c["save"]
     train = read_csv(save / "train.csv")
     dev = read_csv(save / "dev.csv")
-    for name in ["train", "dev", "enrol", "test"]:
+    for name in ["enrol", "test"]:
         assert header(save / f"{name}.csv") == dataprep.ITEM_FIELDS
+    for name in ["train", "dev"]:
+        assert header(save / f"{name}.csv") == dataprep.TRAIN_FIELDS
     # Test speakers are not trained on; all other utterances are used once.
     expected = {
         rel: n
@@ -808,3 +810,86 @@ def test_cnceleb_skips_done_work(cncorpus, monkeypatch):
     lists.write_text(lists.read_text() + "\n")
     with pytest.raises(ZeroDivisionError):
         run_cn(c, train_sets=("cnceleb1",))
+
+
+# ------------------------------------------- sessions and label noise
+@pytest.fixture(scope="module")
+def noisy_corpus(tmp_path_factory):
+    from sb_angcl import synthetic
+
+    root = tmp_path_factory.mktemp("noisy")
+    synthetic.generate_corpus(
+        str(root), layout="both", num_speakers=8, num_utterances=5, num_sessions=2,
+        duration_min=0.6, duration_max=0.8, short_fraction=0.0, test_speakers=2,
+        seed=11, label_noise=0.3, progress=False,
+    )
+    return root
+
+
+def test_session_parsers():
+    assert vox._video("id10001/1zcIwhmdeo4/00001.wav") == "1zcIwhmdeo4"
+    assert cn._session("id00012/live_broadcast-03-017.wav") == "live_broadcast-03"
+    assert cn._test_session("test/id00800-singing-01-001.wav") == "singing-01"
+
+
+def test_voxceleb_label_noise_and_sessions(noisy_corpus, tmp_path):
+    vroot = noisy_corpus / "VoxCeleb1"
+    listed = {r["path"]: r["true_speaker"] for r in read_csv(vroot / "meta" / "label_noise.csv")}
+    assert len(listed) == 9  # round(0.3 * 6 training speakers * 5)
+    vox.prepare_voxceleb(vroot, tmp_path / "a", vroot / "meta" / "veri_test2.txt", dev_fraction=0.2)
+    rows = read_csv(tmp_path / "a" / "train.csv") + read_csv(tmp_path / "a" / "dev.csv")
+    marked = {r["ID"]: r["true_spk_id"] for r in rows if r["label_noise"] == "1"}
+    assert marked == listed
+    for r in rows:
+        assert r["session"] == r["ID"].split("/")[1]
+        if r["label_noise"] == "0":
+            assert r["true_spk_id"] == r["spk_id"]
+        else:
+            assert r["true_spk_id"] != r["spk_id"]
+    for name in ("enrol", "test"):
+        assert all(r["session"] == r["ID"].split("/")[1] for r in read_csv(tmp_path / "a" / f"{name}.csv"))
+    # without the list: columns present, nothing marked
+    (vroot / "meta" / "label_noise.csv").rename(vroot / "meta" / "hidden.csv")
+    try:
+        summary = vox.prepare_voxceleb(vroot, tmp_path / "b", vroot / "meta" / "veri_test2.txt")
+    finally:
+        (vroot / "meta" / "hidden.csv").rename(vroot / "meta" / "label_noise.csv")
+    rows = read_csv(tmp_path / "b" / "train.csv")
+    assert summary["label_noise"] == 0
+    assert all(r["label_noise"] == "0" and r["true_spk_id"] == r["spk_id"] for r in rows)
+
+
+def test_cnceleb_label_noise_and_sessions(noisy_corpus, tmp_path):
+    listed = {}
+    for sub in ("CN-Celeb_flac", "CN-Celeb2_flac"):
+        listed.update(
+            {r["path"]: r["true_speaker"] for r in read_csv(noisy_corpus / sub / "meta" / "label_noise.csv")}
+        )
+    assert len(listed) == 9
+    summary = cn.prepare_cnceleb(noisy_corpus, tmp_path / "keep", short_utterance_rule="keep")
+    rows = read_csv(tmp_path / "keep" / "train.csv") + read_csv(tmp_path / "keep" / "dev.csv")
+    assert summary["label_noise"] == 9
+    assert {r["ID"]: r["true_spk_id"] for r in rows if r["label_noise"] == "1"} == listed
+    utts = {r["path"]: r for r in read_csv(noisy_corpus / "utterances.csv")}
+    for r in rows:
+        stem = r["ID"].split("/")[1][: -len(".wav")]
+        assert r["session"] == stem.rsplit("-", 1)[0] and r["genre"] in r["session"]
+        assert (r["label_noise"] == "1") == (r["true_spk_id"] != r["spk_id"])
+    # the generator's own record of the sessions agrees with the file names
+    for r in rows:
+        for sub in ("CN-Celeb_flac", "CN-Celeb2_flac"):
+            u = utts.get(f"{sub}/data/{r['ID'][: -len('.wav')]}.flac")
+            if u is not None:
+                assert u["session"] == r["session"]
+    test = read_csv(tmp_path / "keep" / "test.csv")
+    assert all(r["session"] == "-".join(r["ID"].split("-")[1:3]) for r in test)
+    enrol = read_csv(tmp_path / "keep" / "enrol.csv")
+    assert all(r["session"] and r["genre"] in r["session"] for r in enrol)
+    # concatenation never joins a mislabelled file with correctly labelled ones
+    cn.prepare_cnceleb(noisy_corpus, tmp_path / "concat", concat_min_duration=3.0, dev_fraction=0.0)
+    for r in read_csv(tmp_path / "concat" / "train.csv"):
+        spk, names = r["ID"].split("/")
+        sources = [f"{spk}/{stem}.wav" for stem in names[: -len(".wav")].split("+")]
+        flags = {s in listed for s in sources}
+        assert len(flags) == 1 and (r["label_noise"] == "1") == flags.pop()
+        assert set(r["session"].split("+")) == {cn._session(s) for s in sources}

@@ -447,3 +447,134 @@ def test_invariants_property(sizes, P, K, R, seed, epoch):
     assert len(used) >= len(labels) - K * dropped
     if max(math.ceil(n / K) for n in sizes) <= T:
         assert dropped < R * P
+
+
+# ------------------------------------------------ positives across sessions
+def make_sessions(labels, per_speaker, seed=0):
+    """A session label per item: speaker s has per_speaker[s] sessions, sizes uneven."""
+    rng = np.random.default_rng(seed)
+    sessions = []
+    for lab in labels:
+        m = per_speaker[int(lab[3:])]
+        # uneven sizes: session j drawn with weight j + 1
+        w = np.arange(1, m + 1, dtype=float)
+        sessions.append(f"v{int(rng.choice(m, p=w / w.sum()))}")
+    return sessions
+
+
+def session_groups(batches, labels, sessions, K):
+    for batch in batches:
+        for j in range(0, len(batch), K):
+            group = batch[j : j + K]
+            yield labels[group[0]], [sessions[i] for i in group]
+
+
+def test_positives_across_sessions_distinct_when_possible():
+    sizes = [12, 16, 9, 20, 8, 14, 10, 18]
+    K = 4
+    labels = make_labels(sizes, seed=5)
+    # every speaker has 6 sessions (>= K): all but top-up groups are distinct
+    sessions = make_sessions(labels, [6] * 8, seed=1)
+    s = SpeakerBalancedBatchSampler(
+        labels, 3, K, seed=2, sessions=sessions, positives_across_sessions=True
+    )
+    plain = SpeakerBalancedBatchSampler(labels, 3, K, seed=2)
+    assert len(s) == len(plain)
+    distinct = plain_distinct = total = 0
+    for epoch in range(4):
+        s.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        batches = list(s)
+        for batch in batches:
+            check_batch(batch, labels, 3, K)
+        for _, group_sessions in session_groups(batches, labels, sessions, K):
+            total += 1
+            distinct += len(set(group_sessions)) == K
+        plain_distinct += sum(
+            len(set(g)) == K for _, g in session_groups(list(plain), labels, sessions, K)
+        )
+    # most groups are all-distinct (not: topped-up groups and the tails where
+    # only a speaker's largest sessions have utterances left); random groups rarely
+    # measured: 0.59 vs 0.23
+    assert distinct / total > 0.5 and distinct > 2 * plain_distinct
+
+
+def test_positives_across_sessions_fallback_and_exact_round_robin():
+    # one speaker, 3 sessions of sizes 5, 2, 1 (8 items), K = 4, shuffle=False:
+    # round-robin by size: a b c | a b | a | a | a -> groups [a b c a] [b a a a]
+    labels = ["spk000"] * 8 + ["spk001"] * 4
+    sessions = ["a", "a", "b", "a", "c", "a", "b", "a"] + ["x", "y", "x", "y"]
+    s = SpeakerBalancedBatchSampler(
+        labels, 1, 4, shuffle=False, sessions=sessions, positives_across_sessions=True
+    )
+    groups = sorted(
+        "".join(g) for spk, g in session_groups(s.global_plan(), labels, sessions, 4)
+        if spk == "spk000"
+    )
+    assert groups == ["abca", "baaa"]
+    # a speaker with 2 sessions and K = 4: both sessions, twice each
+    other = [g for spk, g in session_groups(s.global_plan(), labels, sessions, 4) if spk == "spk001"]
+    assert all(sorted(g) == ["x", "x", "y", "y"] for g in other)
+
+
+def test_positives_across_sessions_reproducible_ddp_and_resumable(tmp_path):
+    labels = make_labels(IMBALANCED, seed=3)
+    sessions = make_sessions(labels, [3] * len(IMBALANCED), seed=4)
+
+    def build(rank, R=2):
+        return SpeakerBalancedBatchSampler(
+            labels, 2, 2, seed=7, num_replicas=R, rank=rank,
+            sessions=sessions, positives_across_sessions=True,
+        )
+
+    a, b = build(0), build(1)
+    for epoch in (0, 3):
+        a.set_epoch(epoch)
+        b.set_epoch(epoch)
+        assert a.global_plan() == b.global_plan() == build(0).global_plan(epoch)
+        plan = a.global_plan()
+        assert [x + y for x, y in zip(list(a), list(b))] == plan
+    a.set_epoch(1)
+    assert a.global_plan() != a.global_plan(2)
+
+    # mid-epoch resume, as with the plain sampler
+    dataset = list(range(len(labels)))
+    sampler = build(0, R=1)
+    loader = SaveableDataLoader(dataset, batch_sampler=sampler)
+    ckpt = Checkpointer(tmp_path / "ckpt", {"loader": loader, "sampler": sampler})
+    sampler.set_epoch(4)
+    full = list(sampler)
+    for i, _ in enumerate(loader):
+        if i == 1:
+            ckpt.save_checkpoint(end_of_epoch=False)
+    sampler2 = build(0, R=1)
+    loader2 = SaveableDataLoader(dataset, batch_sampler=sampler2)
+    Checkpointer(tmp_path / "ckpt", {"loader": loader2, "sampler": sampler2}).recover_if_possible()
+    assert [x.tolist() for x in loader2] == full[2:]
+
+
+def test_positives_across_sessions_needs_sessions():
+    labels = make_labels([4, 4], seed=0)
+    with pytest.raises(ValueError, match="session"):
+        SpeakerBalancedBatchSampler(labels, 2, 2, positives_across_sessions=True)
+    with pytest.raises(ValueError, match="session labels"):
+        SpeakerBalancedBatchSampler(
+            labels, 2, 2, sessions=["a"], positives_across_sessions=True
+        )
+    data = {f"u{i}": {"wav": f"{i}.wav", "spk_id": lab} for i, lab in enumerate(labels)}
+    with pytest.raises(ValueError, match="'session' column"):
+        SpeakerBalancedBatchSampler.from_dataset(
+            DynamicItemDataset(data), speakers_per_batch=2, utterances_per_speaker=2,
+            positives_across_sessions=True,
+        )
+    seen = Counter()
+    for item in data.values():  # each speaker: two utterances in each of v0, v1
+        item["session"] = f"v{seen[item['spk_id']] % 2}"
+        seen[item["spk_id"]] += 1
+    s = SpeakerBalancedBatchSampler.from_dataset(
+        DynamicItemDataset(data), speakers_per_batch=2, utterances_per_speaker=2,
+        positives_across_sessions=True,
+    )
+    for batch in s:
+        for j in (0, 2):
+            assert {data[f"u{batch[j]}"]["session"], data[f"u{batch[j + 1]}"]["session"]} == {"v0", "v1"}

@@ -515,10 +515,63 @@ def test_sessions_differ_in_channel():
     assert np.abs(embs[0] - embs[1]).max() * 10 / np.log(10) > 1.0
 
 
-def test_trivial_embedding_discriminates_speakers(tmp_path):
-    """Mean log-mel + cosine: clearly better than chance, clearly not perfect."""
-    s = syn.generate_corpus(
-        str(tmp_path),
+def session_cue_fraction(root):
+    """P(same-session non-target score > cross-session target score), mean log-mel cosine.
+
+    Over every pair of test-speaker utterances of the VoxCeleb layout: a
+    same-session non-target pair is two speakers in one video (a shared
+    recording), a cross-session target pair one speaker in two videos. The
+    fraction is taken over all (non-target, target) pairs of pairs, ties
+    counting half. Returns (fraction, number of same-session non-target pairs).
+    """
+    rows = [
+        r
+        for r in _read_csv(os.path.join(root, "utterances.csv"))
+        if r["layout"] == "voxceleb" and r["role"] == "test"
+    ]
+    emb = np.array([mean_log_mel(sf.read(os.path.join(root, r["path"]))[0]) for r in rows])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    i, j = np.triu_indices(len(rows), 1)
+    scores = np.sum(emb[i] * emb[j], axis=1)
+    spk = np.array([r["speaker"] for r in rows])
+    ses = np.array([r["session"] for r in rows])
+    same_spk, same_ses = spk[i] == spk[j], ses[i] == ses[j]
+    nontarget = scores[~same_spk & same_ses]
+    target = np.sort(scores[same_spk & ~same_ses])
+    if len(nontarget) == 0:
+        return float("nan"), 0
+    above = np.searchsorted(target, nontarget, side="left")
+    ties = np.searchsorted(target, nontarget, side="right") - above
+    return float(np.mean((above + 0.5 * ties) / len(target))), len(nontarget)
+
+
+def test_session_cue_fraction_oracle(tmp_path):
+    # 2 speakers x 2 sessions in one shared video pair; embeddings written directly
+    rows = []
+    root = str(tmp_path)
+    tone = {("a", "v1"): 300, ("a", "v2"): 2000, ("b", "v1"): 330, ("b", "v2"): 2100}
+    for (spk, vid), f in tone.items():
+        for k in range(2):
+            path = f"VoxCeleb1/wav/{spk}/{vid}/{k:05d}.wav"
+            os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
+            t = np.arange(8000) / 16000
+            sf.write(os.path.join(root, path), 0.1 * np.sin(2 * np.pi * (f + 5 * k) * t), 16000)
+            rows.append({"path": path, "layout": "voxceleb", "role": "test", "speaker": spk, "session": vid})
+    with open(os.path.join(root, "utterances.csv"), "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    # the "embedding" follows the session (tone), never the speaker: every
+    # same-session non-target outscores every cross-session target
+    frac, n = session_cue_fraction(root)
+    assert n == 2 * 2 * 2 and frac == 1.0
+
+
+@pytest.fixture(scope="module")
+def trivial_corpus(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("trivial"))
+    syn.generate_corpus(
+        root,
         layout="voxceleb",
         num_speakers=14,
         num_utterances=6,
@@ -530,5 +583,176 @@ def test_trivial_embedding_discriminates_speakers(tmp_path):
         seed=0,
         progress=False,
     )
-    value = trivial_eer(s["voxceleb"]["root"])
+    return root
+
+
+def test_trivial_embedding_discriminates_speakers(trivial_corpus):
+    """Mean log-mel + cosine: clearly better than chance, clearly not perfect."""
+    value = trivial_eer(os.path.join(trivial_corpus, "VoxCeleb1"))
     assert 0.02 < value < 0.45, value
+
+
+def test_session_nuisance_fools_a_trivial_embedding(trivial_corpus, tmp_path):
+    """Same-video non-targets outscore cross-video targets materially often.
+
+    Measured on this corpus (seed 0): 0.35 at the default strength, 0.16
+    with session_strength=0 (flat, dry channels; only genre style and noise).
+    """
+    frac, n = session_cue_fraction(trivial_corpus)
+    assert n > 0
+    flat = str(tmp_path / "flat")
+    syn.generate_corpus(
+        flat,
+        layout="voxceleb",
+        num_speakers=14,
+        num_utterances=6,
+        num_sessions=3,
+        duration_min=1.0,
+        duration_max=1.5,
+        short_fraction=0.0,
+        test_speakers=10,
+        seed=0,
+        session_strength=0.0,
+        progress=False,
+    )
+    frac_flat, _ = session_cue_fraction(flat)
+    assert frac >= 0.25 and frac > frac_flat + 0.1, (frac, frac_flat)
+
+
+def test_recordings_are_shared_within_train_and_within_test(corpus):
+    root, _ = corpus
+    rows = [r for r in _read_csv(os.path.join(root, "utterances.csv")) if r["layout"] == "voxceleb"]
+    by_video, videos_of = {}, {}
+    for r in rows:
+        by_video.setdefault(r["session"], set()).add((r["true_speaker"], r["role"]))
+        videos_of.setdefault(r["true_speaker"], set()).add(r["session"])
+    assert all(len(v) == 2 for v in videos_of.values())  # 2 sessions each, distinct videos
+    assert all(1 <= len(members) <= 2 for members in by_video.values())
+    assert all(len({role for _, role in members}) == 1 for members in by_video.values())
+    assert any(len(members) == 2 for members in by_video.values())
+    # the trial list has same-video non-targets (a speaker's folder shares the video id)
+    trials = [line.split() for line in _lines(os.path.join(root, "VoxCeleb1", "meta", "veri_test2.txt"))]
+    assert any(t[0] == "0" and t[1].split("/")[1] == t[2].split("/")[1] for t in trials)
+
+
+def test_private_sessions_and_session_strength_zero(tmp_path):
+    s = syn.generate_corpus(
+        str(tmp_path), layout="voxceleb", seed=4, speakers_per_session=1, **NOISY
+    )
+    rows = _read_csv(s["utterances_csv"])
+    owners = {}
+    for r in rows:
+        owners.setdefault(r["session"], set()).add(r["speaker"])
+    assert all(len(o) == 1 for o in owners.values())
+    flat = syn.make_session(np.random.default_rng(0), genre="vlog", strength=0.0)
+    assert flat.rt60 == 0.0 and flat.channel_tilt_db == 0.0 and set(flat.eq_gains_db) <= {0.0}
+    one = syn.make_session(np.random.default_rng(0), genre="vlog", strength=1.0)
+    two = syn.make_session(np.random.default_rng(0), genre="vlog", strength=2.0)
+    assert two.snr_db == pytest.approx(one.snr_db - syn.SNR_DROP_DB)
+    assert two.rt60 == pytest.approx(2 * one.rt60)
+    assert np.allclose(np.array(two.eq_gains_db), 2 * np.array(one.eq_gains_db))
+
+
+# ---------------------------------------------------------------------------
+# label noise, confusable speakers, shared recordings (session nuisance)
+# ---------------------------------------------------------------------------
+
+NOISY = dict(TINY, num_speakers=8, num_utterances=5, test_speakers=2)
+
+
+def _noise_lists(root):
+    vox = _read_csv(os.path.join(root, "VoxCeleb1", "meta", "label_noise.csv"))
+    cn = []
+    for sub in ("CN-Celeb_flac", "CN-Celeb2_flac"):
+        for r in _read_csv(os.path.join(root, sub, "meta", "label_noise.csv")):
+            cn.append(dict(r, root=sub))
+    return vox, cn
+
+
+def test_label_noise_files_exact_fraction_under_other_training_speakers(tmp_path):
+    s = syn.generate_corpus(str(tmp_path), layout="both", seed=5, label_noise=0.3, **NOISY)
+    n_train_utts = 6 * 5
+    expected = int(np.floor(0.3 * n_train_utts + 0.5))  # 9
+    assert expected == 9 and s["num_label_noise"] == expected
+    vox, cn = _noise_lists(str(tmp_path))
+    assert len(vox) == expected and len(cn) == expected
+    spk = _read_csv(s["speakers_csv"])
+    train_vox = {r["voxceleb_id"] for r in spk if r["split"] == "train"}
+    train_cn = {r["cnceleb_id"] for r in spk if r["split"] == "train"}
+    for r in vox:
+        assert r["given_speaker"] != r["true_speaker"]
+        assert {r["given_speaker"], r["true_speaker"]} <= train_vox
+        assert r["path"].split("/")[0] == r["given_speaker"]
+        assert os.path.isfile(os.path.join(str(tmp_path), "VoxCeleb1", "wav", r["path"]))
+    for r in cn:
+        assert r["given_speaker"] != r["true_speaker"]
+        assert {r["given_speaker"], r["true_speaker"]} <= train_cn
+        assert r["path"].split("/")[0] == r["given_speaker"] and r["path"].endswith(".wav")
+        flac = os.path.join(str(tmp_path), r["root"], "data", r["path"][: -len(".wav")] + ".flac")
+        assert os.path.isfile(flac), flac
+    # utterances.csv tells the same story, and test speakers are untouched
+    utts = _read_csv(s["utterances_csv"])
+    noisy = [u for u in utts if u["label_noise"] == "1"]
+    assert len(noisy) == 2 * expected
+    assert all(u["speaker"] != u["true_speaker"] and u["role"] == "train" for u in noisy)
+    assert all(u["speaker"] == u["true_speaker"] for u in utts if u["label_noise"] == "0")
+    # the same utterances in both layouts (same layout-independent keys)
+    assert sorted(u["utt"] for u in noisy if u["layout"] == "voxceleb") == sorted(
+        u["utt"] for u in noisy if u["layout"] == "cnceleb"
+    )
+    # no file was lost to a name collision
+    assert len(_all_files(os.path.join(str(tmp_path), "VoxCeleb1", "wav"))) == 8 * 5
+
+
+def test_label_noise_reproducible_by_seed(tmp_path):
+    def chosen(name, seed):
+        syn.generate_corpus(str(tmp_path / name), layout="voxceleb", seed=seed, label_noise=0.3, **NOISY)
+        return _read_csv(str(tmp_path / name / "VoxCeleb1" / "meta" / "label_noise.csv"))
+
+    a, b, c = chosen("a", 1), chosen("b", 1), chosen("c", 2)
+    assert a == b and len(a) == len(c) == 9
+    assert {r["path"] for r in a} != {r["path"] for r in c}
+
+
+def test_no_label_noise_writes_no_list(corpus):
+    root, summary = corpus
+    assert summary["num_label_noise"] == 0
+    assert not os.path.exists(os.path.join(root, "VoxCeleb1", "meta", "label_noise.csv"))
+    assert not os.path.exists(os.path.join(root, "CN-Celeb_flac", "meta", "label_noise.csv"))
+
+
+def test_confusable_pairs_recorded_among_training_speakers(tmp_path):
+    s = syn.generate_corpus(str(tmp_path), layout="voxceleb", seed=2, confusable_pairs=2, **NOISY)
+    spk = _read_csv(s["speakers_csv"])
+    partner = {int(r["speaker_index"]): int(r["confusable_with"]) for r in spk if r["confusable_with"]}
+    assert len(partner) == 4 and s["num_confusable_pairs"] == 2
+    assert all(partner[partner[i]] == i and partner[i] != i for i in partner)
+    assert all(spk[i]["split"] == "train" for i in partner)
+    for a, b in partner.items():
+        fa, fb = float(spk[a]["f0_mean_hz"]), float(spk[b]["f0_mean_hz"])
+        # one quarter of the between-speaker spread of log F0 (0.173)
+        assert abs(abs(np.log(fa / fb)) - 0.25 * 0.173) < 2e-3
+    with pytest.raises(ValueError, match="confusable_pairs"):
+        syn.generate_corpus(str(tmp_path / "x"), layout="voxceleb", confusable_pairs=4, **NOISY)
+
+
+def test_confusable_speaker_is_near_but_not_identical():
+    spks = syn.make_speakers(8, np.random.default_rng(4))
+    twin = syn.confusable_speaker(spks[0], np.random.default_rng(9), index=8)
+    assert twin.index == 8 and twin.languages == spks[0].languages
+    for name, (sd, lo, hi) in syn._VOICE_SPREAD.items():
+        moved = abs(getattr(twin, name) - getattr(spks[0], name))
+        assert moved <= 0.25 * sd + 1e-9 and (moved > 0 or getattr(twin, name) in (lo, hi))
+
+    def voice(spk):
+        sess = syn.make_session(np.random.default_rng(1), genre="interview", strength=0.0)
+        e = np.mean(
+            [mean_log_mel(syn.synthesize_utterance(spk, "lang0", sess, 0.8, j)) for j in range(3)],
+            axis=0,
+        )
+        return e - e.mean()
+
+    v = [voice(s) for s in spks] + [voice(twin)]
+    d_twin = np.linalg.norm(v[8] - v[0])
+    d_others = [np.linalg.norm(v[j] - v[0]) for j in range(1, 8)]
+    assert 0 < d_twin < min(d_others), (d_twin, d_others)

@@ -14,6 +14,8 @@ place)::
     <root>/CN-Celeb_flac/eval/lists/trials.lst   id00800-enroll test/id00801-vlog-01-003.wav 0
     <root>/CN-Celeb2_flac/data/<spk>/<genre>-<ss>-<uuu>.flac
     <root>/CN-Celeb2_flac/spk.lst
+    <root>/CN-Celeb{,2}_flac/meta/label_noise.csv   optional (built-in corpus):
+                              path,given_speaker,true_speaker; path like the IDs
 
 ``data_folder`` is the folder holding ``CN-Celeb_flac`` (and
 ``CN-Celeb2_flac``); a list or comma-separated string of folders is searched
@@ -24,13 +26,16 @@ Outputs in ``save_folder`` (columns in :mod:`sb_angcl.dataprep`):
 * ``train.csv``, ``dev.csv``: CN-Celeb1 speakers of ``dev/dev.lst`` and/or
   every CN-Celeb2 speaker (``train_sets``), minus any speaker of the
   evaluation lists. IDs follow the lists' convention, ``id00012/<stem>.wav``
-  relative to ``data/``; ``genre`` comes from the file name.
+  relative to ``data/``; ``genre`` and ``session`` (``<genre>-<ss>``) come
+  from the file name; ``true_spk_id`` / ``label_noise`` from the subset's
+  ``meta/label_noise.csv`` when present (``spk_id`` / 0 otherwise).
 * ``enrol.csv``: the official concatenated enrolment files used by the
-  trials (ID ``id00800-enroll``; genre = genre(s) of its ``enroll.map``
-  utterances, joined by ``+`` if several).
+  trials (ID ``id00800-enroll``; genre and session = those of its
+  ``enroll.map`` utterances, joined by ``+`` if several).
 * ``enrol_average.csv``: every ``enroll.map`` utterance of those models, with
   its ``model`` (the "average of embeddings" protocol).
-* ``test.csv``: test files of the trials (ID ``test/id00800-singing-01-001.wav``).
+* ``test.csv``: test files of the trials (ID ``test/id00800-singing-01-001.wav``,
+  session ``singing-01``).
 * ``trials.csv``: ``enrol,test,label,enrol_genre,test_genre`` in list order.
 * ``concatenated/``: audio written by ``short_utterance_rule="concat"``.
 
@@ -42,7 +47,9 @@ Short training utterances (CN-Celeb has many) follow
   name, an utterance shorter than ``concat_min_duration`` is joined with the
   following ones until the run reaches ``concat_min_duration``
   (:func:`sb_angcl.dataprep.group_consecutive`; a run still short at the end
-  joins the previous item). Each run is written as one 16-bit wav under
+  joins the previous item); files of a label-noise list are joined only with
+  files of the same true speaker. A run's ``session`` lists its sessions
+  joined by ``+``. Each run is written as one 16-bit wav under
   ``save_folder/concatenated/<set>/<spk>/``; its ID lists its sources, e.g.
   ``id00012/singing-01-001+singing-01-002+singing-01-003.wav``. Utterances
   long enough on their own stay as they are.
@@ -220,11 +227,15 @@ def prepare_cnceleb(
 
     list_files = [lists / n for n in ("enroll.lst", "enroll.map", "trials.lst")]
     list_files += [lst for _, lst in speaker_lists.values()]
+    noise_files = [base / "meta" / "label_noise.csv" for base, _ in speaker_lists.values()]
     opts = {
         "data_folder": [str(r) for r in roots],
         "save_folder": str(save_folder.resolve()),
         "train_sets": list(train_sets),
         "lists_sha256": {str(p): dataprep.file_digest(p) for p in list_files},
+        "label_noise_sha256": {
+            str(p): dataprep.file_digest(p) for p in noise_files if p.is_file()
+        },
         "dev_fraction": dev_fraction,
         "min_duration": min_duration,
         "short_utterance_rule": short_utterance_rule,
@@ -282,10 +293,18 @@ def prepare_cnceleb(
     for c in candidates:
         if c["path"] in usable:
             row = dataprep.audio_row(
-                c["ID"], usable[c["path"]], c["spk"], genre=_genre(c["ID"])
+                c["ID"],
+                usable[c["path"]],
+                c["spk"],
+                genre=_genre(c["ID"]),
+                session=_session(c["ID"]),
             )
             row["_set"] = c["set"]
             rows.append(row)
+    noise = {}
+    for path in noise_files:
+        noise.update(dataprep.read_label_noise(path) or {})
+    dataprep.mark_label_noise(rows, noise)
     rows = _apply_short_rule(
         rows,
         short_utterance_rule,
@@ -320,7 +339,11 @@ def prepare_cnceleb(
     }
     enrol = [
         dataprep.audio_row(
-            m, info_of("enrol", m), _model_speaker(m), genre=model_genres[m]
+            m,
+            info_of("enrol", m),
+            _model_speaker(m),
+            genre=model_genres[m],
+            session="+".join(sorted({_session(u) for u in model_utts[m]})),
         )
         for m in used_models
     ]
@@ -328,14 +351,22 @@ def prepare_cnceleb(
     for m in used_models:
         for utt in model_utts[m]:
             row = dataprep.audio_row(
-                utt, info_of("map", utt), utt.split("/")[0], genre=_genre(utt)
+                utt,
+                info_of("map", utt),
+                utt.split("/")[0],
+                genre=_genre(utt),
+                session=_session(utt),
             )
             row["model"] = m
             enrol_average.append(row)
     dataprep.check_unique_ids(enrol_average, "enrol_average.csv")
     test = [
         dataprep.audio_row(
-            t, info_of("test", t), _test_speaker(t), genre=_test_genre(t)
+            t,
+            info_of("test", t),
+            _test_speaker(t),
+            genre=_test_genre(t),
+            session=_test_session(t),
         )
         for t in used_tests
     ]
@@ -352,8 +383,8 @@ def prepare_cnceleb(
     _warn_unknown_genres(rows + test + enrol_average)
 
     fields = dataprep.ITEM_FIELDS
-    dataprep.write_csv(save_folder / "train.csv", train, fields)
-    dataprep.write_csv(save_folder / "dev.csv", dev, fields)
+    dataprep.write_csv(save_folder / "train.csv", train, dataprep.TRAIN_FIELDS)
+    dataprep.write_csv(save_folder / "dev.csv", dev, dataprep.TRAIN_FIELDS)
     dataprep.write_csv(save_folder / "enrol.csv", enrol, fields)
     dataprep.write_csv(
         save_folder / "enrol_average.csv",
@@ -380,6 +411,7 @@ def prepare_cnceleb(
             "test": dataprep.split_stats(test),
         },
         "trials": dataprep.trial_stats([t[2] for t in trials]),
+        "label_noise": sum(r["label_noise"] for r in train + dev),
         "genres": {
             "train": sorted({r["genre"] for r in train}),
             "test": sorted({r["genre"] for r in test}),
@@ -550,7 +582,7 @@ def _apply_short_rule(rows, rule, target, sample_rate, out_dir, report):
         report.count("short_dropped", len(rows) - len(kept))
         return kept
     groups = dataprep.group_consecutive(
-        rows, target, key=lambda r: (r["_set"], r["spk_id"], r["genre"])
+        rows, target, key=lambda r: (r["_set"], r["spk_id"], r["genre"], r["true_spk_id"])
     )
     jobs, new_rows = [], []
     for group in groups:
@@ -574,6 +606,9 @@ def _apply_short_rule(rows, rule, target, sample_rate, out_dir, report):
                 "spk_id": spk,
                 "genre": group[0]["genre"],
                 "language": "",
+                "session": "+".join(OrderedDict.fromkeys(r["session"] for r in group)),
+                "true_spk_id": group[0]["true_spk_id"],
+                "label_noise": group[0]["label_noise"],
                 "_sources": group,
             }
         )
@@ -621,6 +656,18 @@ def _announce(report, sample_rate):
 def _genre(rel):
     """Genre of ``<spk>/<genre>-<ss>-<uuu>.wav``."""
     return rel.rsplit("/", 1)[-1].split("-")[0]
+
+
+def _session(rel):
+    """Session ``<genre>-<ss>`` of ``<spk>/<genre>-<ss>-<uuu>.wav``."""
+    stem = os.path.splitext(rel.rsplit("/", 1)[-1])[0]
+    return stem.rsplit("-", 1)[0] if "-" in stem else stem
+
+
+def _test_session(rel):
+    """Session ``<genre>-<ss>`` of ``test/<spk>-<genre>-<ss>-<uuu>.wav``."""
+    parts = os.path.splitext(rel.rsplit("/", 1)[-1])[0].split("-")
+    return "-".join(parts[1:-1]) if len(parts) > 2 else ""
 
 
 def _test_speaker(rel):

@@ -5,6 +5,8 @@ Expected layout (VoxCeleb2 after converting its m4a files to wav)::
     <root>/wav/<speaker idXXXXX>/<video id>/<NNNNN>.wav
     <root>/meta/languages.csv      optional: columns path,language
                                    (path relative to wav/)
+    <root>/meta/label_noise.csv    optional: columns path,given_speaker,true_speaker
+                                   (the built-in corpus's list of mislabelled files)
 
 ``data_folder`` may hold several roots (a list, or a comma-separated string),
 e.g. VoxCeleb1 then VoxCeleb2. The trial list has the official
@@ -19,9 +21,12 @@ Outputs in ``save_folder`` (columns in :mod:`sb_angcl.dataprep`):
   occur in the trial list (test speakers are left out of training), split per
   speaker by :func:`sb_angcl.dataprep.split_dev`. IDs are paths relative to
   ``wav/`` (``id10001/1zcIwhmdeo4/00001.wav``); ``language`` comes from
-  ``meta/languages.csv`` when present.
+  ``meta/languages.csv`` when present; ``session`` is the video folder
+  (``1zcIwhmdeo4``). ``true_spk_id`` / ``label_noise`` come from
+  ``meta/label_noise.csv`` when present (``spk_id`` / 0 otherwise).
 * ``enrol.csv``, ``test.csv``: the files on the enrolment and test side of
-  the trials, with the trial list's path as ID, in order of first use.
+  the trials, with the trial list's path as ID, in order of first use
+  (``session`` = video folder).
 * ``trials.csv``: ``enrol,test,label`` (plus ``enrol_language,test_language``
   when the first root has ``meta/languages.csv``), in trial-list order.
 * ``prepare_summary.json`` and ``prepare_opts.json``.
@@ -51,6 +56,7 @@ OUTPUTS = ["train.csv", "dev.csv", "enrol.csv", "test.csv", "trials.csv"]
 LAYOUT = """\
   <root>/wav/<speaker idXXXXX>/<video id>/<NNNNN>.wav
   <root>/meta/languages.csv   (optional; columns path,language)
+  <root>/meta/label_noise.csv (optional; columns path,given_speaker,true_speaker)
 data_folder may list several roots (VoxCeleb1,VoxCeleb2); the trial list's
 paths are relative to the first root's wav/ folder."""
 
@@ -146,11 +152,15 @@ def prepare_voxceleb(
     save_folder = Path(save_folder)
     save_folder.mkdir(parents=True, exist_ok=True)
     trial_file = _fetch_trial_list(verification_pairs_file, save_folder)
+    noise_files = [root / "meta" / "label_noise.csv" for root in roots]
     opts = {
         "data_folder": [str(r) for r in roots],
         "save_folder": str(save_folder.resolve()),
         "verification_pairs_file": str(trial_file),
         "trial_list_sha256": dataprep.file_digest(trial_file),
+        "label_noise_sha256": [
+            dataprep.file_digest(p) if p.is_file() else None for p in noise_files
+        ],
         "dev_fraction": dev_fraction,
         "min_duration": min_duration,
         "sample_rate": sample_rate,
@@ -172,6 +182,9 @@ def prepare_voxceleb(
     trials = read_verification_pairs(trial_file)
     test_speakers = {p.split("/")[0] for e, t, _ in trials for p in (e, t)}
     languages = [_read_languages(root) for root in roots]
+    noise = {}
+    for path in noise_files:
+        noise.update(dataprep.read_label_noise(path) or {})
 
     # Evaluation items (paths relative to the first root's wav/): check
     # they exist before the long scan of the training folders.
@@ -208,9 +221,14 @@ def prepare_voxceleb(
             language = languages[i].get(rel, "") if languages[i] else ""
             rows.append(
                 dataprep.audio_row(
-                    rel, usable[path], rel.split("/")[0], language=language
+                    rel,
+                    usable[path],
+                    rel.split("/")[0],
+                    language=language,
+                    session=_video(rel),
                 )
             )
+    dataprep.mark_label_noise(rows, noise)
     rows = dataprep.drop_short(rows, min_duration, report)
     train, dev = dataprep.split_dev(rows, dev_fraction, seed)
 
@@ -238,6 +256,7 @@ def prepare_voxceleb(
             usable[str(eval_paths[rel])],
             rel.split("/")[0],
             language=lang0.get(rel, ""),
+            session=_video(rel),
         )
 
     enrol = [eval_row(r) for r in OrderedDict.fromkeys(e for e, _, _ in trials)]
@@ -257,8 +276,8 @@ def prepare_voxceleb(
     ]
 
     fields = dataprep.ITEM_FIELDS
-    dataprep.write_csv(save_folder / "train.csv", train, fields)
-    dataprep.write_csv(save_folder / "dev.csv", dev, fields)
+    dataprep.write_csv(save_folder / "train.csv", train, dataprep.TRAIN_FIELDS)
+    dataprep.write_csv(save_folder / "dev.csv", dev, dataprep.TRAIN_FIELDS)
     dataprep.write_csv(save_folder / "enrol.csv", enrol, fields)
     dataprep.write_csv(save_folder / "test.csv", test, fields)
     dataprep.write_csv(save_folder / "trials.csv", trial_rows, trial_fields)
@@ -276,11 +295,18 @@ def prepare_voxceleb(
         "trials": dataprep.trial_stats([t[2] for t in trials]),
         "test_speakers": len(test_speakers),
         "languages": languages[0] is not None,
+        "label_noise": sum(r["label_noise"] for r in train + dev),
         **report.summary(),
     }
     dataprep.save_prepared(save_folder, summary, opts)
     dataprep.log_summary(summary)
     return summary
+
+
+def _video(rel):
+    """Session of ``spk/video/file.wav``: the video folder."""
+    parts = rel.split("/")
+    return parts[1] if len(parts) >= 3 else ""
 
 
 def read_verification_pairs(path):
