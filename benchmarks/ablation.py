@@ -96,6 +96,19 @@ VARIANTS = {
         {"balancing": "fixed", "contrastive_weight": 0.5, "margin": 0.2},
     ),
     "paper": ("+ MGDA-UB as specified (paper's rule)", dict(PAPER_RULE)),
+    "mgda_bounded": (
+        "+ MGDA-UB, alpha >= 0.3, smoothed (momentum 0.9)",
+        dict(PAPER_RULE, alpha_min=0.3, alpha_smoothing=0.9),
+    ),
+    "mgda_lossnorm": (
+        "+ MGDA-UB on loss-normalised gradients",
+        dict(PAPER_RULE, gradient_normalization="loss"),
+    ),
+    "amsupcon_caa_xsess": (
+        "AM-SupCon + CAA (fixed 0.5), positives across sessions",
+        {"balancing": "fixed", "contrastive_weight": 0.5, "margin": 0.2,
+         "positives_across_sessions": True},
+    ),
     "mgda": ("+ MGDA on parameters", dict(PAPER_RULE, balancing="mgda")),
 }
 DEFAULT_VARIANTS = ["aam", "supcon", "amsupcon", "amsupcon_caa", "paper", "default"]

@@ -13,6 +13,7 @@ import torch
 from sb_angcl.attention import (
     ClassAwareAttention,
     class_confidence,
+    negative_weight_percentiles,
     pair_weights_from_confidence,
 )
 
@@ -126,3 +127,70 @@ def test_bad_temperature_raises():
     for t in (0.0, -1.0):
         with pytest.raises(ValueError):
             ClassAwareAttention(t)
+
+
+def _trained_looking_cosines(n_classes, labels, seed, own=0.7, other=0.1, spread=0.15):
+    """Cosines of a classifier that has learned: each sample is close to its
+    own speaker's weight (peaked posterior at the AAM scale), a few less so."""
+    gen = torch.Generator().manual_seed(seed)
+    cos = other + spread * torch.randn(len(labels), n_classes, generator=gen)
+    own_cos = own + spread * torch.randn(len(labels), generator=gen)
+    cos[torch.arange(len(labels)), labels] = own_cos
+    return cos.clamp(-1.0, 1.0)
+
+
+@pytest.mark.parametrize("n_classes", [40, 1211])
+def test_default_temperature_acts_on_a_trained_classifier(n_classes):
+    """At T_att = 1/s (s = 30, the recipes' default) the negative-pair
+    weights are not all within [0.8, 1.25]: the least confident samples are
+    discounted hard. At the old default T_att = 1 the bulk of the weights
+    (5th-95th percentile) stays near it: attention inert, as the objective
+    issue measured."""
+    labels = torch.arange(8).repeat_interleave(4)  # P = 8 speakers x K = 4
+    for seed in range(5):
+        cos = _trained_looking_cosines(n_classes, labels, seed)
+        w = ClassAwareAttention(1.0 / 30.0)(cos, labels)
+        low, high = negative_weight_percentiles(w, labels, q=(0.0, 1.0))
+        assert low < 0.8 or high > 1.25, (low, high)
+        p5, _ = negative_weight_percentiles(w, labels)
+        assert low < 0.5  # a hard sample's pairs weigh less than half
+        w_old = ClassAwareAttention(1.0)(cos, labels)
+        p5_old, p95_old = negative_weight_percentiles(w_old, labels)
+        assert 0.75 <= p5_old and p95_old <= 1.3, (p5_old, p95_old)
+        assert p5 < p5_old  # the default discounts more than the old one
+
+
+def test_negative_weight_percentiles_brute_force():
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.tensor([0, 0, 1, 1, 2, 3, 3])
+    conf = torch.rand(7, generator=gen)
+    w = pair_weights_from_confidence(conf, labels)
+    neg = sorted(
+        float(w[i, j]) for i in range(7) for j in range(7) if labels[i] != labels[j]
+    )
+    low, high = negative_weight_percentiles(w, labels, q=(0.0, 1.0))
+    assert low == pytest.approx(neg[0]) and high == pytest.approx(neg[-1])
+    mid, _ = negative_weight_percentiles(w, labels, q=(0.5, 1.0))
+    assert mid == pytest.approx(float(torch.tensor(neg).median()) if len(neg) % 2 else
+                                (neg[len(neg) // 2 - 1] + neg[len(neg) // 2]) / 2)
+    one = torch.zeros(3, dtype=torch.long)
+    assert all(math.isnan(v) for v in negative_weight_percentiles(torch.ones(3, 3), one))
+
+
+def test_recipe_yaml_attention_temperature_follows_aam_scale():
+    from hyperpyyaml import load_hyperpyyaml
+
+    root = __file__.rsplit("/tests/", 1)[0]
+    for recipe in ("VoxCeleb", "CNCeleb"):
+        path = f"{root}/recipes/{recipe}/SpeakerRec/hparams/train_ecapa_angcl_small.yaml"
+        with open(path, encoding="utf-8") as fin:
+            text = fin.read()
+        # Only the objective keys are resolved (no data or model needed).
+        keys = ("aam_scale", "attention_temperature")
+        lines = [ln for ln in text.splitlines() if ln.split(":")[0] in keys]
+        snippet = "\n".join(lines)
+        assert load_hyperpyyaml(snippet)["attention_temperature"] == pytest.approx(1 / 30)
+        assert load_hyperpyyaml(snippet, {"aam_scale": 20})["attention_temperature"] == (
+            pytest.approx(1 / 20))
+        assert load_hyperpyyaml(snippet, {"attention_temperature": None})[
+            "attention_temperature"] is None
