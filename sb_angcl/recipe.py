@@ -192,6 +192,65 @@ class RecipeBrain(AngularContrastiveBrain):
             return loader_kwargs
         return super()._train_loader_specifics(dataset, loader_kwargs)
 
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """SpeechBrain's loader; the training one also sizes the LR schedule.
+
+        A schedule defined in epochs (one with ``set_steps_per_epoch``, e.g.
+        :class:`~sb_angcl.lr_schedule.WarmupDecayScheduler`) learns the
+        optimiser steps of an epoch on this rank: the loader's length over
+        the gradient accumulation factor.
+
+        Arguments
+        ---------
+        dataset : Dataset
+            The data.
+        stage : sb.Stage
+            The stage.
+        ckpt_prefix : str or None
+            As in ``sb.Brain.make_dataloader``.
+        **loader_kwargs : dict
+            DataLoader options.
+
+        Returns
+        -------
+        torch.utils.data.DataLoader
+        """
+        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+        annealing = self.hparams_get("lr_annealing")
+        if stage == sb.Stage.TRAIN and hasattr(annealing, "set_steps_per_epoch"):
+            steps = max(len(loader) // self.grad_accumulation_factor, 1)
+            annealing.set_steps_per_epoch(steps)
+            logger.info("Learning-rate schedule: %d optimiser steps per epoch.", steps)
+        return loader
+
+    def on_fit_start(self):
+        """Register the LR schedule with the checkpointer, recover, set the rate.
+
+        A per-batch schedule keeps a step counter: without it in the
+        checkpoint a resumed run would restart its schedule. It is registered
+        here when the YAML's ``checkpointer`` does not list it. After the
+        recovery a schedule with ``apply`` sets the optimiser's rate for the
+        first batch (the warm-up start, or where the resumed run was).
+        """
+        annealing = self.hparams_get("lr_annealing")
+        if (
+            self.checkpointer is not None
+            and annealing is not None
+            and annealing not in self.checkpointer.recoverables.values()
+            and _is_checkpointable(annealing)
+        ):
+            self.checkpointer.add_recoverable("lr_annealing", annealing)
+        super().on_fit_start()
+        if hasattr(annealing, "apply") and self.optimizer is not None:
+            annealing.apply(self.optimizer)
+
+
+def _is_checkpointable(obj):
+    """Whether SpeechBrain's checkpointer has a save hook for ``obj``."""
+    from speechbrain.utils.checkpoints import DEFAULT_SAVE_HOOKS, get_default_hook
+
+    return get_default_hook(obj, DEFAULT_SAVE_HOOKS) is not None
+
 
 def run_training(argv, prepare, brain_class=RecipeBrain):
     """Run a whole training recipe.
