@@ -192,6 +192,63 @@ class RecipeBrain(AngularContrastiveBrain):
             return loader_kwargs
         return super()._train_loader_specifics(dataset, loader_kwargs)
 
+    def fit_batch(self, batch):
+        """Note files with non-finite samples, then train on the batch.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            Training batch.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        self._note_nonfinite(batch)
+        return super().fit_batch(batch)
+
+    def evaluate_batch(self, batch, stage):
+        """Note files with non-finite samples, then evaluate the batch.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            Batch.
+        stage : sb.Stage
+            The stage.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        self._note_nonfinite(batch)
+        return super().evaluate_batch(batch, stage)
+
+    def _note_nonfinite(self, batch):
+        """Warn once per file whose crop held NaN/inf samples (zeroed on load).
+
+        The data pipeline (:func:`sb_angcl.dataio.make_train_pipeline`) runs
+        in worker processes; it replaces the samples and reports their count
+        in ``sig_nonfinite``, so the other utterances of the batch train as
+        usual and this process keeps one list of the files for the whole run
+        (``nonfinite_audio_files``, summarised at the end of the run).
+        """
+        counts = getattr(batch, "sig_nonfinite", None)
+        if counts is None:
+            return
+        if not hasattr(self, "nonfinite_audio_files"):
+            self.nonfinite_audio_files = {}
+        paths = getattr(batch, "wav", None) or list(batch.id)
+        for path, count in zip(paths, counts):
+            count = int(count)
+            if count and path not in self.nonfinite_audio_files:
+                logger.warning(
+                    "Audio file %s holds non-finite samples (NaN or inf; %d in this "
+                    "crop). They are replaced by zeros and the rest of the batch trains; "
+                    "re-convert or remove the file.", path, count,
+                )
+                self.nonfinite_audio_files[path] = count
+
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
         """SpeechBrain's loader; the training one also sizes the LR schedule.
 
@@ -315,6 +372,12 @@ def run_training(argv, prepare, brain_class=RecipeBrain):
             "num_workers": hparams.get("num_workers", 0),
         },
     )
+    bad_files = getattr(brain, "nonfinite_audio_files", {})
+    if bad_files:
+        logger.warning(
+            "%d audio file(s) held non-finite samples (replaced by zeros): %s",
+            len(bad_files), ", ".join(sorted(bad_files)),
+        )
     if brain.skipped_nonfinite:
         logger.warning("%d batches were skipped for non-finite values.", brain.skipped_nonfinite)
 

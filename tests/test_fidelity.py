@@ -12,6 +12,7 @@ corpus and the real ``train_ecapa_angcl.yaml``.
 
 import importlib.util
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -197,3 +198,108 @@ def test_lr_curve_script_reads_the_yaml(tmp_path, capsys):
     assert "steps_per_epoch 1215" in printed
     assert "total_steps 48600" in printed  # 40 epochs
     assert out.stat().st_size > 10000
+
+
+# ------------------------------------------------ 3. crops in every worker
+def ramp_rows(tmp_path, n_items=8, seconds=3.0):
+    """A manifest of ``n_items`` rows on one float WAV whose sample i is i / 2**20."""
+    import soundfile as sf
+
+    wav = tmp_path / "ramp.wav"
+    length = int(seconds * 16000)
+    sf.write(str(wav), (torch.arange(length) / 2**20).numpy(), 16000, subtype="FLOAT")
+    data = {
+        f"u{i}": {"wav": str(wav), "start": 0, "stop": length, "spk_id": f"s{i % 2}"}
+        for i in range(n_items)
+    }
+    return data
+
+
+def crop_offsets(data, seed, epoch, batches, num_workers):
+    """Offset (in samples) of each crop, batch by batch, through a real DataLoader."""
+    from types import SimpleNamespace
+
+    import speechbrain as sb
+
+    from sb_angcl.dataio import make_train_pipeline
+
+    dataset = sb.dataio.dataset.DynamicItemDataset(data)
+    dataset.add_dynamic_item(
+        make_train_pipeline(1.0, 16000, seed=seed, epoch_source=SimpleNamespace(current=epoch))
+    )
+    dataset.set_output_keys(["id", "sig"])
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, num_workers=num_workers,
+        collate_fn=sb.dataio.batch.PaddedBatch,
+    )
+    out = []
+    for batch in loader:
+        out.append([round(float(s[0]) * 2**20) for s in batch.sig.data])
+    return out
+
+
+def test_crops_fresh_per_worker_and_epoch_and_reproducible(tmp_path):
+    data = ramp_rows(tmp_path)
+    # Batches 0 and 2 go to worker 0, 1 and 3 to worker 1; batch 0 repeats u0.
+    batches = [["u0", "u0"], ["u1", "u2"], ["u3", "u4"], ["u5", "u6"]]
+    batches = [[list(data).index(i) for i in b] for b in batches]
+    one = crop_offsets(data, seed=5, epoch=1, batches=batches, num_workers=2)
+    flat = [o for b in one for o in b]
+    assert all(0 <= o <= 32000 for o in flat)
+    # The old pipeline gave worker 1 the same draws as worker 0 (batch 1 ==
+    # batch 0, batch 3 == batch 2): now all 8 crops differ, the repeat too.
+    assert len(set(flat)) == len(flat)
+    # Reproducible: the same seed and epoch give the same crops.
+    assert crop_offsets(data, seed=5, epoch=1, batches=batches, num_workers=2) == one
+    # A new epoch or another seed gives new crops for every item.
+    for other in (
+        crop_offsets(data, seed=5, epoch=2, batches=batches, num_workers=2),
+        crop_offsets(data, seed=6, epoch=1, batches=batches, num_workers=2),
+    ):
+        assert all(a != b for a, b in zip(flat, [o for b in other for o in b]))
+
+
+# ------------------------------------------------ 7. non-finite audio
+def test_nonfinite_file_named_once_rest_of_batch_trains(tmp_path, corpus, restore_logging):
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+
+    root = tmp_path / "VoxCeleb1"
+    shutil.copytree(corpus, root)
+    trial_spk = {
+        p.split("/")[0]
+        for line in (root / "meta" / "veri_test2.txt").read_text().splitlines() if line
+        for p in line.split()[1:]
+    }
+    spk = sorted(s for s in (p.name for p in (root / "wav").iterdir()) if s not in trial_spk)[0]
+    bad = sorted((root / "wav" / spk).glob("*/*.wav"))[0]
+    audio, rate = sf.read(str(bad), dtype="float32")
+    audio[::7] = np.nan  # every 7th sample, so every crop of it holds some
+    audio[3] = np.inf
+    sf.write(str(bad), audio, rate, subtype="FLOAT")
+
+    class IdBrain(LrBrain):
+        losses = []
+
+        def fit_batch(self, batch):
+            loss = super().fit_batch(batch)
+            IdBrain.losses.append((list(batch.id), float(loss)))
+            return loss
+
+    out = tmp_path / "out"
+    argv = [str(FULL), f"--data_folder={root}", f"--output_folder={out}", *TINY,
+            "--number_of_epochs=2", "--warmup_epochs=1"]
+    LrBrain.records, LrBrain.stop_at, IdBrain.losses = [], None, []
+    brain, _ = run_training(argv, recipe_prepare(), brain_class=IdBrain)
+
+    bad_id = str(bad.relative_to(root / "wav"))
+    with_bad = [loss for ids, loss in IdBrain.losses if bad_id in ids]
+    assert len(with_bad) >= 2  # drawn in both epochs
+    assert all(math.isfinite(loss) for loss in with_bad)  # its batch trained
+    assert brain.skipped_nonfinite == 0
+    assert list(brain.nonfinite_audio_files) == [str(bad)]
+    log = (out / "log.txt").read_text()
+    assert log.count(f"Audio file {bad} holds non-finite samples") == 1
+    assert f"1 audio file(s) held non-finite samples (replaced by zeros): {bad}" in log
