@@ -22,6 +22,7 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from sb_angcl.augment import setup_noise_augmentation
 from sb_angcl.brain import AngularContrastiveBrain
 from sb_angcl.dataio import speaker_datasets
 from sb_angcl.export import export_inference_folder, load_pretrained_encoder
@@ -345,6 +346,8 @@ def run_training(argv, prepare, brain_class=RecipeBrain):
         run_on_main(prepare, kwargs={"hparams": hparams})
     hparams, overrides = size_classifier(hparams_file, overrides, hparams)
     logger.info("Training speakers (classifier outputs): %s", hparams["out_n_neurons"])
+    # MUSAN noise / RIR reverberation from local folders (musan_folder, rir_folder).
+    setup_noise_augmentation(hparams, run_on_main)
 
     train_data, valid_data, label_encoder = speaker_datasets(hparams)
     if hparams.get("pretrained_model"):

@@ -303,3 +303,129 @@ def test_nonfinite_file_named_once_rest_of_batch_trains(tmp_path, corpus, restor
     log = (out / "log.txt").read_text()
     assert log.count(f"Audio file {bad} holds non-finite samples") == 1
     assert f"1 audio file(s) held non-finite samples (replaced by zeros): {bad}" in log
+
+
+# ------------------------------------------------ 4. noise and reverberation
+@pytest.fixture(scope="module")
+def noise_folders(tmp_path_factory):
+    from sb_angcl.noise_folders import generate_noise_folders
+
+    return generate_noise_folders(str(tmp_path_factory.mktemp("noise")), num_files=2, seconds=3.0)
+
+
+def speechlike(batch=4, seconds=2.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * 16000)) / 16000
+    f0 = 100 + 60 * torch.rand(batch, 1, generator=gen)
+    x = sum(torch.sin(2 * math.pi * k * f0 * t) / k for k in range(1, 6))
+    return 0.3 * x * (1 + torch.sin(2 * math.pi * 3 * t))  # syllable-rate envelope
+
+
+def measured_snr(clean, noisy):
+    """SNR (dB) of ``noisy`` w.r.t. the clean part found by least squares."""
+    scale = (noisy * clean).sum(-1, keepdim=True) / (clean * clean).sum(-1, keepdim=True)
+    residual = noisy - scale * clean
+    return 10 * torch.log10((scale * clean).pow(2).sum(-1) / residual.pow(2).sum(-1))
+
+
+def test_generated_folders_have_the_real_layouts(noise_folders, tmp_path):
+    from sb_angcl.augment import find_musan, find_rirs, prepare_augmentation
+
+    musan = find_musan(noise_folders["musan_folder"])
+    assert {k: len(v) for k, v in musan.items()} == {"noise": 2, "speech": 2, "music": 2}
+    rirs = find_rirs(noise_folders["rir_folder"])
+    assert len(rirs) == 3 * 2 + 1  # 3 room sizes x 2, one real RIR; the noise file left out
+    assert not any("noise" in Path(r).name for r in rirs)
+    csvs = prepare_augmentation(str(tmp_path), **noise_folders, segment_seconds=1.0)
+    with open(csvs["noise"]) as fin:
+        assert len(fin.read().splitlines()) == 1 + 2 * 3  # 3 s files in 1 s segments
+    stamp = Path(csvs["rir"]).stat().st_mtime_ns
+    assert prepare_augmentation(str(tmp_path), **noise_folders, segment_seconds=1.0) == csvs
+    assert Path(csvs["rir"]).stat().st_mtime_ns == stamp  # skipped when done
+
+
+def test_missing_or_empty_folders_name_them_and_the_layout(tmp_path):
+    from sb_angcl.augment import prepare_augmentation
+
+    with pytest.raises(FileNotFoundError) as err:
+        prepare_augmentation(str(tmp_path / "s"), musan_folder=str(tmp_path / "nomusan"))
+    assert str(tmp_path / "nomusan") in str(err.value)
+    assert "{noise,speech,music}" in str(err.value) and "musan_folder: null" in str(err.value)
+    (tmp_path / "musan" / "noise").mkdir(parents=True)
+    (tmp_path / "musan" / "music").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"has no audio in noise, speech, music/"):
+        prepare_augmentation(str(tmp_path / "s"), musan_folder=str(tmp_path / "musan"))
+    (tmp_path / "rirs").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"rirs holds no impulse responses.*simulated_rirs"):
+        prepare_augmentation(str(tmp_path / "s"), rir_folder=str(tmp_path / "rirs"))
+
+
+@pytest.mark.parametrize("category", ["noise", "speech", "music"])
+def test_noise_at_requested_snr(noise_folders, tmp_path, category):
+    from speechbrain.augment.time_domain import AddNoise
+
+    from sb_angcl.augment import FileNoise, prepare_augmentation
+
+    csvs = prepare_augmentation(str(tmp_path), musan_folder=noise_folders["musan_folder"])
+    torch.manual_seed(0)
+    clean = speechlike()
+    mix = (3, 7) if category == "speech" else (1, 1)
+    for target in (0.0, 10.0, 20.0):
+        add = AddNoise(snr_low=target, snr_high=target,
+                       noise_funct=FileNoise(csvs[category], 16000, mix))
+        noisy = add(clean, torch.ones(clean.shape[0]))
+        assert not torch.allclose(noisy, clean)
+        snr = measured_snr(clean, noisy)
+        assert torch.all((snr - target).abs() < 1.0), (category, target, snr)
+
+
+def test_reverberation_lengthens_energy_decay(noise_folders, tmp_path):
+    from speechbrain.augment.time_domain import AddReverb
+
+    from sb_angcl.augment import prepare_augmentation
+
+    csvs = prepare_augmentation(str(tmp_path), rir_folder=noise_folders["rir_folder"])
+    # A 0.2 s tone burst then 0.8 s of silence.
+    t = torch.arange(16000) / 16000
+    burst = torch.where(t < 0.2, 0.5 * torch.sin(2 * math.pi * 300 * t), torch.zeros_like(t))
+    reverb = AddReverb(csvs["rir"])
+    torch.manual_seed(0)
+    for _ in range(4):
+        wet = reverb(burst.unsqueeze(0))[0]
+        assert wet.shape == burst.shape
+        # Energy 50-150 ms after the burst, relative to the burst's energy.
+        tail = wet[int(0.25 * 16000):int(0.35 * 16000)].pow(2).sum() / wet[:3200].pow(2).sum()
+        assert burst[int(0.25 * 16000):].abs().max() == 0
+        assert float(tail) > 1e-3  # > -30 dB where the dry signal has nothing
+
+
+def test_recipe_trains_with_generated_noise_folders(tmp_path, corpus, noise_folders, restore_logging):
+    """musan_folder / rir_folder through train.py's entry on the full-size YAML."""
+    import speechbrain as sb
+
+    from sb_angcl.augment import ChainedAugment
+
+    class AugBrain(LrBrain):
+        changed = []
+
+        def compute_forward(self, batch, stage):
+            if stage == sb.Stage.TRAIN:
+                wavs, lens = batch.sig
+                out, _ = self.hparams.wav_augment(wavs.clone(), lens)
+                AugBrain.changed.append(out.shape != wavs.shape or not torch.equal(out, wavs))
+            return super().compute_forward(batch, stage)
+
+    out = tmp_path / "out"
+    argv = [str(FULL), f"--data_folder={corpus}", f"--output_folder={out}", *TINY,
+            f"--musan_folder={noise_folders['musan_folder']}",
+            f"--rir_folder={noise_folders['rir_folder']}", "--noise_augment_prob=1.0",
+            "--debug", "--debug_batches=3", "--debug_epochs=1"]
+    LrBrain.records, LrBrain.stop_at, AugBrain.changed = [], None, []
+    brain, hparams = run_training(argv, recipe_prepare(), brain_class=AugBrain)
+    assert isinstance(hparams["wav_augment"], ChainedAugment)
+    assert len(hparams["wav_augment"].first.augmentations) == 4
+    for name in ("musan_noise", "musan_speech", "musan_music", "rirs"):
+        assert (out / "save" / "augment" / f"{name}.csv").is_file()
+    assert len(AugBrain.changed) == 3 and all(AugBrain.changed)
+    assert all(math.isfinite(lr) for _, _, lr in LrBrain.records)
+    assert brain.skipped_nonfinite == 0
