@@ -310,6 +310,47 @@ def _is_checkpointable(obj):
     return get_default_hook(obj, DEFAULT_SAVE_HOOKS) is not None
 
 
+def adopt_label_encoder(pretrained_folder, save_folder):
+    """Start a fine-tuning run with the label encoder of the run it starts from.
+
+    Its classifier's row ``i`` is the speaker with index ``i`` in that run's
+    ``label_encoder.ckpt`` (an exported inference folder) or
+    ``label_encoder.txt`` (a ``save`` folder); the copy becomes this run's
+    ``label_encoder.txt`` unless this run already has one.
+
+    Arguments
+    ---------
+    pretrained_folder : str
+        The trained run's inference (or save) folder.
+    save_folder : str
+        This run's save folder.
+
+    Returns
+    -------
+    bool
+        Whether a label encoder was copied.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> adopt_label_encoder(tempfile.mkdtemp(), tempfile.mkdtemp())
+    False
+    """
+    import shutil
+
+    target = os.path.join(save_folder, "label_encoder.txt")
+    if os.path.isfile(target):
+        return False
+    for name in ("label_encoder.ckpt", "label_encoder.txt"):
+        source = os.path.join(pretrained_folder, name)
+        if os.path.isfile(source):
+            os.makedirs(save_folder, exist_ok=True)
+            shutil.copyfile(source, target)
+            logger.info("Speaker labels taken from %s (pretrained classifier).", source)
+            return True
+    return False
+
+
 def run_training(argv, prepare, brain_class=RecipeBrain):
     """Run a whole training recipe.
 
@@ -349,6 +390,10 @@ def run_training(argv, prepare, brain_class=RecipeBrain):
     # MUSAN noise / RIR reverberation from local folders (musan_folder, rir_folder).
     setup_noise_augmentation(hparams, run_on_main)
 
+    with_classifier = bool(hparams.get("pretrained_model") and hparams.get("pretrained_classifier"))
+    if with_classifier:
+        # The pretrained classifier's rows follow its run's label encoder.
+        run_on_main(adopt_label_encoder, args=[hparams["pretrained_model"], hparams["save_folder"]])
     train_data, valid_data, label_encoder = speaker_datasets(hparams)
     if hparams.get("pretrained_model"):
         # SpeechBrain's fetching is safe to run on every rank at once.
@@ -356,6 +401,7 @@ def run_training(argv, prepare, brain_class=RecipeBrain):
             hparams["pretrained_model"],
             hparams["embedding_model"],
             os.path.join(hparams["save_folder"], "pretrained"),
+            classifier=hparams["classifier"] if with_classifier else None,
         )
 
     brain = brain_class(
