@@ -429,3 +429,76 @@ def test_recipe_trains_with_generated_noise_folders(tmp_path, corpus, noise_fold
     assert len(AugBrain.changed) == 3 and all(AugBrain.changed)
     assert all(math.isfinite(lr) for _, _, lr in LrBrain.records)
     assert brain.skipped_nonfinite == 0
+
+
+# ------------------------------------------------ 6. VoxCeleb2 m4a conversion
+FAKE_FFMPEG = """#!{python}
+# Stands in for ffmpeg: "converts" by writing a 0.1 s WAV; fails on names with 'bad'.
+import sys, numpy, soundfile
+src, out = sys.argv[sys.argv.index("-i") + 1], sys.argv[-1]
+if "bad" in src:
+    sys.stderr.write("Invalid data found when processing input\\n")
+    sys.exit(1)
+with open({log!r}, "a") as f:
+    f.write(src + "\\n")
+soundfile.write(out, numpy.zeros(1600, dtype="float32"), 16000, format="WAV")
+"""
+
+
+def test_m4a_conversion_parallel_resumable_skips_done(tmp_path):
+    from sb_angcl.convert_audio import convert_m4a_tree
+
+    src = tmp_path / "vox2"
+    names = [f"id0000{s}/vid{v}/0000{u}.m4a" for s in (1, 2) for v in (1, 2) for u in (1, 2)]
+    for name in names + ["id00003/vid1/bad01.m4a"]:
+        (src / "dev" / "aac" / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / "dev" / "aac" / name).write_bytes(b"not really aac")
+    log = tmp_path / "calls.txt"
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(FAKE_FFMPEG.format(python=sys.executable, log=str(log)))
+    fake.chmod(0o755)
+    dst = tmp_path / "VoxCeleb2"
+    # A finished file from an earlier, interrupted run, and a half-written one.
+    done = dst / "wav" / "id00001" / "vid1" / "00001.wav"
+    done.parent.mkdir(parents=True)
+    done.write_bytes(b"RIFF already done")
+    (done.parent / "00002.wav.partial.wav").write_bytes(b"RIFF half")
+
+    result = convert_m4a_tree(str(src), str(dst), jobs=3, ffmpeg=str(fake), progress=False)
+    assert result["converted"] == 7 and result["skipped"] == 1
+    assert len(result["failed"]) == 1 and "bad01.m4a" in result["failed"][0]
+    assert "Invalid data" in result["failed"][0]
+    assert done.read_bytes() == b"RIFF already done"  # not converted again
+    wavs = sorted(str(p.relative_to(dst / "wav")) for p in dst.glob("wav/**/*.wav")
+                  if not p.name.endswith(".partial.wav"))
+    assert wavs == sorted(n[:-4] + ".wav" for n in names)
+    assert not (dst / "wav" / "id00003" / "vid1" / "bad01.wav").exists()
+    assert len(log.read_text().splitlines()) == 7
+    # A rerun converts nothing but retries the failure.
+    again = convert_m4a_tree(str(src), str(dst), jobs=2, ffmpeg=str(fake), progress=False)
+    assert again["converted"] == 0 and again["skipped"] == 8 and len(again["failed"]) == 1
+    assert len(log.read_text().splitlines()) == 7
+
+
+def test_m4a_conversion_with_real_ffmpeg(tmp_path):
+    import shutil
+    import subprocess
+
+    import soundfile as sf
+
+    from sb_angcl.convert_audio import convert_m4a_tree
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed: the real m4a conversion cannot be tried here")
+    src = tmp_path / "vox2" / "aac" / "id00001" / "vid1"
+    src.mkdir(parents=True)
+    for i, freq in enumerate((220, 330)):
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+             f"sine=frequency={freq}:duration=1:sample_rate=44100", "-ac", "2", "-c:a", "aac",
+             str(src / f"0000{i + 1}.m4a")], check=True)
+    result = convert_m4a_tree(str(tmp_path / "vox2"), str(tmp_path / "out"), jobs=2, progress=False)
+    assert result == {"converted": 2, "skipped": 0, "failed": []}
+    info = sf.info(str(tmp_path / "out" / "wav" / "id00001" / "vid1" / "00001.wav"))
+    assert info.samplerate == 16000 and info.channels == 1
+    assert abs(info.duration - 1.0) < 0.1
