@@ -502,3 +502,15 @@ def test_m4a_conversion_with_real_ffmpeg(tmp_path):
     info = sf.info(str(tmp_path / "out" / "wav" / "id00001" / "vid1" / "00001.wav"))
     assert info.samplerate == 16000 and info.channels == 1
     assert abs(info.duration - 1.0) < 0.1
+
+
+# ------------------------------------------------ 8. GPU check script
+def test_gpu_check_script_parses_and_names_its_parts():
+    import subprocess
+
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    for part in ("step_overhead.py", "gpu_probe.py", "fp16 bf16", "--channels 1024"):
+        assert part in text
+    assert (ROOT / "benchmarks" / "gpu_probe.py").is_file()
