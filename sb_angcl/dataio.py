@@ -21,6 +21,9 @@ from speechbrain.dataio import audio_io
 
 logger = logging.getLogger(__name__)
 
+#: Files already reported by the evaluation pipeline (one warning per process).
+_REPORTED_NONFINITE = set()
+
 
 class AudioReadError(RuntimeError):
     """An audio file named in a manifest cannot be read."""
@@ -124,11 +127,83 @@ def _file_rate(path, cache):
     return rate
 
 
-def make_train_pipeline(crop_seconds, sample_rate=16000, seed=None):
+class CropRandom:
+    """Crop positions that are fresh in every worker and epoch, yet reproducible.
+
+    A ``random.Random(seed)`` made once is copied into every DataLoader worker
+    process and, with SpeechBrain's non-persistent workers, copied afresh at
+    every epoch: all workers then draw the same numbers, and every epoch
+    repeats the last. Here each item's generator is seeded from
+    ``(seed, epoch, worker, item id, occurrence)``, where the epoch is read
+    from ``epoch_source`` (the recipe's ``EpochCounter``, which the checkpoint
+    restores), the worker from ``torch.utils.data.get_worker_info()`` and the
+    occurrence counts how often this worker has drawn the item in this epoch
+    (so an utterance repeated ``K`` times in one batch gets ``K`` crops). No
+    generator state needs saving.
+
+    Arguments
+    ---------
+    seed : int or None
+        Base seed (``None``: drawn once from the OS).
+    epoch_source : object or None
+        Anything with a ``current`` attribute (an ``EpochCounter``); ``None``
+        means epoch 0 (fixed crops, e.g. for validation).
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> counter = SimpleNamespace(current=1)
+    >>> crops = CropRandom(7, counter)
+    >>> a, b = crops.for_item("u1").random(), crops.for_item("u1").random()
+    >>> a != b  # second occurrence in the same epoch: a new crop
+    True
+    >>> counter.current = 2
+    >>> crops.for_item("u1").random() in (a, b)
+    False
+    >>> CropRandom(7, SimpleNamespace(current=1)).for_item("u1").random() == a
+    True
+    """
+
+    def __init__(self, seed=None, epoch_source=None):
+        self.seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
+        self.epoch_source = epoch_source
+        self._counts = {}
+        self._key = None
+
+    def epoch(self):
+        """The current epoch (0 without an epoch source)."""
+        return 0 if self.epoch_source is None else int(self.epoch_source.current)
+
+    def for_item(self, item_id):
+        """A generator for the next draw of ``item_id`` in this worker and epoch.
+
+        Arguments
+        ---------
+        item_id : str
+            The row's ID.
+
+        Returns
+        -------
+        random.Random
+        """
+        info = torch.utils.data.get_worker_info()
+        key = (self.epoch(), 0 if info is None else info.id)
+        if key != self._key:
+            self._key, self._counts = key, {}
+        occurrence = self._counts.get(item_id, 0)
+        self._counts[item_id] = occurrence + 1
+        return random.Random(f"{self.seed}|{key[0]}|{key[1]}|{item_id}|{occurrence}")
+
+
+def make_train_pipeline(crop_seconds, sample_rate=16000, seed=None, epoch_source=None):
     """Dynamic-item pipeline: random crop of ``crop_seconds`` from each row.
 
     The crop is drawn from ``[start, stop)`` of the row, reading only the
-    samples needed.
+    samples needed; its position comes from :class:`CropRandom`, fresh in
+    every worker and epoch and reproducible from the seed. Non-finite
+    samples (NaN or inf in a float file) are replaced by zeros, and the
+    pipeline's ``sig_nonfinite`` says how many there were (the recipe's Brain
+    names the file once and counts it).
 
     Arguments
     ---------
@@ -137,36 +212,69 @@ def make_train_pipeline(crop_seconds, sample_rate=16000, seed=None):
     sample_rate : int
         Model sample rate.
     seed : int or None
-        Seed of the crop positions (``None``: Python's global RNG).
+        Seed of the crop positions (``None``: a random seed).
+    epoch_source : object or None
+        The ``EpochCounter`` (``None``: the same crops every epoch).
 
     Returns
     -------
     callable
-        A SpeechBrain dynamic item taking ``wav, start, stop`` and providing ``sig``.
+        A SpeechBrain dynamic item taking ``id, wav, start, stop`` and
+        providing ``sig`` and ``sig_nonfinite``.
 
     Example
     -------
     >>> pipeline = make_train_pipeline(1.0)
     >>> pipeline.provides
-    ('sig',)
+    ('sig', 'sig_nonfinite')
     """
-    rng = random.Random(seed) if seed is not None else random
+    crops = CropRandom(seed, epoch_source)
     num_samples = int(round(crop_seconds * sample_rate))
     rates = {}
 
-    @sb.utils.data_pipeline.takes("wav", "start", "stop")
-    @sb.utils.data_pipeline.provides("sig")
-    def train_audio(wav, start, stop):
+    @sb.utils.data_pipeline.takes("id", "wav", "start", "stop")
+    @sb.utils.data_pipeline.provides("sig", "sig_nonfinite")
+    def train_audio(item_id, wav, start, stop):
+        rng = crops.for_item(item_id)
         start, stop = int(start), int(stop)
         file_rate = _file_rate(wav, rates)
         want = int(round(crop_seconds * file_rate))
         if stop - start > want:
             start = rng.randint(start, stop - want)
             stop = start + want
-        signal = load_segment(wav, start, stop, sample_rate)
-        return crop_or_pad(signal, num_samples, rng)
+        signal, bad = replace_nonfinite(load_segment(wav, start, stop, sample_rate))
+        yield crop_or_pad(signal, num_samples, rng)
+        yield bad
 
     return train_audio
+
+
+def replace_nonfinite(signal):
+    """Zero the NaN and infinite samples of a waveform.
+
+    Arguments
+    ---------
+    signal : torch.Tensor
+        Waveform.
+
+    Returns
+    -------
+    signal : torch.Tensor
+        The waveform with non-finite samples set to 0 (the input itself when
+        all are finite).
+    count : int
+        How many samples were replaced.
+
+    Example
+    -------
+    >>> replace_nonfinite(torch.tensor([0.5, float("nan"), float("inf")]))
+    (tensor([0.5000, 0.0000, 0.0000]), 2)
+    """
+    finite = torch.isfinite(signal)
+    count = int(finite.numel() - finite.sum())
+    if count == 0:
+        return signal, 0
+    return torch.where(finite, signal, torch.zeros_like(signal)), count
 
 
 def make_eval_pipeline(sample_rate=16000, max_seconds=None, min_seconds=0.5):
@@ -198,6 +306,13 @@ def make_eval_pipeline(sample_rate=16000, max_seconds=None, min_seconds=0.5):
     def eval_audio(wav, start, stop):
         start, stop = int(start), int(stop)
         signal = load_segment(wav, start, stop if stop > start else None, sample_rate)
+        signal, bad = replace_nonfinite(signal)
+        if bad and wav not in _REPORTED_NONFINITE:
+            _REPORTED_NONFINITE.add(wav)
+            logger.warning(
+                "%s holds %d non-finite (NaN/inf) samples; they were replaced by "
+                "zeros. Re-convert or remove the file.", wav, bad,
+            )
         if signal.shape[0] == 0:
             raise AudioReadError(f"Empty audio in {wav}; remove it from the manifest.")
         if max_seconds is not None and signal.shape[0] > max_seconds * sample_rate:
@@ -340,7 +455,8 @@ def speaker_datasets(hparams):
             f"({unknown[:5]}...); validation must use training speakers."
         )
     train_pipeline = make_train_pipeline(
-        hparams["sentence_len"], sample_rate, seed=hparams.get("seed")
+        hparams["sentence_len"], sample_rate, seed=hparams.get("seed"),
+        epoch_source=hparams.get("epoch_counter"),
     )
     sb.dataio.dataset.add_dynamic_item([train_data], train_pipeline)
     valid_pipeline = make_train_pipeline(hparams["sentence_len"], sample_rate, seed=0)
@@ -349,6 +465,6 @@ def speaker_datasets(hparams):
         [train_data, valid_data], speaker_label_pipeline(label_encoder)
     )
     sb.dataio.dataset.set_output_keys(
-        [train_data, valid_data], ["id", "sig", "spk_id_encoded"]
+        [train_data, valid_data], ["id", "wav", "sig", "sig_nonfinite", "spk_id_encoded"]
     )
     return train_data, valid_data, label_encoder

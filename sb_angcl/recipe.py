@@ -22,6 +22,7 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from sb_angcl.augment import setup_noise_augmentation
 from sb_angcl.brain import AngularContrastiveBrain
 from sb_angcl.dataio import speaker_datasets
 from sb_angcl.export import export_inference_folder, load_pretrained_encoder
@@ -193,6 +194,163 @@ class RecipeBrain(AngularContrastiveBrain):
             return loader_kwargs
         return super()._train_loader_specifics(dataset, loader_kwargs)
 
+    def fit_batch(self, batch):
+        """Note files with non-finite samples, then train on the batch.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            Training batch.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        self._note_nonfinite(batch)
+        return super().fit_batch(batch)
+
+    def evaluate_batch(self, batch, stage):
+        """Note files with non-finite samples, then evaluate the batch.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            Batch.
+        stage : sb.Stage
+            The stage.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        self._note_nonfinite(batch)
+        return super().evaluate_batch(batch, stage)
+
+    def _note_nonfinite(self, batch):
+        """Warn once per file whose crop held NaN/inf samples (zeroed on load).
+
+        The data pipeline (:func:`sb_angcl.dataio.make_train_pipeline`) runs
+        in worker processes; it replaces the samples and reports their count
+        in ``sig_nonfinite``, so the other utterances of the batch train as
+        usual and this process keeps one list of the files for the whole run
+        (``nonfinite_audio_files``, summarised at the end of the run).
+        """
+        counts = getattr(batch, "sig_nonfinite", None)
+        if counts is None:
+            return
+        if not hasattr(self, "nonfinite_audio_files"):
+            self.nonfinite_audio_files = {}
+        paths = getattr(batch, "wav", None) or list(batch.id)
+        for path, count in zip(paths, counts):
+            count = int(count)
+            if count and path not in self.nonfinite_audio_files:
+                logger.warning(
+                    "Audio file %s holds non-finite samples (NaN or inf; %d in this "
+                    "crop). They are replaced by zeros and the rest of the batch trains; "
+                    "re-convert or remove the file.", path, count,
+                )
+                self.nonfinite_audio_files[path] = count
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """SpeechBrain's loader; the training one also sizes the LR schedule.
+
+        A schedule defined in epochs (one with ``set_steps_per_epoch``, e.g.
+        :class:`~sb_angcl.lr_schedule.WarmupDecayScheduler`) learns the
+        optimiser steps of an epoch on this rank: the loader's length over
+        the gradient accumulation factor.
+
+        Arguments
+        ---------
+        dataset : Dataset
+            The data.
+        stage : sb.Stage
+            The stage.
+        ckpt_prefix : str or None
+            As in ``sb.Brain.make_dataloader``.
+        **loader_kwargs : dict
+            DataLoader options.
+
+        Returns
+        -------
+        torch.utils.data.DataLoader
+        """
+        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+        annealing = self.hparams_get("lr_annealing")
+        if stage == sb.Stage.TRAIN and hasattr(annealing, "set_steps_per_epoch"):
+            steps = max(len(loader) // self.grad_accumulation_factor, 1)
+            annealing.set_steps_per_epoch(steps)
+            logger.info("Learning-rate schedule: %d optimiser steps per epoch.", steps)
+        return loader
+
+    def on_fit_start(self):
+        """Register the LR schedule with the checkpointer, recover, set the rate.
+
+        A per-batch schedule keeps a step counter: without it in the
+        checkpoint a resumed run would restart its schedule. It is registered
+        here when the YAML's ``checkpointer`` does not list it. After the
+        recovery a schedule with ``apply`` sets the optimiser's rate for the
+        first batch (the warm-up start, or where the resumed run was).
+        """
+        annealing = self.hparams_get("lr_annealing")
+        if (
+            self.checkpointer is not None
+            and annealing is not None
+            and annealing not in self.checkpointer.recoverables.values()
+            and _is_checkpointable(annealing)
+        ):
+            self.checkpointer.add_recoverable("lr_annealing", annealing)
+        super().on_fit_start()
+        if hasattr(annealing, "apply") and self.optimizer is not None:
+            annealing.apply(self.optimizer)
+
+
+def _is_checkpointable(obj):
+    """Whether SpeechBrain's checkpointer has a save hook for ``obj``."""
+    from speechbrain.utils.checkpoints import DEFAULT_SAVE_HOOKS, get_default_hook
+
+    return get_default_hook(obj, DEFAULT_SAVE_HOOKS) is not None
+
+
+def adopt_label_encoder(pretrained_folder, save_folder):
+    """Start a fine-tuning run with the label encoder of the run it starts from.
+
+    Its classifier's row ``i`` is the speaker with index ``i`` in that run's
+    ``label_encoder.ckpt`` (an exported inference folder) or
+    ``label_encoder.txt`` (a ``save`` folder); the copy becomes this run's
+    ``label_encoder.txt`` unless this run already has one.
+
+    Arguments
+    ---------
+    pretrained_folder : str
+        The trained run's inference (or save) folder.
+    save_folder : str
+        This run's save folder.
+
+    Returns
+    -------
+    bool
+        Whether a label encoder was copied.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> adopt_label_encoder(tempfile.mkdtemp(), tempfile.mkdtemp())
+    False
+    """
+    import shutil
+
+    target = os.path.join(save_folder, "label_encoder.txt")
+    if os.path.isfile(target):
+        return False
+    for name in ("label_encoder.ckpt", "label_encoder.txt"):
+        source = os.path.join(pretrained_folder, name)
+        if os.path.isfile(source):
+            os.makedirs(save_folder, exist_ok=True)
+            shutil.copyfile(source, target)
+            logger.info("Speaker labels taken from %s (pretrained classifier).", source)
+            return True
+    return False
+
 
 def run_training(argv, prepare, brain_class=RecipeBrain):
     """Run a whole training recipe.
@@ -230,7 +388,13 @@ def run_training(argv, prepare, brain_class=RecipeBrain):
         run_on_main(prepare, kwargs={"hparams": hparams})
     hparams, overrides = size_classifier(hparams_file, overrides, hparams)
     logger.info("Training speakers (classifier outputs): %s", hparams["out_n_neurons"])
+    # MUSAN noise / RIR reverberation from local folders (musan_folder, rir_folder).
+    setup_noise_augmentation(hparams, run_on_main)
 
+    with_classifier = bool(hparams.get("pretrained_model") and hparams.get("pretrained_classifier"))
+    if with_classifier:
+        # The pretrained classifier's rows follow its run's label encoder.
+        run_on_main(adopt_label_encoder, args=[hparams["pretrained_model"], hparams["save_folder"]])
     train_data, valid_data, label_encoder = speaker_datasets(hparams)
     if hparams.get("pretrained_model"):
         # SpeechBrain's fetching is safe to run on every rank at once.
@@ -238,6 +402,7 @@ def run_training(argv, prepare, brain_class=RecipeBrain):
             hparams["pretrained_model"],
             hparams["embedding_model"],
             os.path.join(hparams["save_folder"], "pretrained"),
+            classifier=hparams["classifier"] if with_classifier else None,
         )
 
     brain = brain_class(
@@ -257,6 +422,12 @@ def run_training(argv, prepare, brain_class=RecipeBrain):
             "num_workers": hparams.get("num_workers", 0),
         },
     )
+    bad_files = getattr(brain, "nonfinite_audio_files", {})
+    if bad_files:
+        logger.warning(
+            "%d audio file(s) held non-finite samples (replaced by zeros): %s",
+            len(bad_files), ", ".join(sorted(bad_files)),
+        )
     if brain.skipped_nonfinite:
         logger.warning("%d batches were skipped for non-finite values.", brain.skipped_nonfinite)
 

@@ -1,0 +1,115 @@
+"""Plot the learning-rate curve of a full-size recipe YAML.
+
+The schedule (``lr_annealing``, a :class:`sb_angcl.lr_schedule.WarmupDecayScheduler`)
+is read from the YAML itself, so the figure is what that file trains with.
+The optimiser steps per epoch come from the balanced sampler's rule
+(``ceil(n / K)`` groups per speaker, ``P x R`` groups a global step) applied
+to the training set's size; the default is VoxCeleb1 dev + VoxCeleb2 dev
+(7,205 speakers, 1,240,651 utterances) on 4 GPUs. With ``--train_log`` the
+rates logged at the end of each epoch of a real run (``train_log.txt``) are
+drawn on top.
+
+Usage::
+
+    python benchmarks/lr_curve.py --out docs/lr_curve_voxceleb12_4gpu.png
+    python benchmarks/lr_curve.py --gpus 1 --utterances 148642 --speakers 1211 \\
+        --train_log results/ecapa_angcl/1986/train_log.txt
+
+Authors
+ * sb-angcl contributors
+"""
+
+import argparse
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from sb_angcl.lr_schedule import balanced_steps_per_epoch, schedule_curve  # noqa: E402
+from sb_angcl.recipe import load_hparams  # noqa: E402
+
+DEFAULT_YAML = os.path.join(
+    ROOT, "recipes", "VoxCeleb", "SpeakerRec", "hparams", "train_ecapa_angcl.yaml"
+)
+
+
+def logged_rates(path):
+    """``(epoch, lr)`` pairs of a SpeechBrain ``train_log.txt``.
+
+    The rate logged with epoch ``e`` is the optimiser's at the end of that
+    epoch, i.e. the schedule at ``e`` epochs done.
+
+    Arguments
+    ---------
+    path : str
+        The train log.
+
+    Returns
+    -------
+    list of (int, float)
+    """
+    pattern = re.compile(r"^epoch: (\d+), lr: ([0-9.eE+-]+)")
+    with open(path, encoding="utf-8") as fin:
+        return [(int(m.group(1)), float(m.group(2))) for m in map(pattern.match, fin) if m]
+
+
+def main(argv=None):
+    """Write the figure and print the schedule's key numbers.
+
+    Arguments
+    ---------
+    argv : list of str or None
+        Command line.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hparams", default=DEFAULT_YAML)
+    parser.add_argument("--speakers", type=int, default=7205)
+    parser.add_argument("--utterances", type=int, default=1240651)
+    parser.add_argument("--gpus", type=int, default=4)
+    parser.add_argument("--train_log", default=None)
+    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "lr_curve_voxceleb12_4gpu.png"))
+    args = parser.parse_args(argv)
+
+    hparams = load_hparams(args.hparams, {"data_folder": "unused", "out_n_neurons": 1})
+    sched = hparams["lr_annealing"]
+    P, K = hparams["speakers_per_batch"], hparams["utterances_per_speaker"]
+    # Utterances spread evenly over the speakers: sum ceil(n/K) is then exact
+    # up to one group per speaker.
+    base, extra = divmod(args.utterances, args.speakers)
+    counts = [base + 1] * extra + [base] * (args.speakers - extra)
+    steps = balanced_steps_per_epoch(counts, P, K, num_gpus=args.gpus)
+    epochs, lrs = schedule_curve(sched, steps)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(epochs, lrs, label=f"{type(sched).__name__} ({sched.decay})")
+    if args.train_log:
+        logged = logged_rates(args.train_log)
+        ax.plot([e for e, _ in logged], [lr for _, lr in logged], "o", ms=3, label="train_log.txt")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title(
+        f"{os.path.basename(args.hparams)}: {args.utterances:,} utts, {args.gpus} GPU(s), "
+        f"{P}x{K} per GPU\n{steps} steps/epoch per GPU, {len(epochs) - 1} steps in all",
+        fontsize=8,
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"steps_per_epoch {steps}")
+    print(f"total_steps {len(epochs) - 1}")
+    print(f"peak {max(lrs):.3g} at epoch {epochs[lrs.index(max(lrs))]:.2f}; final {lrs[-1]:.3g}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""A learning-rate schedule defined in epochs, stepped every batch.
+
+The full-size recipes used SpeechBrain's ``CyclicLRScheduler`` with a
+``step_size`` in optimiser steps that had been tuned for batches of 32: with
+batches of 256 and VoxCeleb1 a 40-epoch run never left the first half cycle.
+:class:`WarmupDecayScheduler` is written in epochs instead (linear warm-up,
+then exponential or cosine decay to a final rate at the last epoch) and
+converts them to steps from the *actual* number of optimiser steps per epoch
+(per rank under DDP, after gradient accumulation), which the recipe gives it
+from the training loader (:meth:`WarmupDecayScheduler.set_steps_per_epoch`).
+The same YAML therefore gives the same curve in epochs whatever the data
+size, batch size or GPU count; only the number of steps behind each epoch
+changes.
+
+It is checkpointable: the step counter is saved (``register_checkpoint_hooks``)
+and, when a run resumes with a different number of steps per epoch (more
+GPUs, another batch size), the position is carried over in epochs.
+
+Authors
+ * sb-angcl contributors
+"""
+
+import logging
+import math
+
+import torch
+from speechbrain.utils import checkpoints
+
+logger = logging.getLogger(__name__)
+
+
+@checkpoints.register_checkpoint_hooks
+class WarmupDecayScheduler:
+    """Linear warm-up then exponential (or cosine) decay, defined in epochs.
+
+    With ``t = step / steps_per_epoch`` (epochs done, fractional), ``W =
+    warmup_epochs`` and ``E = number_of_epochs``::
+
+        t < W:   lr = initial_lr + (lr - initial_lr) * t / W
+        t >= W:  p = min((t - W) / (E - W), 1)
+                 exponential: lr * (final_lr / lr) ** p
+                 cosine:      final_lr + (lr - final_lr) * (1 + cos(pi p)) / 2
+
+    The optimiser's rate is set before the first batch (``apply``) and after
+    every optimiser step (``on_batch_end``, which the Brain calls), so batch
+    ``n`` (counting from 0) is trained at ``lr_at(n)``.
+
+    Arguments
+    ---------
+    lr : float
+        Peak rate, reached at the end of the warm-up.
+    final_lr : float
+        Rate at the end of the last epoch.
+    number_of_epochs : int
+        Length of the schedule in epochs (the run's ``number_of_epochs``).
+    warmup_epochs : float
+        Warm-up length in epochs (0: start at ``lr``).
+    initial_lr : float
+        Rate at step 0 of the warm-up.
+    decay : str
+        ``exponential`` or ``cosine``.
+    steps_per_epoch : int or None
+        Optimiser steps per epoch; normally set by the recipe from the
+        training loader.
+
+    Example
+    -------
+    >>> sched = WarmupDecayScheduler(lr=1e-3, final_lr=1e-5, number_of_epochs=4,
+    ...                              warmup_epochs=1, initial_lr=0.0, steps_per_epoch=10)
+    >>> [round(sched.lr_at(s), 6) for s in (0, 5, 10, 25, 40)]
+    [0.0, 0.0005, 0.001, 0.0001, 1e-05]
+    >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    >>> sched.apply(opt)
+    >>> opt.param_groups[0]["lr"]
+    0.0
+    >>> sched.on_batch_end(opt)
+    >>> round(opt.param_groups[0]["lr"], 6)
+    0.0001
+    """
+
+    def __init__(
+        self,
+        lr,
+        final_lr,
+        number_of_epochs,
+        warmup_epochs=0.0,
+        initial_lr=0.0,
+        decay="exponential",
+        steps_per_epoch=None,
+    ):
+        if decay not in ("exponential", "cosine"):
+            raise ValueError(f"decay must be 'exponential' or 'cosine', got {decay!r}")
+        if lr <= 0 or final_lr <= 0:
+            raise ValueError(f"lr ({lr}) and final_lr ({final_lr}) must be positive")
+        if number_of_epochs <= 0 or not 0 <= warmup_epochs < number_of_epochs:
+            raise ValueError(
+                f"need 0 <= warmup_epochs ({warmup_epochs}) < number_of_epochs "
+                f"({number_of_epochs}); shorten the warm-up in the YAML"
+            )
+        self.lr = float(lr)
+        self.final_lr = float(final_lr)
+        self.number_of_epochs = float(number_of_epochs)
+        self.warmup_epochs = float(warmup_epochs)
+        self.initial_lr = float(initial_lr)
+        self.decay = decay
+        self.steps_per_epoch = None
+        self.step = 0
+        if steps_per_epoch is not None:
+            self.set_steps_per_epoch(steps_per_epoch)
+
+    def set_steps_per_epoch(self, steps_per_epoch):
+        """Fix how many optimiser steps make an epoch.
+
+        Arguments
+        ---------
+        steps_per_epoch : int
+            Optimiser steps per epoch on this rank.
+
+        Example
+        -------
+        >>> sched = WarmupDecayScheduler(1e-3, 1e-5, 10)
+        >>> sched.set_steps_per_epoch(0)
+        Traceback (most recent call last):
+         ...
+        ValueError: steps_per_epoch must be at least 1, got 0 (is the training set empty?)
+        """
+        steps_per_epoch = int(steps_per_epoch)
+        if steps_per_epoch < 1:
+            raise ValueError(
+                f"steps_per_epoch must be at least 1, got {steps_per_epoch} "
+                "(is the training set empty?)"
+            )
+        self.steps_per_epoch = steps_per_epoch
+
+    def epochs_at(self, step):
+        """Epochs done after ``step`` optimiser steps.
+
+        Arguments
+        ---------
+        step : int
+            Optimiser steps done.
+
+        Returns
+        -------
+        float
+        """
+        if self.steps_per_epoch is None:
+            raise RuntimeError(
+                "WarmupDecayScheduler does not know the steps per epoch: call "
+                "set_steps_per_epoch(len(train_loader)) before training (the "
+                "recipes' RecipeBrain does it)."
+            )
+        return step / self.steps_per_epoch
+
+    def lr_at_epoch(self, epochs):
+        """The rate after ``epochs`` (fractional) epochs.
+
+        Arguments
+        ---------
+        epochs : float
+            Epochs done.
+
+        Returns
+        -------
+        float
+
+        Example
+        -------
+        >>> WarmupDecayScheduler(1e-3, 1e-5, 3, decay="cosine").lr_at_epoch(1.5)
+        0.000505
+        """
+        if epochs < self.warmup_epochs:
+            return self.initial_lr + (self.lr - self.initial_lr) * epochs / self.warmup_epochs
+        progress = min((epochs - self.warmup_epochs) / (self.number_of_epochs - self.warmup_epochs), 1.0)
+        if self.decay == "exponential":
+            return self.lr * (self.final_lr / self.lr) ** progress
+        return self.final_lr + (self.lr - self.final_lr) * (1 + math.cos(math.pi * progress)) / 2
+
+    def lr_at(self, step):
+        """The rate for the batch after ``step`` optimiser steps.
+
+        Arguments
+        ---------
+        step : int
+            Optimiser steps done.
+
+        Returns
+        -------
+        float
+        """
+        return self.lr_at_epoch(self.epochs_at(step))
+
+    def apply(self, optimizer):
+        """Set the optimiser's rate to the current step's (before training).
+
+        Arguments
+        ---------
+        optimizer : torch.optim.Optimizer
+            The optimiser.
+        """
+        _set_lr(optimizer, self.lr_at(self.step))
+
+    def on_batch_end(self, optimizer):
+        """Count one optimiser step and set the rate for the next batch.
+
+        Arguments
+        ---------
+        optimizer : torch.optim.Optimizer
+            The optimiser.
+        """
+        self.step += 1
+        _set_lr(optimizer, self.lr_at(self.step))
+
+    @checkpoints.mark_as_saver
+    def save(self, path):
+        """Save the step counter (and the steps per epoch it counts in).
+
+        Arguments
+        ---------
+        path : str or pathlib.Path
+            Checkpoint file.
+        """
+        torch.save({"step": self.step, "steps_per_epoch": self.steps_per_epoch}, path)
+
+    @checkpoints.mark_as_loader
+    def load(self, path, end_of_epoch=False):
+        """Restore the step counter; rescale it if the steps per epoch changed.
+
+        Arguments
+        ---------
+        path : str or pathlib.Path
+            Checkpoint file.
+        end_of_epoch : bool
+            Unused (SpeechBrain's loader signature).
+        """
+        del end_of_epoch
+        data = torch.load(path)
+        step, saved_spe = int(data["step"]), data.get("steps_per_epoch")
+        if saved_spe and self.steps_per_epoch and saved_spe != self.steps_per_epoch:
+            new_step = round(step * self.steps_per_epoch / saved_spe)
+            logger.info(
+                "Learning-rate schedule: %d steps per epoch in the checkpoint, %d now "
+                "(another GPU count or batch size); step %d becomes %d (same epoch "
+                "position).", saved_spe, self.steps_per_epoch, step, new_step,
+            )
+            step = new_step
+        self.step = step
+
+
+def _set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def schedule_curve(scheduler, steps_per_epoch):
+    """The rate of every optimiser step of a whole run.
+
+    Arguments
+    ---------
+    scheduler : WarmupDecayScheduler
+        The schedule (its own step counter is not touched).
+    steps_per_epoch : int
+        Optimiser steps per epoch (per rank).
+
+    Returns
+    -------
+    epochs, lrs : list of float
+        Fractional epoch and rate of each step ``0 .. E * steps_per_epoch``.
+
+    Example
+    -------
+    >>> s = WarmupDecayScheduler(1e-3, 1e-5, 2, warmup_epochs=1)
+    >>> epochs, lrs = schedule_curve(s, 2)
+    >>> epochs, [round(x, 6) for x in lrs]
+    ([0.0, 0.5, 1.0, 1.5, 2.0], [0.0, 0.0005, 0.001, 0.0001, 1e-05])
+    """
+    total = int(round(scheduler.number_of_epochs * steps_per_epoch))
+    epochs = [s / steps_per_epoch for s in range(total + 1)]
+    return epochs, [scheduler.lr_at_epoch(e) for e in epochs]
+
+
+def balanced_steps_per_epoch(utterance_counts, speakers_per_batch, utterances_per_speaker, num_gpus=1):
+    """Optimiser steps per epoch of the balanced sampler, per rank (estimate).
+
+    Each speaker with ``n`` utterances gives ``ceil(n / K)`` groups; a global
+    step takes ``P * R`` groups (see
+    :class:`~sb_angcl.sampler.SpeakerBalancedBatchSampler`, whose exact count
+    can be a little lower when one speaker owns very many groups).
+
+    Arguments
+    ---------
+    utterance_counts : list of int
+        Utterance count of every training speaker.
+    speakers_per_batch : int
+        ``P`` (per rank).
+    utterances_per_speaker : int
+        ``K``.
+    num_gpus : int
+        ``R``, the DDP world size.
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> balanced_steps_per_epoch([8, 8, 5, 3], 2, 4)
+    3
+    """
+    k = utterances_per_speaker
+    groups = sum(-(-n // k) for n in utterance_counts)
+    return max(groups // (speakers_per_batch * num_gpus), 1)
