@@ -5,9 +5,10 @@ PY := $(CURDIR)/$(VENV)/bin/python
 DEMO ?= $(CURDIR)/demo
 DEMO_ARGS ?=
 DEMO_CORPUS_ARGS ?=
-# Torch threads for the demo: one is robust on a shared 2-core machine (two
-# threads per process collapse as soon as anything else runs).
-DEMO_THREADS ?= 1
+# Torch threads for the demo: `auto` takes every core when the machine is idle
+# (1-minute load average below 0.5) and one otherwise: two threads per process
+# collapse on this 2-core machine as soon as anything else runs.
+DEMO_THREADS ?= auto
 VOX := recipes/VoxCeleb/SpeakerRec
 CN := recipes/CNCeleb/SpeakerRec
 
@@ -30,21 +31,30 @@ lint: venv
 	$(PY) -m ruff check sb_angcl recipes tests benchmarks
 
 # Generate the built-in corpus, train the small paper system on it, score the
-# trials (EER, minDCF) and export a SpeechBrain inference folder.
-demo: venv
-	@export OMP_NUM_THREADS=$(DEMO_THREADS); start=$$(date +%s); \
-	$(PY) -m sb_angcl.synthetic --output $(DEMO)/corpus --layout voxceleb $(DEMO_CORPUS_ARGS) && \
-	cd $(VOX) && \
+# trials (EER, minDCF) and export a SpeechBrain inference folder; prints the
+# wall time of each stage (install, corpus, training, scoring).
+demo:
+	@t0=$$(date +%s); \
+	$(MAKE) --no-print-directory venv || exit 1; t1=$$(date +%s); \
+	threads=$(DEMO_THREADS); \
+	if [ "$$threads" = auto ]; then \
+	    threads=$$($(PY) -c 'import os; print(os.cpu_count() if os.getloadavg()[0] < 0.5 else 1)'); fi; \
+	export OMP_NUM_THREADS=$$threads; echo "Demo: $$threads torch thread(s)"; \
+	$(PY) -m sb_angcl.synthetic --output $(DEMO)/corpus --layout voxceleb $(DEMO_CORPUS_ARGS) || exit 1; \
+	t2=$$(date +%s); cd $(VOX) && \
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
-	    --data_folder=$(DEMO)/corpus/VoxCeleb1 --output_folder=$(DEMO)/results $(DEMO_ARGS) && \
+	    --data_folder=$(DEMO)/corpus/VoxCeleb1 --output_folder=$(DEMO)/results $(DEMO_ARGS) || exit 1; \
+	t3=$$(date +%s); \
 	$(PY) verify.py hparams/train_ecapa_angcl_small.yaml \
-	    --data_folder=$(DEMO)/corpus/VoxCeleb1 --output_folder=$(DEMO)/results $(DEMO_ARGS) && \
-	echo "Exported model: $(DEMO)/results/inference (SpeakerRecognition.from_hparams(source=...))" && \
-	echo "Demo wall time: $$(( $$(date +%s) - start )) s"
+	    --data_folder=$(DEMO)/corpus/VoxCeleb1 --output_folder=$(DEMO)/results $(DEMO_ARGS) || exit 1; \
+	t4=$$(date +%s); \
+	echo "Exported model: $(DEMO)/results/inference (model card: README.md there; SpeakerRecognition.from_hparams(source=...))"; \
+	echo "Demo wall time: install $$((t1 - t0)) s, corpus $$((t2 - t1)) s, training $$((t3 - t2)) s, scoring $$((t4 - t3)) s; total $$((t4 - t0)) s ($$threads thread(s), nproc $$(nproc))"
 
 # The same on the CN-Celeb layout (multi-genre, both enrolment protocols).
 demo-cnceleb: venv
-	@export OMP_NUM_THREADS=$(DEMO_THREADS); start=$$(date +%s); \
+	@threads=$(DEMO_THREADS); [ "$$threads" = auto ] && threads=1; \
+	export OMP_NUM_THREADS=$$threads; start=$$(date +%s); \
 	$(PY) -m sb_angcl.synthetic --output $(DEMO)/corpus --layout cnceleb $(DEMO_CORPUS_ARGS) && \
 	cd $(CN) && \
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
