@@ -28,12 +28,11 @@ import torch
 from tqdm import tqdm
 
 from sb_angcl.dataio import load_manifest, make_eval_pipeline
+from sb_angcl.plots import plot_det, plot_score_histogram
 from sb_angcl.recipe import load_unsized_hparams, overrides_to_dict, size_classifier
 from sb_angcl.scoring import (
     EmbeddingTable,
     metrics_table,
-    plot_det,
-    plot_score_histogram,
     score_trials,
     speaker_cohort,
     write_scores,
