@@ -340,10 +340,9 @@ def write_model_card(folder, hparams_file, overrides=None, n_speakers=None):
     resolved = _resolved_yaml(hparams_file, overrides)
     with open(os.path.join(folder, TRAIN_YAML), "w", encoding="utf-8") as fout:
         fout.write(f"# {hparams_file} as run (exported {_now()})\n" + resolved)
-    # Plain keys only: tagged nodes (!new:, !apply:, ...) read as None.
-    reader = YAML(typ="safe", pure=True)
-    reader.constructor.add_multi_constructor("!", lambda loader, suffix, node: None)
-    tree = reader.load(resolved) or {}
+    # Round-trip loading keeps tagged nodes (!new:, ...) as they are; only the
+    # plain keys are read. (No constructor is registered: that would be global.)
+    tree = YAML().load(resolved) or {}
     recipe = _recipe_folder(hparams_file)
     given = {k: v for k, v in overrides.items() if k != "out_n_neurons"}
     script = sys.argv[0] if os.path.basename(sys.argv[0]) == "train.py" else "train.py"

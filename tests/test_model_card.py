@@ -73,3 +73,18 @@ def test_model_card_written_at_export_and_filled_by_verify(corpus):  # noqa: F81
     assert -1.0 <= float(row["EER threshold"]) <= 1.0  # a cosine
     for section in SECTIONS:  # the rest of the card is untouched
         assert section in card
+
+
+def test_writing_a_card_leaves_hyperpyyaml_loading_alone(tmp_path):
+    # Reading the YAML for the card once registered a catch-all tag constructor
+    # on ruamel's SafeConstructor, and later recipe loads read every !ref as None.
+    from hyperpyyaml import load_hyperpyyaml
+
+    from sb_angcl.export import write_model_card
+
+    yaml_file = tmp_path / "h.yaml"
+    yaml_file.write_text("root: /x\nsave: !ref <root>/save\nbalancing: fixed\n")
+    write_model_card(str(tmp_path), str(yaml_file), {"root": "/y"}, 3)
+    assert "| balancing | fixed |" in (tmp_path / "README.md").read_text()
+    with open(yaml_file) as fin:
+        assert load_hyperpyyaml(fin)["save"] == "/x/save"
