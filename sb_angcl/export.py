@@ -4,20 +4,27 @@
 ``speechbrain.inference.speaker.SpeakerRecognition.from_hparams(source=folder)``
 loads with no network: ``hyperparams.yaml`` (the recipe's own feature,
 normalisation, encoder and classifier definitions with every ``!ref``
-resolved), ``embedding_model.ckpt``, ``classifier.ckpt`` and the label
-encoder. :func:`load_pretrained_encoder` does the converse: it starts an
-encoder from such a folder (ours, or a downloaded ``spkrec-ecapa-voxceleb``)
-through SpeechBrain's ``Pretrainer``.
+resolved), ``embedding_model.ckpt``, ``classifier.ckpt``, the label encoder,
+``train_hyperparams.yaml`` (the whole training YAML as run) and a model card,
+``README.md`` (training data and recipe, settings, date, how to load the model
+and verify two files, and a results section that
+:func:`record_model_card_results` fills when ``verify.py`` scores the trials).
+:func:`load_pretrained_encoder` does the converse: it starts an encoder from
+such a folder (ours, or a downloaded ``spkrec-ecapa-voxceleb``) through
+SpeechBrain's ``Pretrainer``.
 
 Authors
  * sb-angcl contributors
 """
 
+import datetime
 import io
 import logging
 import os
 import shutil
+import sys
 
+import pandas as pd
 import torch
 from hyperpyyaml import resolve_references
 from ruamel.yaml import YAML
@@ -76,10 +83,8 @@ def inference_yaml(hparams_file, overrides=None, embedding_spec=None):
     >>> "n_mels: 4" in inference_yaml(path)
     True
     """
-    with open(hparams_file, encoding="utf-8") as fin:
-        resolved = resolve_references(fin, overrides or {}).getvalue()
     yaml = YAML()
-    tree = yaml.load(resolved)
+    tree = yaml.load(_resolved_yaml(hparams_file, overrides))
     missing = [key for key in INFERENCE_KEYS if key not in tree]
     if missing:
         raise KeyError(
@@ -102,6 +107,12 @@ def inference_yaml(hparams_file, overrides=None, embedding_spec=None):
         "# SpeakerRecognition.from_hparams(source=<this folder>, savedir=...)\n\n"
     )
     return header + out.getvalue() + _PRETRAINER_BLOCK
+
+
+def _resolved_yaml(hparams_file, overrides):
+    """The training YAML's text with the overrides applied and every ``!ref`` resolved."""
+    with open(hparams_file, encoding="utf-8") as fin:
+        return resolve_references(fin, overrides or {}).getvalue()
 
 
 def export_inference_folder(
@@ -127,7 +138,9 @@ def export_inference_folder(
     Returns
     -------
     str
-        The folder.
+        The folder, holding ``hyperparams.yaml``, ``embedding_model.ckpt``,
+        ``classifier.ckpt``, ``label_encoder.ckpt`` (and ``.txt``),
+        ``train_hyperparams.yaml`` and the model card ``README.md``.
 
     Example
     -------
@@ -145,6 +158,7 @@ def export_inference_folder(
     shutil.copyfile(
         os.path.join(folder, "label_encoder.ckpt"), os.path.join(folder, "label_encoder.txt")
     )
+    write_model_card(folder, hparams_file, overrides, len(label_encoder))
     logger.info("Exported the inference model to %s", folder)
     return folder
 
@@ -213,3 +227,254 @@ def load_pretrained_encoder(folder, embedding_model, collect_in, classifier=None
     pretrainer.load_collected()
     logger.info("Initialised %s from %s", sorted(loadables), folder)
     return sorted(loadables)
+
+
+# ------------------------------------------------------------------ model card
+#: File name of the model card in an exported folder.
+MODEL_CARD = "README.md"
+
+#: The whole training YAML as run (overrides applied, references resolved).
+TRAIN_YAML = "train_hyperparams.yaml"
+
+_RESULTS_START = "<!-- results: filled in by verify.py -->"
+_RESULTS_END = "<!-- end of results -->"
+_NO_RESULTS = (
+    "Not evaluated yet. Run the recipe's `verify.py` with the training YAML and the\n"
+    "same overrides; it writes EER and minDCF here.\n"
+)
+_RESULT_COLUMNS = (
+    "trials",
+    "enrolment",
+    "scoring",
+    "trials (targets)",
+    "EER (%)",
+    "minDCF (p=0.01)",
+    "EER threshold",
+    "date",
+)
+
+# Training settings listed on the card when the YAML defines them.
+_CARD_SETTINGS = (
+    "encoder", "emb_dim", "channels", "n_mels", "sample_rate", "sentence_len",
+    "number_of_epochs", "sampler", "speakers_per_batch", "utterances_per_speaker",
+    "lr", "aam_margin", "aam_scale", "margin", "temperature", "attention_temperature",
+    "balancing", "contrastive_weight", "seed",
+)  # fmt: skip
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _objective(tree):
+    """One line naming the training objective the YAML sets up."""
+    if tree.get("balancing") == "fixed" and not tree.get("contrastive_weight"):
+        return "AAM-softmax alone (the baseline; the contrastive loss is off)."
+    attention = tree.get("attention_temperature")
+    parts = [
+        "AAM-softmax + AM-SupCon (angular-margin supervised contrastive loss)",
+        "class-aware attention" + (f" (T_att={attention})" if attention is not None else " off"),
+        f"loss balancing `{tree.get('balancing')}`",
+    ]
+    return ", ".join(parts) + " (Li, Mak & Meng, ICASSP 2023)."
+
+
+def _recipe_folder(hparams_file):
+    """The recipe folder of a YAML in ``<recipe>/hparams/``, as ``recipes/...`` when it is one."""
+    path = os.path.dirname(os.path.abspath(hparams_file))
+    if os.path.basename(path) == "hparams":
+        path = os.path.dirname(path)
+    marker = os.sep + "recipes" + os.sep
+    return path[path.rindex(marker) + 1 :] if marker in path else path
+
+
+def _training_data(tree, n_speakers):
+    csv = tree.get("train_annotation")
+    line = f"data folder `{tree.get('data_folder')}`; {n_speakers} training speakers"
+    if csv and os.path.isfile(csv):
+        train = pd.read_csv(csv, usecols=lambda c: c in ("ID", "duration"))
+        hours = train["duration"].sum() / 3600 if "duration" in train else float("nan")
+        line += f", {len(train)} utterances ({hours:.2f} h) listed in `{csv}`"
+    return line
+
+
+def write_model_card(folder, hparams_file, overrides=None, n_speakers=None):
+    """Writes ``README.md`` (model card) and ``train_hyperparams.yaml`` into ``folder``.
+
+    The card names the recipe and its training data, lists the main settings
+    and overrides, gives the export date and shows how to load the folder and
+    verify two files. Its results section says "not evaluated yet" until
+    :func:`record_model_card_results` fills it; results already in a card
+    being rewritten are dropped (they belonged to the previous model).
+
+    Arguments
+    ---------
+    folder : str
+        The exported inference folder.
+    hparams_file : str
+        The training YAML.
+    overrides : dict or str or None
+        Overrides of the training run.
+    n_speakers : int or None
+        Number of training speakers (classifier outputs).
+
+    Returns
+    -------
+    str
+        Path of the card.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder, yaml_file = tempfile.mkdtemp(), os.path.join(tempfile.mkdtemp(), "h.yaml")
+    >>> _ = open(yaml_file, "w").write("seed: 3\\nbalancing: mgda_ub\\nemb_dim: 8\\n")
+    >>> card = open(write_model_card(folder, yaml_file, {"seed": 4}, 10)).read()
+    >>> "## Results" in card and "| seed | 4 |" in card
+    True
+    """
+    if isinstance(overrides, str):
+        import yaml
+
+        overrides = yaml.safe_load(overrides) or {}
+    overrides = dict(overrides or {})
+    resolved = _resolved_yaml(hparams_file, overrides)
+    with open(os.path.join(folder, TRAIN_YAML), "w", encoding="utf-8") as fout:
+        fout.write(f"# {hparams_file} as run (exported {_now()})\n" + resolved)
+    # Round-trip loading keeps tagged nodes (!new:, ...) as they are; only the
+    # plain keys are read. (No constructor is registered: that would be global.)
+    tree = YAML().load(resolved) or {}
+    recipe = _recipe_folder(hparams_file)
+    given = {k: v for k, v in overrides.items() if k != "out_n_neurons"}
+    script = sys.argv[0] if os.path.basename(sys.argv[0]) == "train.py" else "train.py"
+    command = " ".join(
+        ["python", script, os.fspath(hparams_file)] + [f"--{k}={v}" for k, v in given.items()]
+    )
+    settings = "\n".join(
+        f"| {key} | {tree[key]} |" for key in _CARD_SETTINGS if key in tree
+    )
+    source = os.path.abspath(folder)
+    text = f"""# Speaker encoder: {tree.get('encoder', 'ecapa')}, trained with sb-angcl
+
+Exported {_now()} by sb-angcl {_version()}.
+
+Training objective: {_objective(tree)}
+
+## Training data and recipe
+
+* Recipe: `{recipe}`, trained with (in `{os.getcwd()}`)
+
+  ```
+  {command}
+  ```
+* Training data: {_training_data(tree, n_speakers)}.
+* The YAML used: `{TRAIN_YAML}` in this folder (overrides applied, references
+  resolved). `hyperparams.yaml` is the inference part that SpeechBrain loads.
+
+| setting | value |
+|---|---|
+{settings}
+
+## Results
+
+{_RESULTS_START}
+{_NO_RESULTS}{_RESULTS_END}
+
+## How to use
+
+```python
+from speechbrain.inference.speaker import SpeakerRecognition
+
+model = SpeakerRecognition.from_hparams(
+    source="{source}", savedir="pretrained_models/sb_angcl"
+)
+score, same = model.verify_files("speaker1.wav", "speaker2.wav")
+print(float(score), bool(same))  # cosine score; decision at SpeechBrain's 0.25
+signal = model.load_audio("speaker1.wav").unsqueeze(0)
+embedding = model.encode_batch(signal)  # shape (1, 1, {tree.get('emb_dim', 'emb_dim')})
+```
+
+`verify_files` decides with a fixed threshold of 0.25. To decide at the EER
+operating point of the trials above, compare the score with the "EER
+threshold" of a `cosine` row (an AS-norm threshold is on another scale).
+The model was trained on {tree.get('sample_rate', 16000)} Hz audio.
+
+## Files
+
+`hyperparams.yaml`, `embedding_model.ckpt`, `classifier.ckpt` (training
+speakers), `label_encoder.ckpt`/`.txt`, `{TRAIN_YAML}`, this `{MODEL_CARD}`.
+"""
+    path = os.path.join(folder, MODEL_CARD)
+    with open(path, "w", encoding="utf-8") as fout:
+        fout.write(text)
+    return path
+
+
+def _version():
+    from sb_angcl import __version__
+
+    return __version__
+
+
+def record_model_card_results(folder, row):
+    """Adds or replaces one row of the results table of a model card.
+
+    Rows are keyed by their trials, enrolment and scoring cells, so running
+    ``verify.py`` again with the same settings replaces its row, and other
+    settings (another enrolment protocol, AS-norm) add rows.
+
+    Arguments
+    ---------
+    folder : str
+        An exported folder holding a card written by :func:`write_model_card`.
+    row : Mapping
+        Values for the columns ``trials, enrolment, scoring, trials (targets),
+        EER (%), minDCF (p=0.01), EER threshold``; ``date`` is filled in.
+
+    Returns
+    -------
+    str
+        Path of the card.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder, yaml_file = tempfile.mkdtemp(), os.path.join(tempfile.mkdtemp(), "h.yaml")
+    >>> _ = open(yaml_file, "w").write("seed: 3\\n")
+    >>> _ = write_model_card(folder, yaml_file)
+    >>> row = {"trials": "veri_test2.txt", "enrolment": "concat", "scoring": "cosine",
+    ...        "trials (targets)": "8 (4)", "EER (%)": "2.50", "minDCF (p=0.01)": "0.1000",
+    ...        "EER threshold": "0.4"}
+    >>> _ = record_model_card_results(folder, row)
+    >>> _ = record_model_card_results(folder, dict(row, **{"EER (%)": "1.25"}))
+    >>> card = open(os.path.join(folder, "README.md")).read()
+    >>> card.count("| veri_test2.txt | concat | cosine |"), "| 1.25 |" in card
+    (1, True)
+    """
+    path = os.path.join(folder, MODEL_CARD)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found: the model card is written when training exports "
+            f"the folder; train again (or call write_model_card) first."
+        )
+    with open(path, encoding="utf-8") as fin:
+        text = fin.read()
+    if _RESULTS_START not in text or _RESULTS_END not in text:
+        raise ValueError(
+            f"{path} has no results section (markers {_RESULTS_START!r} ... "
+            f"{_RESULTS_END!r}); delete it and export again to get a fresh card."
+        )
+    head, rest = text.split(_RESULTS_START, 1)
+    block, tail = rest.split(_RESULTS_END, 1)
+    cells = [str(row.get(c, "")).replace("|", "/") for c in _RESULT_COLUMNS[:-1]] + [_now()]
+    lines = [line for line in block.splitlines() if line.startswith("|")]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines[2:]]
+    same = [k for k, r in enumerate(rows) if r[:3] == cells[:3]]
+    if same:
+        rows[same[0]] = cells
+    else:
+        rows.append(cells)
+    table = ["| " + " | ".join(_RESULT_COLUMNS) + " |", "|" + "---|" * len(_RESULT_COLUMNS)]
+    table += ["| " + " | ".join(r) + " |" for r in rows]
+    with open(path, "w", encoding="utf-8") as fout:
+        fout.write(head + _RESULTS_START + "\n" + "\n".join(table) + "\n" + _RESULTS_END + tail)
+    return path

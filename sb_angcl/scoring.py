@@ -1,27 +1,22 @@
-"""Verification scoring at evaluation-set scale: embeddings, cosine, AS-norm, EER/minDCF, DET.
+"""Verification scoring at evaluation-set scale: embeddings, cosine, AS-norm, EER/minDCF.
 
 Everything here works on whole trial lists at once, so that a CN-Celeb1 evaluation
 (3.5 million trials, 200 enrolment models, 17,777 test utterances) is scored with
-AS-norm in seconds rather than the hours a per-trial loop takes:
+AS-norm in seconds rather than the hours a per-trial loop takes. The module offers
 
-* :class:`EmbeddingTable` holds one float32 vector per id, maps trial ids to row
-  indices in one hash lookup (``pandas.Index.get_indexer``), saves and loads as
-  ``<prefix>.npy`` + ``<prefix>.ids.txt`` and averages utterances into models.
-* :func:`cosine_scores` L2-normalises each table once and scores every trial,
-  either from blocks of the dense enrol x test score matrix (when the trial list
-  is nearly a full cross product, as in CN-Celeb) or from gathered chunks of pairs
-  (sparse lists, as in VoxCeleb1-O); temporary memory is bounded by ``chunk_size``.
-* :class:`ASNorm` (adaptive symmetric normalisation) scores every enrol model and
-  every test utterance against the cohort once, by matrix product, and keeps the
-  mean and standard deviation of the ``top_k`` best cohort scores per side.
-* :func:`compute_eer` and :func:`compute_min_dcf` use one sort and cumulative sums
-  (O(N log N)). They use the operating points of SpeechBrain's
-  ``speechbrain.utils.metric_stats.EER`` / ``minDCF`` (a trial is accepted when its
-  score is strictly above the threshold, one threshold per distinct score), so the
-  numbers agree with SpeechBrain's O(N^2) versions; see each function for the detail.
-* :func:`metrics_table` gives EER / minDCF per condition (e.g. CN-Celeb genre),
-  :func:`write_scores` writes a score file, :func:`plot_det` and
-  :func:`plot_score_histogram` draw pictures (matplotlib, imported only there).
+* :class:`EmbeddingTable`: one float32 vector per id; trial ids are mapped to row
+  indices in one hash lookup (``pandas.Index.get_indexer``); utterances average
+  into models (CN-Celeb's averaged enrolment);
+* :func:`speaker_cohort`: the AS-norm cohort, one normalised mean per speaker;
+* :func:`score_trials`: the one way to score a trial list, cosine, AS-normalised
+  when a cohort is given;
+* the metrics: :func:`compute_eer`, :func:`compute_min_dcf` (one sort and
+  cumulative sums, O(N log N), at the operating points of SpeechBrain's
+  ``speechbrain.utils.metric_stats.EER`` / ``minDCF``, so the numbers agree with
+  those O(N^2) versions), :func:`det_curve`, :func:`metrics_table` (per condition,
+  e.g. CN-Celeb genre), and :func:`write_scores` for the score file.
+
+The pictures (DET curve, score histogram) are in :mod:`sb_angcl.plots`.
 
 Authors
  * sb-angcl contributors 2025
@@ -50,8 +45,7 @@ _DENSE_RATIO = 16
 def _as_numpy_2d(vectors):
     if isinstance(vectors, torch.Tensor):
         vectors = vectors.detach().cpu().numpy()
-    vectors = np.asarray(vectors, dtype=np.float32)
-    return vectors
+    return np.asarray(vectors, dtype=np.float32)
 
 
 def _l2_normalize(x, eps=1e-12):
@@ -77,10 +71,8 @@ class EmbeddingTable:
     (3, 2, True, False)
     >>> table.indices(["c", "a", "c"]).tolist()
     [2, 0, 2]
-    >>> table.normalized()["c"].tolist()
-    [0.6000000238418579, 0.800000011920929]
-    >>> table.average({"ab": ["a", "b"]})["ab"].tolist()
-    [0.5, 1.0]
+    >>> table["b"].tolist()
+    [0.0, 2.0]
     """
 
     def __init__(self, ids, vectors):
@@ -108,34 +100,6 @@ class EmbeddingTable:
         self.vectors = np.ascontiguousarray(vectors)
         self._index = index
 
-    @classmethod
-    def from_dict(cls, embeddings):
-        """Builds a table from a ``{id: vector}`` mapping (vectors are flattened).
-
-        Arguments
-        ---------
-        embeddings : Mapping
-            Ids to 1-D vectors (numpy arrays, tensors or lists). Tensors of
-            shape ``(1, dim)`` or ``(1, 1, dim)``, as SpeechBrain's encoders
-            return them, are flattened.
-
-        Returns
-        -------
-        EmbeddingTable
-
-        Example
-        -------
-        >>> t = EmbeddingTable.from_dict({"u1": torch.ones(1, 1, 3), "u2": [0, 1, 0]})
-        >>> t.vectors.shape
-        (2, 3)
-        """
-        ids = list(embeddings.keys())
-        rows = [_as_numpy_2d(embeddings[i]).reshape(-1) for i in ids]
-        if not rows:
-            return cls([], np.zeros((0, 0), dtype=np.float32))
-        return cls(ids, np.stack(rows))
-
-    # ------------------------------------------------------------------ basics
     @property
     def dim(self):
         """Embedding dimension."""
@@ -198,153 +162,8 @@ class EmbeddingTable:
             )
         return idx.astype(np.int64, copy=False)
 
-    def subset(self, ids):
-        """A new table with only ``ids``, in that order.
-
-        Arguments
-        ---------
-        ids : sequence of str
-            Ids to keep.
-
-        Returns
-        -------
-        EmbeddingTable
-
-        Example
-        -------
-        >>> t = EmbeddingTable(["x", "y", "z"], np.eye(3))
-        >>> t.subset(["z", "x"]).ids
-        ['z', 'x']
-        """
-        ids = [str(i) for i in ids]
-        return EmbeddingTable(ids, self.vectors[self.indices(ids)])
-
-    # ------------------------------------------------------------ persistence
-    def save(self, prefix):
-        """Writes ``<prefix>.npy`` (float32 matrix) and ``<prefix>.ids.txt`` (one id per line).
-
-        Arguments
-        ---------
-        prefix : str or path
-            Path without extension; missing parent folders are created.
-
-        Example
-        -------
-        >>> import tempfile
-        >>> prefix = os.path.join(tempfile.mkdtemp(), "emb", "test")
-        >>> EmbeddingTable(["a", "b"], np.eye(2)).save(prefix)
-        >>> EmbeddingTable.load(prefix).ids
-        ['a', 'b']
-        """
-        prefix = os.fspath(prefix)
-        bad = [i for i in self.ids if "\n" in i or "\r" in i]
-        if bad:
-            raise ValueError(
-                f"cannot save ids containing line breaks (e.g. {bad[:3]!r}) to "
-                f"{prefix}.ids.txt; rename them."
-            )
-        folder = os.path.dirname(prefix)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        np.save(prefix + ".npy", self.vectors)
-        with open(prefix + ".ids.txt", "w", encoding="utf-8") as f:
-            f.write("".join(i + "\n" for i in self.ids))
-
-    @classmethod
-    def load(cls, prefix):
-        """Reads a table written by :meth:`save`.
-
-        Arguments
-        ---------
-        prefix : str or path
-            The prefix given to :meth:`save`.
-
-        Returns
-        -------
-        EmbeddingTable
-
-        Example
-        -------
-        >>> EmbeddingTable.load("/nonexistent/emb")
-        Traceback (most recent call last):
-        ...
-        FileNotFoundError: embedding file /nonexistent/emb.npy not found...
-        """
-        prefix = os.fspath(prefix)
-        npy, txt = prefix + ".npy", prefix + ".ids.txt"
-        for path in (npy, txt):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(
-                    f"embedding file {path} not found; write the table with "
-                    f"EmbeddingTable.save({prefix!r}) (it creates {npy} and {txt})."
-                )
-        vectors = np.load(npy, allow_pickle=False)
-        with open(txt, encoding="utf-8") as f:
-            ids = f.read().splitlines()
-        if vectors.ndim != 2 or len(ids) != vectors.shape[0]:
-            raise ValueError(
-                f"{txt} lists {len(ids)} ids but {npy} holds an array of shape "
-                f"{vectors.shape}; the two files are out of step, save them again."
-            )
-        return cls(ids, vectors)
-
-    # ------------------------------------------------------------ transforms
-    def mean(self):
-        """Mean vector over all rows (float32, accumulated in float64).
-
-        Returns
-        -------
-        numpy.ndarray
-            Shape ``(dim,)``.
-
-        Example
-        -------
-        >>> EmbeddingTable(["a", "b"], [[1, 2], [3, 4]]).mean().tolist()
-        [2.0, 3.0]
-        """
-        if len(self) == 0:
-            raise ValueError("mean() of an empty EmbeddingTable")
-        return self.vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
-
-    def normalized(self):
-        """A new table whose rows have unit L2 norm (zero rows stay zero).
-
-        Returns
-        -------
-        EmbeddingTable
-
-        Example
-        -------
-        >>> EmbeddingTable(["a"], [[3, 4]]).normalized().vectors.tolist()
-        [[0.6000000238418579, 0.800000011920929]]
-        """
-        return EmbeddingTable(self.ids, _l2_normalize(self.vectors))
-
-    def subtract_mean(self, mean):
-        """A new table with ``mean`` subtracted from every row.
-
-        Arguments
-        ---------
-        mean : array-like
-            Vector of shape ``(dim,)``, e.g. ``train_table.mean()``.
-
-        Returns
-        -------
-        EmbeddingTable
-
-        Example
-        -------
-        >>> t = EmbeddingTable(["a", "b"], [[1, 2], [3, 4]])
-        >>> t.subtract_mean(t.mean()).vectors.tolist()
-        [[-1.0, -1.0], [1.0, 1.0]]
-        """
-        mean = _check_mean(mean, self.dim)
-        return EmbeddingTable(self.ids, self.vectors - mean)
-
     def average(self, groups, normalize=False):
         """Averages groups of rows into one row per model (e.g. CN-Celeb enrolment).
-
-        Works as ``table.average(groups)`` or ``EmbeddingTable.average(table, groups)``.
 
         Arguments
         ---------
@@ -362,7 +181,7 @@ class EmbeddingTable:
         Example
         -------
         >>> t = EmbeddingTable(["u1", "u2", "u3"], [[2, 0], [0, 2], [4, 4]])
-        >>> avg = EmbeddingTable.average(t, {"spk1": ["u1", "u2"], "spk2": ["u3"]})
+        >>> avg = t.average({"spk1": ["u1", "u2"], "spk2": ["u3"]})
         >>> avg.ids, avg.vectors.tolist()
         (['spk1', 'spk2'], [[1.0, 1.0], [4.0, 4.0]])
         """
@@ -390,21 +209,132 @@ class EmbeddingTable:
         return EmbeddingTable(model_ids, means)
 
 
-def _check_mean(mean, dim):
-    if isinstance(mean, torch.Tensor):
-        mean = mean.detach().cpu().numpy()
-    mean = np.asarray(mean, dtype=np.float32).reshape(-1)
-    if mean.shape[0] != dim:
-        raise ValueError(f"mean has {mean.shape[0]} values, embeddings have dim {dim}")
-    return mean
+def speaker_cohort(table, spk_of_id):
+    """One L2-normalised mean embedding per speaker, for use as an AS-norm cohort.
+
+    Each utterance is L2-normalised, the utterances of a speaker averaged, and
+    the average normalised again.
+
+    Arguments
+    ---------
+    table : EmbeddingTable
+        Utterance embeddings (e.g. of the training set).
+    spk_of_id : Mapping or sequence
+        Speaker of each utterance: a ``{utt_id: spk}`` mapping (only those
+        utterances are used) or a sequence aligned with ``table.ids``.
+
+    Returns
+    -------
+    EmbeddingTable
+        Ids are the speakers, in order of first appearance.
+
+    Example
+    -------
+    >>> t = EmbeddingTable(["s1/a", "s1/b", "s2/a"], [[1, 0], [0, 3], [2, 2]])
+    >>> c = speaker_cohort(t, ["s1", "s1", "s2"])
+    >>> c.ids, c.vectors.astype(float).round(4).tolist()
+    (['s1', 's2'], [[0.7071, 0.7071], [0.7071, 0.7071]])
+    """
+    if isinstance(spk_of_id, Mapping):
+        utts = list(spk_of_id.keys())
+        spks = [spk_of_id[u] for u in utts]
+    else:
+        spks = list(spk_of_id)
+        utts = table.ids
+        if len(spks) != len(table):
+            raise ValueError(
+                f"speaker list has {len(spks)} entries for a table of {len(table)} ids"
+            )
+    codes, names = pd.factorize(pd.Series(spks, dtype=object))
+    names = [str(n) for n in names]
+    groups = {name: [] for name in names}
+    for u, c in zip(utts, codes):
+        groups[names[c]].append(u)
+    means = table.average(groups, normalize=True)
+    return EmbeddingTable(means.ids, _l2_normalize(means.vectors))
 
 
-def _prepared(table, mean=None):
-    """float32 torch matrix of the table's rows, mean-subtracted then L2-normalised."""
-    x = table.vectors
-    if mean is not None:
-        x = x - _check_mean(mean, table.dim)
-    return torch.from_numpy(_l2_normalize(x))
+# ---------------------------------------------------------------------- scoring
+def score_trials(
+    enrol,
+    test,
+    enrol_ids,
+    test_ids,
+    cohort=None,
+    top_k=300,
+    chunk_size=DEFAULT_CHUNK_SIZE,
+    progress=True,
+):
+    """Cosine score of every trial ``(enrol_ids[i], test_ids[i])``, AS-normalised with a cohort.
+
+    Ids are mapped to rows once and each table is L2-normalised once. When the
+    trial list is close to a full enrol x test cross product (CN-Celeb), the
+    cosines come from blocks of the dense score matrix (one BLAS product per
+    block of enrol models); otherwise (VoxCeleb-style sparse lists) from
+    row-wise dot products over gathered chunks of pairs.
+
+    With a ``cohort``, adaptive symmetric normalisation (AS-norm) follows: every
+    enrol model and test utterance that occurs in the trials is scored against
+    the whole cohort once (chunked matrix product); the ``top_k`` highest give
+    ``mu`` and ``sd`` (unbiased standard deviation, as ``torch.std`` in
+    SpeechBrain's s-norm recipe), and
+    ``s' = 0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)``.
+
+    Arguments
+    ---------
+    enrol : EmbeddingTable
+        Enrolment models (or utterances).
+    test : EmbeddingTable
+        Test utterances (may be the same table as ``enrol``).
+    enrol_ids, test_ids : sequence of str
+        One enrol id and one test id per trial.
+    cohort : EmbeddingTable, optional
+        AS-norm cohort (see :func:`speaker_cohort`), at least 2 vectors;
+        ``None`` returns raw cosine scores.
+    top_k : int
+        Closest cohort entries per side (at least 2; clipped to the cohort
+        size, with a warning).
+    chunk_size : int
+        Bound on the float32 values in one temporary block.
+    progress : bool
+        Show tqdm bars on long loops.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 scores (computed in float32), one per trial.
+
+    Example
+    -------
+    >>> t = EmbeddingTable(["a", "b", "c"], [[1, 0], [0, 1], [1, 1]])
+    >>> score_trials(t, t, ["a", "a", "c"], ["b", "c", "c"]).round(4).tolist()
+    [0.0, 0.7071, 1.0]
+    >>> cohort = EmbeddingTable(["c0", "c1", "c2"], np.eye(3))
+    >>> u = EmbeddingTable(["e", "t"], [[1, 0, 0], [2, 1, 0]])
+    >>> # cos(e, t) = 2/sqrt(5); top-2 cohort scores: e (1, 0), t (2, 1)/sqrt(5)
+    >>> score_trials(u, u, ["e"], ["t"], cohort=cohort, top_k=2).round(4).tolist()
+    [0.6325]
+    """
+    _check_trials(enrol_ids, test_ids)
+    if cohort is not None:
+        top_k = _check_cohort(cohort, top_k)
+    ei, ti = enrol.indices(enrol_ids), test.indices(test_ids)
+    E = torch.from_numpy(_l2_normalize(enrol.vectors))
+    T = E if test is enrol else torch.from_numpy(_l2_normalize(test.vectors))
+    scores = _cosine(E, T, ei, ti, chunk_size, "auto", progress)
+    if cohort is None:
+        return scores
+    C = torch.from_numpy(_l2_normalize(cohort.vectors))
+    ue, e_pos = _used_rows(ei, E.shape[0])
+    ut, t_pos = _used_rows(ti, T.shape[0])
+    mu_e, sd_e = _top_k_stats(E[ue], C, top_k, chunk_size, progress)
+    mu_t, sd_t = _top_k_stats(T[ut], C, top_k, chunk_size, progress)
+    tiny = np.finfo(np.float64).tiny
+    sd_e, sd_t = np.maximum(sd_e, tiny), np.maximum(sd_t, tiny)
+    out = (scores - mu_e[e_pos]) / sd_e[e_pos]
+    out += (scores - mu_t[t_pos]) / sd_t[t_pos]
+    out *= 0.5
+    return out
 
 
 def _check_trials(enrol_ids, test_ids):
@@ -417,6 +347,26 @@ def _check_trials(enrol_ids, test_ids):
         )
 
 
+def _check_cohort(cohort, top_k):
+    """Validated AS-norm ``top_k`` (clipped to the cohort size)."""
+    if not isinstance(cohort, EmbeddingTable):
+        raise TypeError("cohort must be an EmbeddingTable (see speaker_cohort())")
+    if len(cohort) < 2:
+        raise ValueError(
+            f"AS-norm needs a cohort of at least 2 vectors, got {len(cohort)}; "
+            f"raise cohort_size in the YAML or set score_norm: null"
+        )
+    if int(top_k) < 2:
+        raise ValueError(f"top_k must be >= 2 (a std needs two scores), got {top_k}")
+    if top_k > len(cohort):
+        logger.warning(
+            "AS-norm top_k=%d exceeds the cohort size %d; using the whole cohort",
+            top_k,
+            len(cohort),
+        )
+    return min(int(top_k), len(cohort))
+
+
 def _used_rows(idx, n_rows):
     """Sorted unique values of ``idx`` and each entry's position among them (O(n))."""
     used = np.zeros(n_rows, dtype=bool)
@@ -426,16 +376,21 @@ def _used_rows(idx, n_rows):
     return uniq, remap[idx]
 
 
-def _cosine_from_indices(E, T, ei, ti, chunk_size, method="auto", progress=True):
+def _bar(iterable, desc, progress):
+    return tqdm(iterable, desc=desc, leave=False, disable=not progress or len(iterable) < 4)
+
+
+def _cosine(E, T, ei, ti, chunk_size, method="auto", progress=True):
     """Row-wise dot products ``E[ei] . T[ti]`` with bounded temporary memory.
 
     ``E`` and ``T`` are normalised float32 torch matrices; returns float64 numpy.
+    ``method`` is ``"auto"``, ``"dense"`` (blocks of the score matrix) or
+    ``"gather"`` (chunks of pairs).
     """
     n = len(ei)
     out = np.empty(n, dtype=np.float64)
     if n == 0:
         return out
-    dim = E.shape[1]
     ue, e_pos = _used_rows(ei, E.shape[0])
     ut, t_pos = _used_rows(ti, T.shape[0])
     if method == "auto":
@@ -443,23 +398,15 @@ def _cosine_from_indices(E, T, ei, ti, chunk_size, method="auto", progress=True)
     if method == "dense":
         Eu, Tu_t = E[ue], T[ut].T.contiguous()
         rows = max(1, chunk_size // max(1, len(ut)))
-        if rows >= len(ue):
-            S = (Eu @ Tu_t).numpy()
-            out[:] = S[e_pos, t_pos]
+        if rows >= len(ue):  # the whole matrix fits in one block
+            out[:] = (Eu @ Tu_t).numpy()[e_pos, t_pos]
             return out
         # Group trials by enrol row so each block of rows is one slice.
         order = np.argsort(e_pos, kind="stable")
         e_sorted = e_pos[order]
         starts = np.arange(0, len(ue), rows)
         bounds = np.searchsorted(e_sorted, np.append(starts, len(ue)))
-        for b, r0 in enumerate(
-            tqdm(
-                starts,
-                desc="cosine",
-                leave=False,
-                disable=not progress or len(starts) < 4,
-            )
-        ):
+        for b, r0 in enumerate(_bar(starts, "cosine", progress)):
             lo, hi = bounds[b], bounds[b + 1]
             if lo == hi:
                 continue
@@ -469,371 +416,33 @@ def _cosine_from_indices(E, T, ei, ti, chunk_size, method="auto", progress=True)
         return out
     if method != "gather":
         raise ValueError(f"method must be 'auto', 'dense' or 'gather', got {method!r}")
-    pairs = max(1, chunk_size // (2 * dim))
+    pairs = max(1, chunk_size // (2 * E.shape[1]))
     ei_t, ti_t = torch.from_numpy(ei), torch.from_numpy(ti)
-    starts = range(0, n, pairs)
-    for s in tqdm(
-        starts, desc="cosine", leave=False, disable=not progress or len(starts) < 4
-    ):
+    for s in _bar(range(0, n, pairs), "cosine", progress):
         a = E.index_select(0, ei_t[s : s + pairs])
         b = T.index_select(0, ti_t[s : s + pairs])
         out[s : s + pairs] = (a * b).sum(dim=1).numpy()
     return out
 
 
-def cosine_scores(
-    enrol,
-    test,
-    enrol_ids,
-    test_ids,
-    chunk_size=DEFAULT_CHUNK_SIZE,
-    mean=None,
-    method="auto",
-    progress=True,
-):
-    """Cosine score of every trial ``(enrol_ids[i], test_ids[i])``.
-
-    Ids are mapped to rows once and each table is L2-normalised once. When the
-    trial list is close to a full enrol x test cross product (CN-Celeb), the
-    scores come from blocks of the dense score matrix (one BLAS product per
-    block of enrol models); otherwise (VoxCeleb-style sparse lists) from
-    row-wise dot products over gathered chunks of pairs.
-
-    Arguments
-    ---------
-    enrol : EmbeddingTable
-        Enrolment models (or utterances).
-    test : EmbeddingTable
-        Test utterances (may be the same table as ``enrol``).
-    enrol_ids, test_ids : sequence of str
-        One enrol id and one test id per trial.
-    chunk_size : int
-        Bound on the float32 values in one temporary block.
-    mean : array-like, optional
-        Subtracted from both sides before normalisation (e.g. the mean of
-        training embeddings).
-    method : str
-        ``"auto"`` (default), ``"dense"`` or ``"gather"``.
-    progress : bool
-        Show a tqdm bar when there are many chunks.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 scores (computed in float32), one per trial.
-
-    Example
-    -------
-    >>> t = EmbeddingTable(["a", "b", "c"], [[1, 0], [0, 1], [1, 1]])
-    >>> cosine_scores(t, t, ["a", "a", "c"], ["b", "c", "c"]).round(4).tolist()
-    [0.0, 0.7071, 1.0]
-    """
-    _check_trials(enrol_ids, test_ids)
-    ei, ti = enrol.indices(enrol_ids), test.indices(test_ids)
-    E, T = _prepared(enrol, mean), _prepared(test, mean)
-    return _cosine_from_indices(E, T, ei, ti, chunk_size, method, progress)
-
-
-class ASNorm:
-    """Adaptive symmetric score normalisation (AS-norm) against a cohort.
-
-    For every enrol model ``e`` and test utterance ``t`` that occurs in the
-    trials, the cosine against every cohort vector is computed once (matrix
-    product, chunked); the ``top_k`` highest give ``mu`` and ``sd`` (unbiased
-    standard deviation, as ``torch.std`` in SpeechBrain's s-norm recipe), and
-
-        s' = 0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t).
-
-    Arguments
-    ---------
-    cohort : EmbeddingTable
-        Cohort (impostor) embeddings, typically one per training speaker
-        (see :func:`speaker_cohort`).
-    top_k : int
-        Number of closest cohort entries per side (clipped to the cohort size,
-        with a warning); at least 2.
-    chunk_size : int
-        Bound on the float32 values in one temporary block.
-
-    Example
-    -------
-    >>> g = torch.Generator().manual_seed(0)
-    >>> table = EmbeddingTable([f"u{i}" for i in range(6)], torch.randn(6, 8, generator=g))
-    >>> cohort = EmbeddingTable([f"c{i}" for i in range(20)], torch.randn(20, 8, generator=g))
-    >>> raw = cosine_scores(table, table, ["u0", "u1"], ["u2", "u3"])
-    >>> norm = ASNorm(cohort, top_k=5)(raw, table, table, ["u0", "u1"], ["u2", "u3"])
-    >>> norm.shape
-    (2,)
-    """
-
-    def __init__(self, cohort, top_k=300, chunk_size=DEFAULT_CHUNK_SIZE):
-        if not isinstance(cohort, EmbeddingTable):
-            raise TypeError("cohort must be an EmbeddingTable (see speaker_cohort())")
-        if len(cohort) < 2:
-            raise ValueError(
-                f"AS-norm needs a cohort of at least 2 vectors, got {len(cohort)}"
-            )
-        if int(top_k) < 2:
-            raise ValueError(
-                f"top_k must be >= 2 (a std needs two scores), got {top_k}"
-            )
-        if top_k > len(cohort):
-            logger.warning(
-                "AS-norm top_k=%d exceeds the cohort size %d; using the whole cohort",
-                top_k,
-                len(cohort),
-            )
-        self.cohort = cohort
-        self.top_k = min(int(top_k), len(cohort))
-        self.chunk_size = int(chunk_size)
-
-    def cohort_stats(self, X, C, progress=True):
-        """Mean and std of the ``top_k`` cohort scores for each row of ``X``.
-
-        Arguments
-        ---------
-        X : torch.Tensor
-            L2-normalised float32 rows, shape ``(n, dim)``.
-        C : torch.Tensor
-            L2-normalised float32 cohort, shape ``(n_cohort, dim)``.
-        progress : bool
-            Show a tqdm bar when there are many chunks.
-
-        Returns
-        -------
-        mu, sd : numpy.ndarray
-            float64 arrays of shape ``(n,)``.
-
-        Example
-        -------
-        >>> norm = ASNorm(EmbeddingTable(["c0", "c1", "c2"], np.eye(3)), top_k=2)
-        >>> mu, sd = norm.cohort_stats(torch.eye(3)[:1], torch.eye(3))
-        >>> mu.tolist(), sd.round(4).tolist()
-        ([0.5], [0.7071])
-        """
-        n = X.shape[0]
-        mu = np.empty(n, dtype=np.float64)
-        sd = np.empty(n, dtype=np.float64)
-        Ct = C.T.contiguous()
-        rows = max(1, self.chunk_size // C.shape[0])
-        starts = range(0, n, rows)
-        for s in tqdm(
-            starts,
-            desc="AS-norm cohort",
-            leave=False,
-            disable=not progress or len(starts) < 4,
-        ):
-            S = X[s : s + rows] @ Ct
-            top = torch.topk(S, self.top_k, dim=1, sorted=False).values.double()
-            mu[s : s + rows] = top.mean(dim=1).numpy()
-            sd[s : s + rows] = top.std(dim=1).numpy()
-        return mu, sd
-
-    def _normalize(self, scores, E, T, ei, ti, mean, progress=True):
-        C = _prepared(self.cohort, mean)
-        ue, e_pos = _used_rows(ei, E.shape[0])
-        ut, t_pos = _used_rows(ti, T.shape[0])
-        mu_e, sd_e = self.cohort_stats(E[ue], C, progress)
-        mu_t, sd_t = self.cohort_stats(T[ut], C, progress)
-        tiny = np.finfo(np.float64).tiny
-        sd_e, sd_t = np.maximum(sd_e, tiny), np.maximum(sd_t, tiny)
-        s = np.asarray(scores, dtype=np.float64)
-        out = (s - mu_e[e_pos]) / sd_e[e_pos]
-        out += (s - mu_t[t_pos]) / sd_t[t_pos]
-        out *= 0.5
-        return out
-
-    def __call__(
-        self, scores, enrol, test, enrol_ids, test_ids, mean=None, progress=True
-    ):
-        """Normalises raw cosine ``scores`` of the trials ``(enrol_ids, test_ids)``.
-
-        Arguments
-        ---------
-        scores : array-like
-            Raw cosine scores, one per trial (e.g. from :func:`cosine_scores`).
-        enrol, test : EmbeddingTable
-            The tables the scores were computed from.
-        enrol_ids, test_ids : sequence of str
-            One enrol id and one test id per trial.
-        mean : array-like, optional
-            Subtracted from enrol, test and cohort vectors before cosine, as in
-            :func:`cosine_scores`.
-        progress : bool
-            Show tqdm bars on long loops.
-
-        Returns
-        -------
-        numpy.ndarray
-            float64 normalised scores.
-
-        Example
-        -------
-        >>> cohort = EmbeddingTable(["c0", "c1", "c2"], np.eye(3))
-        >>> t = EmbeddingTable(["e", "t"], [[1, 0, 0], [2, 1, 0]])
-        >>> ASNorm(cohort, top_k=2)([0.9], t, t, ["e"], ["t"]).round(4).tolist()
-        [0.6452]
-        """
-        _check_trials(enrol_ids, test_ids)
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        if scores.shape[0] != len(enrol_ids):
-            raise ValueError(f"{scores.shape[0]} scores for {len(enrol_ids)} trials")
-        ei, ti = enrol.indices(enrol_ids), test.indices(test_ids)
-        E, T = _prepared(enrol, mean), _prepared(test, mean)
-        return self._normalize(scores, E, T, ei, ti, mean, progress)
-
-
-def as_norm(
-    scores,
-    enrol_ids,
-    test_ids,
-    enrol,
-    test,
-    cohort,
-    top_k=300,
-    mean=None,
-    chunk_size=DEFAULT_CHUNK_SIZE,
-):
-    """Functional form of :class:`ASNorm`.
-
-    Arguments
-    ---------
-    scores : array-like
-        Raw cosine scores, one per trial.
-    enrol_ids, test_ids : sequence of str
-        One enrol id and one test id per trial.
-    enrol, test : EmbeddingTable
-        The tables the scores were computed from.
-    cohort : EmbeddingTable
-        Cohort embeddings (see :func:`speaker_cohort`).
-    top_k : int
-        Closest cohort entries kept per side.
-    mean : array-like, optional
-        Subtracted before cosine, as in :func:`cosine_scores`.
-    chunk_size : int
-        Bound on the float32 values in one temporary block.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 normalised scores.
-
-    Example
-    -------
-    >>> cohort = EmbeddingTable(["c0", "c1", "c2"], np.eye(3))
-    >>> t = EmbeddingTable(["e", "t"], [[1, 0, 0], [2, 1, 0]])
-    >>> as_norm([0.9], ["e"], ["t"], t, t, cohort, top_k=2).round(4).tolist()
-    [0.6452]
-    """
-    return ASNorm(cohort, top_k, chunk_size)(
-        scores, enrol, test, enrol_ids, test_ids, mean
-    )
-
-
-def score_trials(
-    enrol,
-    test,
-    enrol_ids,
-    test_ids,
-    cohort=None,
-    top_k=300,
-    mean=None,
-    chunk_size=DEFAULT_CHUNK_SIZE,
-    progress=True,
-):
-    """Cosine scores of a whole trial list, AS-normalised when a cohort is given.
-
-    Same as :func:`cosine_scores` followed by :class:`ASNorm`, but ids are
-    mapped and tables normalised only once.
-
-    Arguments
-    ---------
-    enrol, test : EmbeddingTable
-        Enrolment models and test utterances.
-    enrol_ids, test_ids : sequence of str
-        One enrol id and one test id per trial.
-    cohort : EmbeddingTable, optional
-        AS-norm cohort; ``None`` returns raw cosine scores.
-    top_k : int
-        AS-norm top-k.
-    mean : array-like, optional
-        Subtracted from all embeddings before cosine.
-    chunk_size : int
-        Bound on the float32 values in one temporary block.
-    progress : bool
-        Show tqdm bars on long loops.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 scores, one per trial.
-
-    Example
-    -------
-    >>> t = EmbeddingTable(["a", "b"], [[1, 0], [1, 1]])
-    >>> score_trials(t, t, ["a"], ["b"]).round(4).tolist()
-    [0.7071]
-    """
-    _check_trials(enrol_ids, test_ids)
-    ei, ti = enrol.indices(enrol_ids), test.indices(test_ids)
-    E = _prepared(enrol, mean)
-    T = E if test is enrol else _prepared(test, mean)
-    scores = _cosine_from_indices(E, T, ei, ti, chunk_size, "auto", progress)
-    if cohort is None:
-        return scores
-    norm = ASNorm(cohort, top_k, chunk_size)
-    return norm._normalize(scores, E, T, ei, ti, mean, progress)
-
-
-def speaker_cohort(table, spk_of_id):
-    """One L2-normalised mean embedding per speaker, for use as an AS-norm cohort.
-
-    Each utterance is L2-normalised, the utterances of a speaker averaged, and
-    the average normalised again.
-
-    Arguments
-    ---------
-    table : EmbeddingTable
-        Utterance embeddings (e.g. of the training set).
-    spk_of_id : Mapping, callable or sequence
-        Speaker of each utterance: a ``{utt_id: spk}`` mapping (only those
-        utterances are used), a function ``utt_id -> spk`` (applied to every
-        id of ``table``) or a sequence aligned with ``table.ids``.
-
-    Returns
-    -------
-    EmbeddingTable
-        Ids are the speakers, in order of first appearance.
-
-    Example
-    -------
-    >>> t = EmbeddingTable(["s1/a", "s1/b", "s2/a"], [[1, 0], [0, 3], [2, 2]])
-    >>> c = speaker_cohort(t, lambda u: u.split("/")[0])
-    >>> c.ids, c.vectors.astype(float).round(4).tolist()
-    (['s1', 's2'], [[0.7071, 0.7071], [0.7071, 0.7071]])
-    """
-    if isinstance(spk_of_id, Mapping):
-        utts = list(spk_of_id.keys())
-        spks = [spk_of_id[u] for u in utts]
-    elif callable(spk_of_id):
-        utts = table.ids
-        spks = [spk_of_id(u) for u in utts]
-    else:
-        spks = list(spk_of_id)
-        utts = table.ids
-        if len(spks) != len(table):
-            raise ValueError(
-                f"speaker list has {len(spks)} entries for a table of {len(table)} ids"
-            )
-    codes, names = pd.factorize(pd.Series(spks, dtype=object))
-    groups = {str(name): [] for name in names}
-    names = [str(n) for n in names]
-    for u, c in zip(utts, codes):
-        groups[names[c]].append(u)
-    return table.average(groups, normalize=True).normalized()
+def _top_k_stats(X, C, top_k, chunk_size, progress=True):
+    """float64 mean and unbiased std of the ``top_k`` highest ``X @ C.T`` per row of ``X``."""
+    n = X.shape[0]
+    mu = np.empty(n, dtype=np.float64)
+    sd = np.empty(n, dtype=np.float64)
+    Ct = C.T.contiguous()
+    rows = max(1, chunk_size // C.shape[0])
+    for s in _bar(range(0, n, rows), "AS-norm cohort", progress):
+        top = torch.topk(X[s : s + rows] @ Ct, top_k, dim=1, sorted=False).values.double()
+        mu[s : s + rows] = top.mean(dim=1).numpy()
+        sd[s : s + rows] = top.std(dim=1).numpy()
+    return mu, sd
 
 
 # ---------------------------------------------------------------------- metrics
+_METRIC_COLUMNS = ("condition", "value", "n_trials", "n_target", "EER", "minDCF")
+
+
 def _scores_labels(scores, labels):
     if isinstance(scores, torch.Tensor):
         scores = scores.detach().cpu().numpy()
@@ -849,9 +458,7 @@ def _scores_labels(scores, labels):
         labels = labels.astype(bool)
     n_nan = int(np.isnan(scores).sum())
     if n_nan:
-        raise ValueError(
-            f"{n_nan} scores are NaN; fix the scoring before computing metrics"
-        )
+        raise ValueError(f"{n_nan} scores are NaN; fix the scoring before computing metrics")
     n_tar = int(labels.sum())
     if n_tar == 0:
         raise ValueError("no target trials (label 1): EER/minDCF are undefined")
@@ -888,9 +495,7 @@ def det_curve(scores, labels):
     >>> th.tolist(), p_miss.tolist(), p_fa.tolist()
     ([0.1, 0.4, 0.8], [0.0, 0.5, 1.0], [0.5, 0.0, 0.0])
     """
-    thresholds, n_tar_le, n_non_gt, n_tar, n_non = _counts(
-        *_scores_labels(scores, labels)
-    )
+    thresholds, n_tar_le, n_non_gt, n_tar, n_non = _counts(*_scores_labels(scores, labels))
     return thresholds, n_tar_le / n_tar, n_non_gt / n_non
 
 
@@ -940,9 +545,7 @@ def compute_eer(scores, labels):
     >>> round(eer, 4), th
     (0.4167, 0.2)
     """
-    thresholds, n_tar_le, n_non_gt, n_tar, n_non = _counts(
-        *_scores_labels(scores, labels)
-    )
+    thresholds, n_tar_le, n_non_gt, n_tar, n_non = _counts(*_scores_labels(scores, labels))
     # Rates as SpeechBrain computes them (float32), their exact float64 gap,
     # and the float32 gap it compares against the best gap so far.
     far = n_non_gt.astype(np.float32) / np.float32(n_non)
@@ -1003,19 +606,14 @@ def compute_min_dcf(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
     """
     if not 0.0 < p_target < 1.0:
         raise ValueError(f"p_target must be in (0, 1), got {p_target}")
-    thresholds, n_tar_le, n_non_gt, n_tar, n_non = _counts(
-        *_scores_labels(scores, labels)
-    )
-    c_det = c_miss * p_target * (n_tar_le / n_tar) + c_fa * (1 - p_target) * (
-        n_non_gt / n_non
-    )
+    thresholds, n_tar_le, n_non_gt, n_tar, n_non = _counts(*_scores_labels(scores, labels))
+    c_det = c_miss * p_target * (n_tar_le / n_tar) + c_fa * (1 - p_target) * (n_non_gt / n_non)
     # Pick among near-equal minima as SpeechBrain's float32 arithmetic does
     # (first minimum of the float32 cost); the value itself is taken in float64.
     p_miss32 = n_tar_le.astype(np.float32) / np.float32(n_tar)
     p_fa32 = n_non_gt.astype(np.float32) / np.float32(n_non)
-    c32 = np.float32(c_miss) * p_miss32 * np.float32(p_target) + np.float32(
-        c_fa
-    ) * p_fa32 * np.float32(1 - p_target)
+    c32 = np.float32(c_miss) * p_miss32 * np.float32(p_target)
+    c32 += np.float32(c_fa) * p_fa32 * np.float32(1 - p_target)
     j = int(np.argmin(c32))
     best, threshold = float(c_det[j]), float(thresholds[j])
     accept_all = c_fa * (1 - p_target)
@@ -1067,28 +665,17 @@ def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_
             dcf = compute_min_dcf(s, lab, p_target, c_miss, c_fa)[0]
         else:
             eer = dcf = float("nan")
-        return {
-            "condition": name,
-            "value": value,
-            "n_trials": len(lab),
-            "n_target": n_t,
-            "EER": eer,
-            "minDCF": dcf,
-        }
+        return dict(zip(_METRIC_COLUMNS, (name, value, len(lab), n_t, eer, dcf)))
 
     rows = [row("all", "all", None)]
     for name, values in (conditions or {}).items():
         values = np.asarray(values, dtype=object).reshape(-1)
         if len(values) != n:
-            raise ValueError(
-                f"condition {name!r} has {len(values)} labels for {n} trials"
-            )
+            raise ValueError(f"condition {name!r} has {len(values)} labels for {n} trials")
         codes, uniques = pd.factorize(values, sort=True)
         for k, value in enumerate(uniques):
             rows.append(row(str(name), value, codes == k))
-    return pd.DataFrame(
-        rows, columns=["condition", "value", "n_trials", "n_target", "EER", "minDCF"]
-    )
+    return pd.DataFrame(rows, columns=list(_METRIC_COLUMNS))
 
 
 def write_scores(path, enrol_ids, test_ids, scores, labels=None, precision=6):
@@ -1120,180 +707,17 @@ def write_scores(path, enrol_ids, test_ids, scores, labels=None, precision=6):
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(scores) != len(enrol_ids):
         raise ValueError(f"{len(scores)} scores for {len(enrol_ids)} trials")
-    fmt = f"{{}} {{}} {{:.{precision}f}}"
+    tails = [""] * len(scores)
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1).astype(int)
+        if len(labels) != len(scores):
+            raise ValueError(f"{len(labels)} labels for {len(scores)} trials")
+        tails = [f" {lab}" for lab in labels.tolist()]
     folder = os.path.dirname(os.fspath(path))
     if folder:
         os.makedirs(folder, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        if labels is None:
-            f.writelines(
-                fmt.format(e, t, s) + "\n"
-                for e, t, s in zip(enrol_ids, test_ids, scores.tolist())
-            )
-        else:
-            labels = np.asarray(labels).reshape(-1).astype(int)
-            if len(labels) != len(scores):
-                raise ValueError(f"{len(labels)} labels for {len(scores)} trials")
-            f.writelines(
-                fmt.format(e, t, s) + f" {lab}\n"
-                for e, t, s, lab in zip(
-                    enrol_ids, test_ids, scores.tolist(), labels.tolist()
-                )
-            )
-
-
-# ------------------------------------------------------------------------ plots
-def _figure():
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as err:
-        raise ImportError(
-            "plotting needs matplotlib: pip install sb-angcl[plot] (or pip install matplotlib)"
-        ) from err
-    return Figure
-
-
-def _probit(p):
-    return torch.special.ndtri(torch.as_tensor(np.asarray(p, dtype=np.float64))).numpy()
-
-
-def plot_det(scores, labels, path, p_target=0.01, c_miss=1.0, c_fa=1.0, title=None):
-    """Draws a DET curve (miss vs false-alarm rate, probit axes) into a PNG.
-
-    The EER point and the minDCF operating point are marked.
-
-    Arguments
-    ---------
-    scores : array-like
-        One score per trial.
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-    path : str or path
-        Output image (parent folders are created).
-    p_target, c_miss, c_fa : float
-        minDCF parameters for the marked point.
-    title : str, optional
-        Figure title.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> rng = np.random.default_rng(0)
-    >>> s = np.concatenate([rng.normal(1, 1, 200), rng.normal(-1, 1, 800)])
-    >>> path = os.path.join(tempfile.mkdtemp(), "det.png")
-    >>> plot_det(s, np.arange(1000) < 200, path)
-    >>> os.path.getsize(path) > 0
-    True
-    """
-    Figure = _figure()
-    thresholds, p_miss, p_fa = det_curve(scores, labels)
-    p_miss = np.concatenate([[0.0], p_miss])
-    p_fa = np.concatenate([[1.0], p_fa])
-    eer, _ = compute_eer(scores, labels)
-    dcf, dcf_th = compute_min_dcf(scores, labels, p_target, c_miss, c_fa)
-    j = 0 if np.isinf(dcf_th) else int(np.searchsorted(thresholds, dcf_th)) + 1
-
-    positive = np.concatenate([p_miss[p_miss > 0], p_fa[p_fa > 0]])
-    lo = float(np.clip(positive.min() / 2 if positive.size else 1e-3, 1e-5, 1e-2))
-    hi = 0.6
-    x, y = (
-        _probit(np.clip(p_fa, lo / 2, 1 - lo / 2)),
-        _probit(np.clip(p_miss, lo / 2, 1 - lo / 2)),
-    )
-    # Thin the curve to one point per cell of a fine grid (millions of
-    # thresholds would otherwise make a huge, slow figure).
-    if len(x) > 4000:
-        grid = 2000
-        span = _probit([lo / 2, 1 - lo / 2])
-        cx = np.floor((x - span[0]) / (span[1] - span[0]) * grid).astype(np.int64)
-        cy = np.floor((y - span[0]) / (span[1] - span[0]) * grid).astype(np.int64)
-        _, keep = np.unique(cx * (grid + 1) + cy, return_index=True)
-        keep = np.union1d(np.sort(keep), [0, len(x) - 1])
-        x, y = x[keep], y[keep]
-
-    fig = Figure(figsize=(5, 5))
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot(x, y, lw=1.5, label="DET")
-    pe = _probit(np.clip(eer, lo / 2, 1 - lo / 2))
-    ax.plot([pe], [pe], "o", label=f"EER {100 * eer:.2f}%")
-    ax.plot(
-        _probit(np.clip(p_fa[j], lo / 2, 1 - lo / 2)),
-        _probit(np.clip(p_miss[j], lo / 2, 1 - lo / 2)),
-        "s",
-        label=f"minDCF {dcf:.3f} (p={p_target:g})",
-    )
-    ticks = np.array(
-        [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6]
-    )
-    ticks = ticks[(ticks >= lo) & (ticks <= hi)]
-    labels_txt = [f"{100 * t:g}" for t in ticks]
-    for set_ticks, set_labels, set_lim in (
-        (ax.set_xticks, ax.set_xticklabels, ax.set_xlim),
-        (ax.set_yticks, ax.set_yticklabels, ax.set_ylim),
-    ):
-        set_ticks(_probit(ticks))
-        set_labels(labels_txt)
-        set_lim(*_probit([lo, hi]))
-    ax.set_xlabel("False alarm rate (%)")
-    ax.set_ylabel("Miss rate (%)")
-    ax.grid(True, alpha=0.4)
-    ax.legend(loc="upper right", fontsize=8)
-    if title:
-        ax.set_title(title)
-    _save(fig, path)
-
-
-def plot_score_histogram(scores, labels, path, bins=100, title=None):
-    """Draws target and non-target score densities into a PNG, with the EER threshold.
-
-    Arguments
-    ---------
-    scores : array-like
-        One score per trial.
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-    path : str or path
-        Output image (parent folders are created).
-    bins : int
-        Number of histogram bins (shared by both classes).
-    title : str, optional
-        Figure title.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "hist.png")
-    >>> plot_score_histogram([0.9, 0.7, 0.2, 0.1], [1, 1, 0, 0], path)
-    >>> os.path.getsize(path) > 0
-    True
-    """
-    Figure = _figure()
-    s, lab = _scores_labels(scores, labels)
-    eer, th = compute_eer(s, lab)
-    edges = np.histogram_bin_edges(s, bins=bins)
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot(1, 1, 1)
-    ax.hist(
-        s[~lab],
-        bins=edges,
-        density=True,
-        alpha=0.5,
-        label=f"non-target ({(~lab).sum()})",
-    )
-    ax.hist(s[lab], bins=edges, density=True, alpha=0.5, label=f"target ({lab.sum()})")
-    ax.axvline(th, color="k", ls="--", lw=1, label=f"EER threshold ({100 * eer:.2f}%)")
-    ax.set_xlabel("score")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    _save(fig, path)
-
-
-def _save(fig, path):
-    folder = os.path.dirname(os.fspath(path))
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    logger.info("wrote %s", path)
+        f.writelines(
+            f"{e} {t} {s:.{precision}f}{tail}\n"
+            for e, t, s, tail in zip(enrol_ids, test_ids, scores.tolist(), tails)
+        )

@@ -11,7 +11,9 @@ speaker-averaged cohort of training embeddings), and writes:
 * ``metrics.csv``: EER and minDCF (p_target 0.01, normalised) overall and
   per condition found in ``trials.csv`` (genre, language, cross-language,
   enrolment genre x test genre);
-* ``det.png`` and ``scores_hist.png`` when matplotlib is installed.
+* ``det.png`` and ``scores_hist.png`` when matplotlib is installed;
+* the overall EER / minDCF into the results section of the model card
+  (``README.md``) of the exported folder, when training exported one.
 
 Authors
  * sb-angcl contributors
@@ -28,12 +30,13 @@ import torch
 from tqdm import tqdm
 
 from sb_angcl.dataio import load_manifest, make_eval_pipeline
+from sb_angcl.export import MODEL_CARD, record_model_card_results
+from sb_angcl.plots import plot_det, plot_score_histogram
 from sb_angcl.recipe import load_unsized_hparams, overrides_to_dict, size_classifier
 from sb_angcl.scoring import (
     EmbeddingTable,
+    compute_eer,
     metrics_table,
-    plot_det,
-    plot_score_histogram,
     score_trials,
     speaker_cohort,
     write_scores,
@@ -321,12 +324,61 @@ def score_and_report(trials, enrol, test, cohort, hparams, protocol):
     overall = table.iloc[0]
     print(f"EER {overall['EER'] * 100:.2f}%  minDCF(0.01) {overall['minDCF']:.4f}  "
           f"[{protocol}] scores: {scores_file}")
+    scoring = "AS-norm" if cohort is not None else "cosine"
+    record_in_model_card(hparams, protocol, scoring, overall, compute_eer(scores, labels)[1])
     try:
         plot_det(scores, labels, os.path.join(out_dir, f"det{suffix}.png"))
         plot_score_histogram(scores, labels, os.path.join(out_dir, f"scores_hist{suffix}.png"))
     except ImportError as err:
         logger.warning("%s", err)
     return table
+
+
+def record_in_model_card(hparams, protocol, scoring, overall, threshold):
+    """Writes one result row into the card of the exported folder, if there is one.
+
+    Arguments
+    ---------
+    hparams : dict
+        Recipe hyperparameters (``export_folder``, ``verification_file`` or
+        ``trials_annotation``, ``data_folder``).
+    protocol : str
+        Enrolment protocol.
+    scoring : str
+        ``cosine`` or ``AS-norm``.
+    overall : pandas.Series
+        The ``all`` row of :func:`~sb_angcl.scoring.metrics_table`.
+    threshold : float
+        EER threshold (accept when score > threshold).
+
+    Returns
+    -------
+    str or None
+        The card's path, or None when there is no exported card.
+    """
+    folder = hparams.get("export_folder")
+    if not folder or not os.path.isdir(folder):
+        return None
+    if not os.path.isfile(os.path.join(folder, MODEL_CARD)):
+        logger.warning("%s has no %s (exported by an older version); results not recorded",
+                       folder, MODEL_CARD)
+        return None
+    trials = hparams.get("verification_file") or hparams["trials_annotation"]
+    data = hparams.get("data_folder")
+    if data and os.path.abspath(trials).startswith(os.path.abspath(data) + os.sep):
+        trials = os.path.relpath(trials, data)
+    row = {
+        "trials": trials,
+        "enrolment": protocol,
+        "scoring": scoring,
+        "trials (targets)": f"{int(overall['n_trials'])} ({int(overall['n_target'])})",
+        "EER (%)": f"{100 * overall['EER']:.2f}",
+        "minDCF (p=0.01)": f"{overall['minDCF']:.4f}",
+        "EER threshold": f"{threshold:.4f}",
+    }
+    path = record_model_card_results(folder, row)
+    logger.info("Recorded the results in %s", path)
+    return path
 
 
 def training_cohort(hparams, opts):

@@ -1,10 +1,8 @@
-"""Tests for sb_angcl.scoring: embedding tables, cosine scoring, AS-norm, EER/minDCF, tables, plots.
+"""Tests for sb_angcl.scoring: embedding tables, cosine scoring, AS-norm, EER/minDCF, tables.
 
 Oracles: SpeechBrain's own ``EER`` / ``minDCF`` (O(N^2)), and brute-force
 float64 per-trial loops for cosine and AS-norm.
 """
-
-import sys
 
 import numpy as np
 import pytest
@@ -12,16 +10,13 @@ import torch
 from speechbrain.utils.metric_stats import EER, minDCF
 
 from sb_angcl.scoring import (
-    ASNorm,
     EmbeddingTable,
-    as_norm,
+    _cosine,
+    _l2_normalize,
     compute_eer,
     compute_min_dcf,
-    cosine_scores,
     det_curve,
     metrics_table,
-    plot_det,
-    plot_score_histogram,
     score_trials,
     speaker_cohort,
     write_scores,
@@ -145,74 +140,82 @@ def test_metric_input_errors(scores, labels, match):
 
 
 # --------------------------------------------------------------------- cosine
-def _loop_cosine(enrol, test, enrol_ids, test_ids, mean=None):
+def _loop_cosine(enrol, test, enrol_ids, test_ids):
     out = []
     for e, t in zip(enrol_ids, test_ids):
         a = enrol[e].astype(np.float64)
         b = test[t].astype(np.float64)
-        if mean is not None:
-            a, b = a - mean, b - mean
         out.append(float(a @ b / np.sqrt((a @ a) * (b @ b))))
     return np.array(out)
 
 
-@pytest.mark.parametrize("method", ["auto", "dense", "gather"])
-@pytest.mark.parametrize("layout", ["cross", "sparse"])
-def test_cosine_scores_equal_python_loop(method, layout):
-    rng = np.random.default_rng(1)
-    enrol, test = _table("e", 12, 16, rng), _table("t", 40, 16, rng)
+def _trials(layout, enrol, test, rng):
     if layout == "cross":  # CN-Celeb style: (nearly) every model against every test
         pairs = [(e, t) for e in enrol.ids for t in test.ids][::2]
     else:  # VoxCeleb style
-        pairs = [
-            (enrol.ids[i], test.ids[j])
-            for i, j in rng.integers(0, [12, 40], size=(50, 2))
-        ]
+        idx = rng.integers(0, [len(enrol), len(test)], size=(50, 2))
+        pairs = [(enrol.ids[i], test.ids[j]) for i, j in idx]
     rng.shuffle(pairs)
-    e_ids, t_ids = [p[0] for p in pairs], [p[1] for p in pairs]
-    mean = rng.normal(size=16).astype(np.float32) * 0.3
-    for m in (None, mean):
-        # Small chunk_size forces several blocks on every path.
-        for chunk in (64, 1 << 20):
-            got = cosine_scores(
-                enrol, test, e_ids, t_ids, chunk_size=chunk, mean=m, method=method
-            )
-            ref = _loop_cosine(enrol, test, e_ids, t_ids, m)
-            assert got.dtype == np.float64 and got.shape == (len(pairs),)
-            np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def test_cosine_same_table_and_bad_method():
+@pytest.mark.parametrize("layout", ["cross", "sparse"])
+def test_score_trials_cosine_equals_python_loop(layout):
+    rng = np.random.default_rng(1)
+    enrol, test = _table("e", 12, 16, rng), _table("t", 40, 16, rng)
+    e_ids, t_ids = _trials(layout, enrol, test, rng)
+    ref = _loop_cosine(enrol, test, e_ids, t_ids)
+    # Small chunk_size forces several blocks.
+    for chunk in (64, 1 << 20):
+        got = score_trials(enrol, test, e_ids, t_ids, chunk_size=chunk)
+        assert got.dtype == np.float64 and got.shape == (len(e_ids),)
+        np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["dense", "gather"])
+@pytest.mark.parametrize("layout", ["cross", "sparse"])
+def test_both_cosine_paths_on_both_layouts(method, layout):
+    # score_trials picks the path from the layout; force each path on each.
+    rng = np.random.default_rng(1)
+    enrol, test = _table("e", 12, 16, rng), _table("t", 40, 16, rng)
+    e_ids, t_ids = _trials(layout, enrol, test, rng)
+    E = torch.from_numpy(_l2_normalize(enrol.vectors))
+    T = torch.from_numpy(_l2_normalize(test.vectors))
+    ref = _loop_cosine(enrol, test, e_ids, t_ids)
+    for chunk in (64, 1 << 20):
+        got = _cosine(E, T, enrol.indices(e_ids), test.indices(t_ids), chunk, method)
+        np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
+
+
+def test_cosine_same_table_and_bad_input():
     rng = np.random.default_rng(2)
     t = _table("u", 5, 4, rng)
-    got = cosine_scores(t, t, ["u0", "u3"], ["u0", "u1"])
+    got = score_trials(t, t, ["u0", "u3"], ["u0", "u1"])
     assert got[0] == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(ValueError, match="method"):
-        cosine_scores(t, t, ["u0"], ["u1"], method="fast")
+        _cosine(torch.eye(2), torch.eye(2), np.array([0]), np.array([1]), 64, "fast")
     with pytest.raises(ValueError, match="ragged"):
-        cosine_scores(t, t, ["u0", "u1"], ["u1"])
+        score_trials(t, t, ["u0", "u1"], ["u1"])
+    with pytest.raises(TypeError, match="sequences"):
+        score_trials(t, t, "u0", "u1")
 
 
 def test_unknown_id_raises_key_error_naming_it():
     rng = np.random.default_rng(3)
     t = _table("u", 5, 4, rng)
     with pytest.raises(KeyError, match=r"1 unknown id.*ghost_utt"):
-        cosine_scores(t, t, ["u0", "u1", "u2"], ["u1", "ghost_utt", "ghost_utt"])
+        score_trials(t, t, ["u0", "u1", "u2"], ["u1", "ghost_utt", "ghost_utt"])
     with pytest.raises(KeyError, match=r"2 unknown id.*'a'.*'b'"):
         t.indices(["a", "u0", "b", "a"])
 
 
 # -------------------------------------------------------------------- AS-norm
-def _loop_as_norm(scores, enrol, test, enrol_ids, test_ids, cohort, top_k, mean=None):
+def _loop_as_norm(scores, enrol, test, enrol_ids, test_ids, cohort, top_k):
     C = cohort.vectors.astype(np.float64)
-    if mean is not None:
-        C = C - mean
     C = C / np.linalg.norm(C, axis=1, keepdims=True)
 
     def stats(v):
         v = v.astype(np.float64)
-        if mean is not None:
-            v = v - mean
         v = v / np.linalg.norm(v)
         top = np.sort(C @ v)[::-1][:top_k]
         return top.mean(), top.std(ddof=1)
@@ -225,43 +228,39 @@ def _loop_as_norm(scores, enrol, test, enrol_ids, test_ids, cohort, top_k, mean=
     return np.array(out)
 
 
-@pytest.mark.parametrize("use_mean", [False, True])
-def test_as_norm_equals_per_trial_reference(use_mean):
+@pytest.mark.parametrize("layout", ["cross", "sparse"])
+def test_as_norm_equals_per_trial_reference(layout):
     rng = np.random.default_rng(4)
     enrol, test = _table("e", 7, 12, rng), _table("t", 30, 12, rng)
     cohort = _table("c", 50, 12, rng)
-    idx = rng.integers(0, [7, 30], size=(120, 2))
-    e_ids = [enrol.ids[i] for i in idx[:, 0]]
-    t_ids = [test.ids[j] for j in idx[:, 1]]
-    mean = rng.normal(size=12).astype(np.float32) * 0.2 if use_mean else None
-    raw = cosine_scores(enrol, test, e_ids, t_ids, mean=mean)
-    ref = _loop_as_norm(raw, enrol, test, e_ids, t_ids, cohort, 10, mean)
-
-    got = as_norm(raw, e_ids, t_ids, enrol, test, cohort, top_k=10, mean=mean)
-    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
-    # Tiny chunks (several cohort blocks) and the one-pass entry point agree.
-    got_chunked = ASNorm(cohort, top_k=10, chunk_size=100)(
-        raw, enrol, test, e_ids, t_ids, mean=mean
-    )
-    np.testing.assert_allclose(got_chunked, ref, atol=1e-5, rtol=0)
-    got_once = score_trials(
-        enrol, test, e_ids, t_ids, cohort=cohort, top_k=10, mean=mean
-    )
-    np.testing.assert_allclose(got_once, ref, atol=1e-5, rtol=0)
+    e_ids, t_ids = _trials(layout, enrol, test, rng)
+    raw = score_trials(enrol, test, e_ids, t_ids)
+    ref = _loop_as_norm(raw, enrol, test, e_ids, t_ids, cohort, 10)
+    # Default and tiny chunks (several cohort blocks) agree with the loop.
+    for chunk in (100, 1 << 20):
+        got = score_trials(enrol, test, e_ids, t_ids, cohort=cohort, top_k=10, chunk_size=chunk)
+        np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
     # Normalisation changes the scores (the test could fail).
     assert np.abs(got - raw).max() > 0.1
 
 
-def test_as_norm_top_k_checks(caplog):
+def test_as_norm_cohort_and_top_k_checks(caplog):
     rng = np.random.default_rng(6)
     cohort = _table("c", 5, 4, rng)
     with pytest.raises(ValueError, match="top_k"):
-        ASNorm(cohort, top_k=1)
+        score_trials(cohort, cohort, ["c0"], ["c1"], cohort=cohort, top_k=1)
+    with pytest.raises(ValueError, match="at least 2"):
+        score_trials(cohort, cohort, ["c0"], ["c1"], cohort=cohort.average({"a": ["c0"]}))
+    with pytest.raises(TypeError, match="EmbeddingTable"):
+        score_trials(cohort, cohort, ["c0"], ["c1"], cohort=cohort.vectors)
     with caplog.at_level("WARNING"):
-        norm = ASNorm(cohort, top_k=300)
-    assert norm.top_k == 5 and "exceeds the cohort size" in caplog.text
-    with pytest.raises(ValueError, match="scores for"):
-        norm([0.1, 0.2], cohort, cohort, ["c0"], ["c1"])
+        clipped = score_trials(cohort, cohort, ["c0", "c2"], ["c1", "c3"], cohort=cohort)
+    assert "exceeds the cohort size" in caplog.text
+    whole = _loop_as_norm(
+        score_trials(cohort, cohort, ["c0", "c2"], ["c1", "c3"]),
+        cohort, cohort, ["c0", "c2"], ["c1", "c3"], cohort, 5,
+    )
+    np.testing.assert_allclose(clipped, whole, atol=1e-5, rtol=0)
 
 
 def test_speaker_cohort():
@@ -275,7 +274,7 @@ def test_speaker_cohort():
         )
         m = rows.astype(np.float64).mean(0)
         expected.append(m / np.linalg.norm(m))
-    for how in (spk, lambda u: spk[u], [spk[u] for u in table.ids]):
+    for how in (spk, [spk[u] for u in table.ids]):
         cohort = speaker_cohort(table, how)
         assert cohort.ids == ["s0", "s1", "s2"]
         np.testing.assert_allclose(cohort.vectors, np.stack(expected), atol=1e-6)
@@ -287,26 +286,6 @@ def test_speaker_cohort():
 
 
 # ------------------------------------------------------------ embedding table
-def test_table_save_load_round_trip(tmp_path):
-    rng = np.random.default_rng(8)
-    table = _table("spk/utt-", 6, 5, rng)
-    prefix = tmp_path / "sub" / "emb"
-    table.save(prefix)
-    assert (tmp_path / "sub" / "emb.npy").is_file()
-    assert (tmp_path / "sub" / "emb.ids.txt").read_text().splitlines() == table.ids
-    back = EmbeddingTable.load(prefix)
-    assert back.ids == table.ids
-    assert back.vectors.dtype == np.float32
-    np.testing.assert_array_equal(back.vectors, table.vectors)
-    assert len(back) == 6 and "spk/utt-3" in back and "spk/utt-9" not in back
-
-    (tmp_path / "sub" / "emb.ids.txt").write_text("only_one\n")
-    with pytest.raises(ValueError, match="out of step"):
-        EmbeddingTable.load(prefix)
-    with pytest.raises(FileNotFoundError, match="missing.npy"):
-        EmbeddingTable.load(tmp_path / "missing")
-
-
 def test_table_construction_checks():
     with pytest.raises(ValueError, match="unique"):
         EmbeddingTable(["a", "b", "a"], np.zeros((3, 2)))
@@ -314,31 +293,21 @@ def test_table_construction_checks():
         EmbeddingTable(["a", "b"], np.zeros((3, 2)))
     with pytest.raises(ValueError, match="2-D"):
         EmbeddingTable(["a"], np.zeros(3))
-    t = EmbeddingTable.from_dict({"x": torch.ones(1, 1, 3), "y": np.zeros(3)})
-    assert t.vectors.shape == (2, 3) and t.vectors.dtype == np.float32
+    t = EmbeddingTable(["x", "y"], torch.ones(2, 3, dtype=torch.float64))
+    assert t.vectors.dtype == np.float32 and len(t) == 2 and "y" in t and "z" not in t
+    with pytest.raises(TypeError, match="not one str"):
+        t.indices("x")
 
 
-def test_table_mean_normalized_subtract_average():
+def test_table_average():
     rng = np.random.default_rng(9)
     t = _table("u", 6, 4, rng)
-    np.testing.assert_allclose(
-        t.mean(), t.vectors.astype(np.float64).mean(0), atol=1e-6
-    )
-    np.testing.assert_allclose(
-        np.linalg.norm(t.normalized().vectors, axis=1), 1.0, atol=1e-6
-    )
-    np.testing.assert_allclose(
-        t.subtract_mean(t.mean()).vectors.mean(0), 0.0, atol=1e-6
-    )
-
     groups = {"m1": ["u0", "u2", "u5"], "m2": ["u1"], "m3": ["u3", "u4"]}
     avg = t.average(groups)
     assert avg.ids == ["m1", "m2", "m3"]
     for m, utts in groups.items():
-        np.testing.assert_allclose(
-            avg[m], np.mean([t[u] for u in utts], axis=0), atol=1e-6
-        )
-    avg_n = EmbeddingTable.average(t, groups, normalize=True)
+        np.testing.assert_allclose(avg[m], np.mean([t[u] for u in utts], axis=0), atol=1e-6)
+    avg_n = t.average(groups, normalize=True)
     np.testing.assert_allclose(
         avg_n["m3"],
         np.mean([t[u] / np.linalg.norm(t[u]) for u in groups["m3"]], axis=0),
@@ -409,26 +378,3 @@ def test_write_scores(tmp_path):
     assert path.read_text() == "e1 t1 0.250000\n"
     with pytest.raises(ValueError):
         write_scores(path, ["e1", "e2"], ["t1", "t2"], [0.25])
-
-
-# --------------------------------------------------------------------- plots
-def test_plots_written(tmp_path):
-    pytest.importorskip("matplotlib")
-    rng = np.random.default_rng(11)
-    labels = np.arange(6000) < 1000
-    scores = (
-        rng.normal(size=6000) + 2.0 * labels
-    )  # > 4000 thresholds: exercises thinning
-    for fn, name in ((plot_det, "det.png"), (plot_score_histogram, "hist.png")):
-        path = tmp_path / "plots" / name
-        fn(scores, labels, path)
-        data = path.read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-
-
-def test_plots_without_matplotlib(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    for fn in (plot_det, plot_score_histogram):
-        with pytest.raises(ImportError, match=r"pip install sb-angcl\[plot\]"):
-            fn([0.1, 0.9], [0, 1], tmp_path / "x.png")

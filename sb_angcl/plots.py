@@ -1,0 +1,276 @@
+"""Pictures of a verification result: DET curve and score histogram (PNG).
+
+matplotlib is an optional dependency (``pip install sb-angcl[plot]``); it is
+imported only when a picture is drawn, and the figures are drawn with the Agg
+canvas directly, so no display or pyplot state is involved.
+
+* :func:`plot_det` draws the DET curve on probit axes that hold the whole
+  curve (every operating point with a miss and a false-alarm rate strictly
+  between 0 and 1), the EER point and the minDCF operating point; tick labels
+  are thinned, by their rendered extents, until none overlap.
+* :func:`plot_score_histogram` draws the target and non-target score densities
+  and the EER threshold.
+
+Authors
+ * sb-angcl contributors 2025
+"""
+
+import logging
+import os
+
+import numpy as np
+import torch
+
+from sb_angcl.scoring import compute_eer, compute_min_dcf, det_curve
+
+logger = logging.getLogger(__name__)
+
+#: Resolution of the written PNGs (dots per inch).
+DPI = 120
+
+# Margin, in probit units, between the outermost curve point and the axes edge.
+_MARGIN = 0.25
+
+# Pixels kept free between two neighbouring tick labels.
+_LABEL_GAP = 6.0
+
+
+def _new_figure(figsize):
+    """An Agg-backed matplotlib Figure (clear ImportError without matplotlib)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise ImportError(
+            "plotting needs matplotlib: pip install sb-angcl[plot] (or pip install matplotlib)"
+        ) from err
+    fig = Figure(figsize=figsize, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _probit(p):
+    return torch.special.ndtri(torch.as_tensor(np.asarray(p, dtype=np.float64))).numpy()
+
+
+def _det_ticks():
+    """Candidate DET ticks (rates), each with a rank and the ticks it needs.
+
+    1, 2 and 5 per decade below one half, their mirror images above it
+    (0.8, 0.9, 0.95, ...), and 0.5. Rank 0 are the powers of ten (and
+    mirrors) and 0.5, rank 1 the fives, rank 2 the twos. A five is labelled
+    only if the powers of ten on both sides are, a two only if the one and
+    five of its decade are, so the labels always form a regular pattern.
+
+    Returns
+    -------
+    ticks : numpy.ndarray
+        Rates, ascending.
+    rank : numpy.ndarray
+        0, 1 or 2 per tick.
+    needs : list of tuple
+        Rates that must be labelled before each tick may be.
+    """
+    rows = [(0.5, 0, ())]
+    for exponent in range(-9, 0):
+        one, five = 10.0**exponent, 5 * 10.0**exponent
+        for t, rank, needs in (
+            (one, 0, ()),
+            (2 * one, 2, (one, five)),
+            (five, 1, (one, 10 * one)),
+        ):
+            if t < 0.5:
+                rows.append((t, rank, needs))
+                rows.append((1.0 - t, rank, tuple(1.0 - n for n in needs)))
+    rows.sort()
+    return (
+        np.array([r[0] for r in rows]),
+        np.array([r[1] for r in rows]),
+        [r[2] for r in rows],
+    )
+
+
+def _percent_label(rate):
+    """Tick text of a rate in percent: 0.001 -> '0.1', 0.999 -> '99.9'."""
+    return np.format_float_positional(round(100.0 * float(rate), 9), trim="-")
+
+
+def _set_ticks(axis, ticks):
+    axis.set_ticks(_probit(ticks))
+    axis.set_ticklabels([_percent_label(t) for t in ticks])
+
+
+def _no_overlap_ticks(fig, axis, ticks, rank, needs):
+    """Keeps the ticks of ``axis`` whose rendered labels do not overlap.
+
+    All ``ticks`` must already be set on ``axis`` (:func:`_set_ticks`). Labels
+    are admitted by rank, and within a rank from the middle of the axis
+    outwards, each only if the ticks it needs (see :func:`_det_ticks`; those
+    outside the axes do not count) are admitted and its bounding box, grown by
+    :data:`_LABEL_GAP` pixels, meets no label already admitted. The dropped
+    ticks stay as unlabelled minor ticks.
+    """
+    fig.canvas.draw()  # places the tick labels
+    renderer = fig.canvas.get_renderer()
+    boxes = [lab.get_window_extent(renderer) for lab in axis.get_ticklabels()]
+    position = {round(float(t), 12): i for i, t in enumerate(ticks)}
+    kept = []
+    for i in np.lexsort((np.abs(_probit(ticks)), rank)):
+        needed = [position.get(round(n, 12)) for n in needs[i]]
+        if any(k is not None and k not in kept for k in needed):
+            continue
+        box = boxes[i].padded(_LABEL_GAP)
+        if not any(box.overlaps(boxes[k]) for k in kept):
+            kept.append(i)
+    kept = np.sort(np.asarray(kept, dtype=np.int64))
+    _set_ticks(axis, ticks[kept])
+    axis.set_ticks(_probit(np.delete(ticks, kept)), minor=True)
+
+
+def plot_det(scores, labels, path, p_target=0.01, c_miss=1.0, c_fa=1.0, title=None):
+    """Draws a DET curve (miss vs false-alarm rate, probit axes) into a PNG.
+
+    Both axes span the same range, wide enough for every operating point whose
+    rates are strictly between 0 and 1, plus a small margin; points with a
+    rate of 0 or 1 (at infinity on probit axes) are drawn on the edge. The EER
+    point and the minDCF operating point are marked. Tick labels (in %) are
+    chosen so that none overlap.
+
+    Arguments
+    ---------
+    scores : array-like
+        One score per trial.
+    labels : array-like
+        bool or 0/1, 1 = target trial.
+    path : str or path
+        Output image (parent folders are created).
+    p_target, c_miss, c_fa : float
+        minDCF parameters for the marked point.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure written (Agg canvas), e.g. to inspect its axes.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> s = np.concatenate([rng.normal(1, 1, 200), rng.normal(-1, 1, 800)])
+    >>> path = os.path.join(tempfile.mkdtemp(), "det.png")
+    >>> fig = plot_det(s, np.arange(1000) < 200, path)
+    >>> os.path.getsize(path) > 0
+    True
+    """
+    thresholds, p_miss, p_fa = det_curve(scores, labels)
+    # The curve starts at "accept every trial" (no miss, every false alarm).
+    p_miss = np.concatenate([[0.0], p_miss])
+    p_fa = np.concatenate([[1.0], p_fa])
+    eer, _ = compute_eer(scores, labels)
+    dcf, dcf_th = compute_min_dcf(scores, labels, p_target, c_miss, c_fa)
+    j = 0 if np.isinf(dcf_th) else int(np.searchsorted(thresholds, dcf_th)) + 1
+
+    rates = np.concatenate([p_miss, p_fa, [eer]])
+    inner = rates[(rates > 0) & (rates < 1)]
+    lo, hi = (inner.min(), inner.max()) if inner.size else (1e-3, 0.5)
+    limits = (float(_probit(lo)) - _MARGIN, float(_probit(hi)) + _MARGIN)
+    x = np.clip(_probit(p_fa), *limits)
+    y = np.clip(_probit(p_miss), *limits)
+    dcf_point = x[j], y[j]
+    # Thin the curve to one point per cell of a fine grid (millions of
+    # thresholds would otherwise make a huge, slow figure).
+    if len(x) > 4000:
+        grid = 2000
+        scale = grid / (limits[1] - limits[0])
+        cx = np.floor((x - limits[0]) * scale).astype(np.int64)
+        cy = np.floor((y - limits[0]) * scale).astype(np.int64)
+        _, keep = np.unique(cx * (grid + 1) + cy, return_index=True)
+        keep = np.union1d(keep, [0, len(x) - 1])
+        x, y = x[keep], y[keep]
+
+    fig = _new_figure((5, 5))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(x, y, lw=1.5, label="DET")
+    pe = float(np.clip(_probit(eer), *limits))
+    # Markers on the edge (a rate of 0 or 1) are drawn whole, not clipped.
+    ax.plot([pe], [pe], "o", clip_on=False, label=f"EER {100 * eer:.2f}%")
+    ax.plot(*dcf_point, "s", clip_on=False, label=f"minDCF {dcf:.3f} (p={p_target:g})")
+    ax.set_xlim(*limits)
+    ax.set_ylim(*limits)
+    ax.set_xlabel("False alarm rate (%)")
+    ax.set_ylabel("Miss rate (%)")
+    ax.legend(loc="upper right", fontsize=8)
+    if title:
+        ax.set_title(title)
+    ticks, rank, needs = _det_ticks()
+    inside = np.flatnonzero((_probit(ticks) >= limits[0]) & (_probit(ticks) <= limits[1]))
+    ticks, rank, needs = ticks[inside], rank[inside], [needs[i] for i in inside]
+    for axis in (ax.xaxis, ax.yaxis):
+        _set_ticks(axis, ticks)
+    fig.tight_layout()
+    for axis in (ax.xaxis, ax.yaxis):
+        _no_overlap_ticks(fig, axis, ticks, rank, needs)
+    # Fewer labels only widen the axes, so the kept labels stay apart.
+    fig.tight_layout()
+    ax.grid(True, which="major", alpha=0.4)
+    ax.grid(True, which="minor", alpha=0.15)
+    _save(fig, path)
+    return fig
+
+
+def plot_score_histogram(scores, labels, path, bins=100, title=None):
+    """Draws target and non-target score densities into a PNG, with the EER threshold.
+
+    Arguments
+    ---------
+    scores : array-like
+        One score per trial.
+    labels : array-like
+        bool or 0/1, 1 = target trial.
+    path : str or path
+        Output image (parent folders are created).
+    bins : int
+        Number of histogram bins (shared by both classes).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure written.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "hist.png")
+    >>> _ = plot_score_histogram([0.9, 0.7, 0.2, 0.1], [1, 1, 0, 0], path)
+    >>> os.path.getsize(path) > 0
+    True
+    """
+    eer, th = compute_eer(scores, labels)  # also checks the input
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    lab = np.asarray(labels).reshape(-1).astype(bool)
+    edges = np.histogram_bin_edges(s, bins=bins)
+    fig = _new_figure((6, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.hist(s[~lab], bins=edges, density=True, alpha=0.5, label=f"non-target ({(~lab).sum()})")
+    ax.hist(s[lab], bins=edges, density=True, alpha=0.5, label=f"target ({lab.sum()})")
+    ax.axvline(th, color="k", ls="--", lw=1, label=f"EER threshold ({100 * eer:.2f}%)")
+    ax.set_xlabel("score")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def _save(fig, path):
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    logger.info("wrote %s", path)
