@@ -21,7 +21,6 @@ Authors
 
 import argparse
 import os
-import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,6 +28,7 @@ sys.path.insert(0, ROOT)
 
 from sb_angcl.lr_schedule import balanced_steps_per_epoch, schedule_curve  # noqa: E402
 from sb_angcl.recipe import load_hparams  # noqa: E402
+from sb_angcl.train_log import read_train_log  # noqa: E402
 
 DEFAULT_YAML = os.path.join(
     ROOT, "recipes", "VoxCeleb", "SpeakerRec", "hparams", "train_ecapa_angcl.yaml"
@@ -50,9 +50,7 @@ def logged_rates(path):
     -------
     list of (int, float)
     """
-    pattern = re.compile(r"^epoch: (\d+), lr: ([0-9.eE+-]+)")
-    with open(path, encoding="utf-8") as fin:
-        return [(int(m.group(1)), float(m.group(2))) for m in map(pattern.match, fin) if m]
+    return [(row["epoch"], row["lr"]) for row in read_train_log(path) if "lr" in row]
 
 
 def main(argv=None):
