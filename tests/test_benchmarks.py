@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATIO = re.compile(r"^ratio (\S+)$")
 
 
-def run_script(name, *args, timeout=300):
+def run_script(name, *args, timeout=900):
     """Run ``benchmarks/<name>`` with ``args``; return its stdout."""
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", name), *args]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
