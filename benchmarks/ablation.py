@@ -81,6 +81,10 @@ VARIANTS = {
     "aam": ("AAM-softmax", {"balancing": "fixed", "contrastive_weight": 0.0}),
     "default": ("the recipe's defaults", {}),
     "default_no_caa": ("the recipe's defaults, attention off", {"attention_temperature": None}),
+    "default_same_sessions": (
+        "the recipe's defaults, positives from any session",
+        {"positives_across_sessions": False},
+    ),
     "supcon": (
         "AAM + SupCon (fixed 0.5, m=0, no attention)",
         {"balancing": "fixed", "contrastive_weight": 0.5, "margin": 0.0,
