@@ -426,6 +426,8 @@ def synthetic_corpus(work_dir, layout, args):
         kwargs["label_noise"] = args.label_noise
     if args.confusable_pairs:
         kwargs["confusable_pairs"] = args.confusable_pairs
+    if args.session_strength is not None:
+        kwargs["session_strength"] = args.session_strength
     try:
         summary = generate_corpus(root, **kwargs)
     except FileExistsError:
@@ -727,11 +729,15 @@ def report(results, args, corpus_line, command, wall_s):
     first = results[0]
     metrics = [("EER", "EER %", 100, 2), ("minDCF", "minDCF", 1, 3),
                ("EER_cross", "EER % cross-lang", 100, 2)]
-    extra = sorted({k for r in results for k in r if k.startswith("EER_") and "=" in k})
+    # Beside cross-language: the same- / cross-session conditions, where the
+    # trial list has them (per-language rows stay in each run's metrics.csv).
+    extra = sorted({k for r in results for k in r if k.startswith("EER_session=")})
     metrics += [(k, k[4:].replace("_", " ") + " EER %", 100, 2) for k in extra]
     corpus = [f"{args.label_noise:g} of training utterances relabelled"] if args.label_noise else []
     if args.confusable_pairs:
         corpus.append(f"{args.confusable_pairs} confusable speaker pairs")
+    if args.session_strength is not None:
+        corpus.append(f"session strength {args.session_strength:g}")
     return "\n".join([
         "# Ablation: AAM-softmax, SupCon, AM-SupCon, CAA, MGDA-UB",
         "",
@@ -806,6 +812,9 @@ def parse_args(argv=None):
                         help="built-in corpus: fraction of training utterances relabelled")
     parser.add_argument("--confusable-pairs", type=int, default=0,
                         help="built-in corpus: pairs of near-identical training voices")
+    parser.add_argument("--session-strength", type=float, default=None,
+                        help="built-in corpus: strength of the session nuisance "
+                        "(default: the generator's)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="YAML override for every run (repeatable), e.g. channels=256")
     parser.add_argument("--speakers", type=int, default=None, help="built-in corpus: speakers")

@@ -51,7 +51,9 @@ def main(argv=None):
     fig, (ax_a, ax_w) = plt.subplots(1, 2, figsize=(10, 3.8))
     last = []
     for spec in args.runs:
-        label, path = spec.split("=", 1) if "=" in spec else (spec, spec)
+        # LABEL=PATH, where either may hold "=": split where a file starts.
+        cuts = [i for i, c in enumerate(spec) if c == "=" and os.path.isfile(spec[i + 1:])]
+        label, path = (spec[:cuts[0]], spec[cuts[0] + 1:]) if cuts else (spec, spec)
         rows = read_train_log(path)
         if not rows:
             raise SystemExit(f"{path}: no epoch lines (is it a SpeechBrain train_log.txt?)")
