@@ -23,6 +23,8 @@ Authors
 
 import math
 
+import torch
+
 
 def set_aam_margin(aam, margin):
     """Set the margin of a SpeechBrain ``AdditiveAngularMargin`` in place.
@@ -67,6 +69,8 @@ def find_aam(classification_loss):
     >>> type(find_aam(LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)))).__name__
     'AdditiveAngularMargin'
     """
+    if not isinstance(classification_loss, torch.nn.Module):
+        return None
     for module in classification_loss.modules():
         if all(hasattr(module, k) for k in ("margin", "cos_m", "sin_m", "th", "mm")):
             return module
@@ -102,6 +106,13 @@ class MarginWarmup:
         if not epochs >= 0:
             raise ValueError(f"margin_warmup_epochs must be >= 0, got {epochs}")
         self.epochs = float(epochs)
+        if not self.epochs:  # off: the losses are left alone, whatever they are
+            classification_loss = contrastive_loss = None
+        if contrastive_loss is not None and not hasattr(contrastive_loss, "margin"):
+            raise ValueError(
+                f"margin_warmup_epochs needs a contrastive loss with a margin, got "
+                f"{type(contrastive_loss).__name__}"
+            )
         self.aam = find_aam(classification_loss) if classification_loss is not None else None
         self.contrastive = contrastive_loss
         self.aam_target = float(self.aam.margin) if self.aam is not None else None
