@@ -60,6 +60,7 @@ Authors
  * sb-angcl contributors 2025
 """
 
+import functools
 import logging
 import os
 from collections import OrderedDict
@@ -219,15 +220,8 @@ def prepare_cnceleb(
         "strict": strict,
         "seed": seed,
     }
-    return dataprep.run_preparation(
-        "CN-Celeb",
-        save_folder,
-        OUTPUTS,
-        setup=lambda: _setup(data_folder, save_folder, train_sets, args),
-        build=_build,
-        skip_prep=skip_prep,
-        strict=strict,
-    )
+    setup = functools.partial(_setup, data_folder, save_folder, train_sets, args)
+    return dataprep.run_preparation("CN-Celeb", save_folder, OUTPUTS, setup, _build, skip_prep, strict)
 
 
 def _setup(data_folder, save_folder, train_sets, args):

@@ -39,6 +39,7 @@ Authors
 """
 
 import csv
+import functools
 import logging
 import os
 from collections import OrderedDict
@@ -150,15 +151,8 @@ def prepare_voxceleb(
         "strict": strict,
         "seed": seed,
     }
-    return dataprep.run_preparation(
-        "VoxCeleb",
-        save_folder,
-        OUTPUTS,
-        setup=lambda: _setup(data_folder, save_folder, verification_pairs_file, args),
-        build=_build,
-        skip_prep=skip_prep,
-        strict=strict,
-    )
+    setup = functools.partial(_setup, data_folder, save_folder, verification_pairs_file, args)
+    return dataprep.run_preparation("VoxCeleb", save_folder, OUTPUTS, setup, _build, skip_prep, strict)
 
 
 def _setup(data_folder, save_folder, verification_pairs_file, args):
