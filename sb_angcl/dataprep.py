@@ -53,7 +53,7 @@ Rules
   Utterances shorter than the training crop but at least ``min_duration`` are
   kept: the loader pads them by repetition. Enrolment and test items are never
   dropped for being short. CN-Celeb additionally has ``short_utterance_rule``
-  (see :func:`group_consecutive` and :func:`concatenate_audio`).
+  (see ``recipes/CNCeleb/SpeakerRec/cnceleb_short_utterances.py``).
 * **Validation split.** ``dev.csv`` holds a seeded fraction of the training
   speakers' utterances, for the speaker-ID error rate: see :func:`split_dev`.
 * **Skipping done work.** When every output exists and the stored
@@ -77,27 +77,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
-#: CN-Celeb's 11 genres, in the order of the official list (file names start
-#: with one of them; the built-in corpus writes the same ones).
-CNCELEB_GENRES = (
-    "advertisement",
-    "drama",
-    "entertainment",
-    "interview",
-    "live_broadcast",
-    "movie",
-    "play",
-    "recitation",
-    "singing",
-    "speech",
-    "vlog",
-)
 
 #: Version of the manifest format; part of the stored options, so a change
 #: here forces a fresh preparation.
@@ -123,20 +107,6 @@ LABEL_NOISE_FIELDS = ["true_spk_id", "label_noise"]
 #: Columns of ``train.csv`` and ``dev.csv``.
 TRAIN_FIELDS = ITEM_FIELDS + LABEL_NOISE_FIELDS
 
-#: Columns of ``enrol_average.csv`` (CN-Celeb "average of embeddings").
-ENROL_AVERAGE_FIELDS = [
-    "ID",
-    "duration",
-    "wav",
-    "start",
-    "stop",
-    "spk_id",
-    "model",
-    "genre",
-    "language",
-    "session",
-    "sample_rate",
-]
 
 #: Accepted values of ``on_wrong_sample_rate``.
 WRONG_RATE_CHOICES = ("resample", "error", "skip")
@@ -966,189 +936,6 @@ def split_dev(rows, dev_fraction=0.05, seed=1234, min_utterances=3):
     return train, dev
 
 
-def group_consecutive(rows, min_duration, key):
-    """Groups short utterances with their neighbours until long enough.
-
-    Rows are grouped by ``key(row)`` (e.g. speaker and genre) and sorted by
-    ``ID`` within a group. Walking in that order, an utterance of at least
-    ``min_duration`` seconds stands alone; a shorter one starts a run that
-    takes the following utterances until the run reaches ``min_duration``.
-    A run still too short at the end of its group joins the previous item of
-    the group; if the group has no other item, the run is kept as it is
-    (the whole group is shorter than ``min_duration``).
-
-    Arguments
-    ---------
-    rows : list of dict
-        Rows with ``ID`` and ``duration``.
-    min_duration : float
-        Target duration in seconds.
-    key : callable
-        Maps a row to its group (only rows with equal keys are joined).
-
-    Returns
-    -------
-    list of list of dict
-        The items, ordered by group key then ID; a single-row item is an
-        utterance kept unchanged.
-
-    Example
-    -------
-    >>> rows = [{"ID": i, "duration": d, "g": "x"}
-    ...         for i, d in zip("abcde", [3.0, 0.5, 1.0, 1.0, 0.4])]
-    >>> groups = group_consecutive(rows, 2.0, key=lambda r: r["g"])
-    >>> [[r["ID"] for r in g] for g in groups]
-    [['a'], ['b', 'c', 'd', 'e']]
-    """
-    by_key = OrderedDict()
-    for row in rows:
-        by_key.setdefault(key(row), []).append(row)
-    items = []
-    for group_key in sorted(by_key):
-        group_items = []
-        run, run_duration = [], 0.0
-        for row in sorted(by_key[group_key], key=lambda r: r["ID"]):
-            if not run and row["duration"] >= min_duration:
-                group_items.append([row])
-                continue
-            run.append(row)
-            run_duration += row["duration"]
-            if run_duration >= min_duration:
-                group_items.append(run)
-                run, run_duration = [], 0.0
-        if run:
-            if group_items:
-                group_items[-1] = group_items[-1] + run
-            else:
-                group_items.append(run)
-        items.extend(group_items)
-    return items
-
-
-def concatenate_audio(sources, dest, sample_rate):
-    """Writes the concatenation of several audio files as one mono wav.
-
-    16-bit mono sources at ``sample_rate`` are copied bit-exactly; sources
-    at another rate are resampled (``torchaudio``) and several channels are
-    averaged. The result is 16-bit PCM at ``sample_rate``.
-
-    Arguments
-    ---------
-    sources : list of str
-        Audio files, concatenated in this order.
-    dest : str or Path
-        Output wav file (its folder is created).
-    sample_rate : int
-        Output rate.
-
-    Returns
-    -------
-    int
-        Number of samples written.
-
-    Example
-    -------
-    >>> import tempfile, numpy, soundfile
-    >>> tmp = tempfile.mkdtemp()
-    >>> soundfile.write(f"{tmp}/a.wav", numpy.full(100, 0.5), 16000)
-    >>> soundfile.write(f"{tmp}/b.flac", numpy.full(50, -0.5), 16000)
-    >>> concatenate_audio([f"{tmp}/a.wav", f"{tmp}/b.flac"], f"{tmp}/o/ab.wav", 16000)
-    150
-    """
-    parts = []
-    for src in sources:
-        with sf.SoundFile(src) as f:
-            rate, channels, subtype = f.samplerate, f.channels, f.subtype
-        if rate == sample_rate and channels == 1 and subtype == "PCM_16":
-            # 16-bit mono at the right rate: copy the samples bit-exactly.
-            parts.append(sf.read(src, dtype="int16")[0])
-            continue
-        data = sf.read(src, dtype="float32", always_2d=True)[0].mean(axis=1)
-        if rate != sample_rate:
-            import torch
-            import torchaudio
-
-            data = torchaudio.functional.resample(
-                torch.from_numpy(data), rate, sample_rate
-            ).numpy()
-        parts.append(data)
-    if parts and all(p.dtype == np.int16 for p in parts):
-        audio = np.concatenate(parts)
-    else:
-        audio = np.concatenate(
-            [p.astype("float32") / 32768 if p.dtype == np.int16 else p for p in parts]
-            or [np.zeros(0, dtype="float32")]
-        )
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    sf.write(str(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, dest)
-    return len(audio)
-
-
-def _concatenate_job(job, sample_rate):
-    sources, dest, expected = job
-    if expected is not None and Path(dest).is_file():
-        info = probe_audio(dest)
-        if info.ok and info.frames == expected and info.sample_rate == sample_rate:
-            return expected  # written by an earlier, interrupted run
-    try:
-        return concatenate_audio(sources, dest, sample_rate)
-    except Exception as err:  # noqa: BLE001 (a source that fails to decode)
-        return err
-
-
-def concatenate_many(jobs, sample_rate, num_threads=None, desc="Concatenating"):
-    """Runs :func:`concatenate_audio` for many groups, in a thread pool.
-
-    A destination that already exists with the expected number of samples
-    is kept (so an interrupted preparation resumes cheaply).
-
-    Arguments
-    ---------
-    jobs : list of tuple
-        ``(sources, dest, expected_frames)``; ``expected_frames`` may be None
-        (then the file is always rewritten).
-    sample_rate : int
-        Output rate.
-    num_threads : int, optional
-        Worker threads (default :data:`PROBE_THREADS`).
-    desc : str
-        Label of the progress bar.
-
-    Returns
-    -------
-    list
-        Per job, the number of samples written, or the exception that
-        stopped it.
-
-    Example
-    -------
-    >>> import tempfile, numpy, soundfile
-    >>> tmp = tempfile.mkdtemp()
-    >>> soundfile.write(f"{tmp}/a.wav", numpy.zeros(100), 16000)
-    >>> _ = open(f"{tmp}/bad.wav", "w").write("text")
-    >>> out = concatenate_many([([f"{tmp}/a.wav"] * 2, f"{tmp}/aa.wav", 200),
-    ...                         ([f"{tmp}/bad.wav"], f"{tmp}/b.wav", None)], 16000)
-    >>> out[0], type(out[1]).__name__
-    (200, 'LibsndfileError')
-    """
-    if not jobs:
-        return []
-    results = [None] * len(jobs)
-    pool = concurrent.futures.ThreadPoolExecutor(num_threads or PROBE_THREADS)
-    with pool, tqdm(total=len(jobs), desc=desc, unit="file") as bar:
-        futures = {
-            pool.submit(_concatenate_job, job, sample_rate): i
-            for i, job in enumerate(jobs)
-        }
-        for future in concurrent.futures.as_completed(futures):
-            results[futures[future]] = future.result()
-            bar.update(1)
-    return results
-
-
 def split_stats(rows):
     """Counts speakers, utterances and hours of a manifest.
 
@@ -1448,4 +1235,171 @@ def missing_items_error(trial_file, problems):
         f"{trial_file} names {len(problems)} utterance(s) that are missing "
         f"or unusable:\n{format_file_list(problems)}\n"
         "Check that data_folder points at the corpus the trial list belongs to."
+    )
+
+
+def run_preparation(corpus, save_folder, outputs, setup, build, skip_prep=False, strict=False):
+    """The preparation skeleton both recipes share.
+
+    ``skip_prep`` -> options (:func:`check_options`, the recipe's own checks and
+    list digests) -> return the stored summary when already prepared with the
+    same options (:func:`load_if_prepared`) -> build the manifests (probe,
+    filter, rows, evaluation checks) -> write the CSV files -> save and log the
+    summary (:func:`save_prepared`, :func:`log_summary`).
+
+    Arguments
+    ---------
+    corpus : str
+        Name in the log messages (``"VoxCeleb"``).
+    save_folder : str or Path
+        Where the CSV files and the summary are written.
+    outputs : list of str
+        The CSV files a finished preparation has.
+    setup : callable
+        ``setup() -> (opts, context)``: validates the arguments and finds the
+        inputs; ``opts`` (JSON-serialisable) decides whether earlier work is
+        reused, ``context`` is handed to ``build``.
+    build : callable
+        ``build(context, report) -> (manifests, summary)`` with ``manifests`` a
+        list of ``(file name, rows, fields)`` and ``summary`` a dict; the
+        report's counts are appended to it.
+    skip_prep : bool
+        Do nothing; return the stored summary, if any.
+    strict : bool
+        Passed to the :class:`PrepReport` handed to ``build``.
+
+    Returns
+    -------
+    dict
+        The summary also written to ``prepare_summary.json``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> save = Path(tempfile.mkdtemp())
+    >>> setup = lambda: ({"n": 1}, None)
+    >>> build = lambda ctx, report: ([("a.csv", [{"ID": "x"}], ["ID"])], {"corpus": "toy"})
+    >>> run_preparation("toy", save, ["a.csv"], setup, build)["corpus"]
+    'toy'
+    >>> (save / "a.csv").read_text().splitlines()
+    ['ID', 'x']
+    """
+    if skip_prep:
+        logger.info("skip_prep=True: %s preparation skipped.", corpus)
+        return load_summary(save_folder)
+    opts, context = setup()
+    save_folder = Path(save_folder)
+    summary = load_if_prepared(save_folder, outputs, opts)
+    if summary is not None:
+        logger.info("%s already prepared in %s with these options; skipping.", corpus, save_folder)
+        return summary
+    save_folder.mkdir(parents=True, exist_ok=True)
+    forget_prepared(save_folder)
+    report = PrepReport(strict=strict)
+    manifests, summary = build(context, report)
+    for name, rows, fields in manifests:
+        write_csv(save_folder / name, rows, fields)
+    summary = {**summary, **report.summary()}
+    save_prepared(save_folder, summary, opts)
+    log_summary(summary)
+    return summary
+
+
+def probe_usable(paths, desc, report, sample_rate, on_wrong_sample_rate):
+    """Probes ``paths`` and keeps the usable ones (:func:`probe_files`, :func:`filter_probed`).
+
+    Arguments
+    ---------
+    paths : list of str
+        Audio files.
+    desc : str
+        Progress-bar label.
+    report : PrepReport
+        Collects unreadable and mis-sampled files.
+    sample_rate : int
+        Expected rate.
+    on_wrong_sample_rate : str
+        ``"resample"``, ``"skip"`` or ``"error"``.
+
+    Returns
+    -------
+    dict
+        Usable path -> :class:`AudioInfo` (as :func:`filter_probed`).
+    dict
+        Every probed path -> :class:`AudioInfo`.
+
+    Example
+    -------
+    >>> import tempfile, numpy, soundfile
+    >>> p = tempfile.mkdtemp() + "/a.wav"
+    >>> soundfile.write(p, numpy.zeros(800), 16000)
+    >>> usable, info = probe_usable([p], "Probing", PrepReport(), 16000, "skip")
+    >>> list(usable) == [p], info[p].frames
+    (True, 800)
+    """
+    infos = probe_files(paths, desc=desc)
+    usable = filter_probed(infos, report, sample_rate, on_wrong_sample_rate)
+    return usable, {info.path: info for info in infos}
+
+
+def unusable_items(items, usable, info_by_path):
+    """Why evaluation items cannot be used: unreadable, or skipped for their rate.
+
+    Arguments
+    ---------
+    items : iterable of (str, str)
+        ``(name in the lists, path)`` of each evaluation file.
+    usable : dict
+        Usable paths (from :func:`probe_usable`).
+    info_by_path : dict
+        Probe results (from :func:`probe_usable`).
+
+    Returns
+    -------
+    list of str
+        ``"<name> (<reason>)"`` per unusable item, for :func:`missing_items_error`.
+
+    Example
+    -------
+    >>> info = AudioInfo("b.wav", 800, 8000, 1)
+    >>> unusable_items([("a", "a.wav"), ("b", "b.wav")], {"a.wav": None}, {"b.wav": info})
+    ["b (8000 Hz, left out by on_wrong_sample_rate='skip')"]
+    """
+    problems = []
+    for name, path in items:
+        path = str(path)
+        if path in usable:
+            continue
+        info = info_by_path[path]
+        if not info.ok:
+            problems.append(f"{name} (unreadable: {info.error})")
+        else:
+            problems.append(
+                f"{name} ({info.sample_rate} Hz, left out by on_wrong_sample_rate='skip')"
+            )
+    return problems
+
+
+def announce_audio_problems(report, sample_rate, fix_unreadable):
+    """Warns about (or, with ``strict``, raises on) unreadable and skipped audio.
+
+    Arguments
+    ---------
+    report : PrepReport
+        The report holding the skipped files.
+    sample_rate : int
+        The expected rate (named in the message).
+    fix_unreadable : str
+        What the user can do about unreadable files.
+
+    Example
+    -------
+    >>> announce_audio_problems(PrepReport(), 16000, "Delete them.")
+    """
+    report.announce("unreadable", "unreadable or empty audio file(s)", fix_unreadable)
+    report.announce(
+        "wrong_sample_rate",
+        f"audio file(s) not at {sample_rate} Hz (on_wrong_sample_rate='skip')",
+        "Use on_wrong_sample_rate='resample' to keep them.",
+        strict_applies=False,
     )

@@ -31,16 +31,10 @@ from tqdm import tqdm
 
 from sb_angcl.dataio import load_manifest, make_eval_pipeline
 from sb_angcl.export import MODEL_CARD, record_model_card_results
+from sb_angcl.metrics import compute_eer, metrics_table
 from sb_angcl.plots import plot_det, plot_score_histogram
 from sb_angcl.recipe import load_unsized_hparams, overrides_to_dict, size_classifier
-from sb_angcl.scoring import (
-    EmbeddingTable,
-    compute_eer,
-    metrics_table,
-    score_trials,
-    speaker_cohort,
-    write_scores,
-)
+from sb_angcl.scoring import EmbeddingTable, score_trials, speaker_cohort, write_scores
 
 logger = logging.getLogger(__name__)
 

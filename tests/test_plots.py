@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
+from sb_angcl.metrics import compute_min_dcf
 from sb_angcl.plots import plot_det, plot_score_histogram
-from sb_angcl.scoring import compute_min_dcf
 
 
 def _scores(n_tar, n_non, shift, seed):

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,10 @@ SR = 16000
 
 
 def _load(name, rel):
+    """A recipe module, with its folder on ``sys.path`` (as when train.py runs)."""
+    folder = str((ROOT / rel).parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(name, ROOT / rel)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -31,6 +36,9 @@ def _load(name, rel):
 
 vox = _load("voxceleb_prepare", "recipes/VoxCeleb/SpeakerRec/voxceleb_prepare.py")
 cn = _load("cnceleb_prepare", "recipes/CNCeleb/SpeakerRec/cnceleb_prepare.py")
+short = _load(
+    "cnceleb_short_utterances", "recipes/CNCeleb/SpeakerRec/cnceleb_short_utterances.py"
+)
 
 
 # --------------------------------------------------------------- helpers
@@ -182,7 +190,7 @@ def test_group_consecutive_follows_its_specification():
             for g, n in sizes.items()
             for i in range(n)
         ]
-        groups = dataprep.group_consecutive(rows[::-1], target, key=lambda r: r["g"])
+        groups = short.group_consecutive(rows[::-1], target, key=lambda r: r["g"])
         flat = [r["ID"] for g in groups for r in g]
         assert flat == sorted(r["ID"] for r in rows)  # each once, in ID order
         for g in "xy":
@@ -200,7 +208,7 @@ def test_group_consecutive_follows_its_specification():
         {"ID": i, "duration": d, "g": 0}
         for i, d in zip("abcdef", [0.8, 0.7, 0.9, 3.0, 0.5, 2.5])
     ]
-    groups = dataprep.group_consecutive(rows, target, key=lambda r: r["g"])
+    groups = short.group_consecutive(rows, target, key=lambda r: r["g"])
     assert [[r["ID"] for r in g] for g in groups] == [
         ["a", "b", "c"],
         ["d"],
@@ -211,14 +219,14 @@ def test_group_consecutive_follows_its_specification():
 def test_concatenate_audio_is_exact_and_resamples(tmp_path):
     a = write_audio(tmp_path / "a.wav", 0.3, seed=1)
     b = write_audio(tmp_path / "b.flac", 0.2, seed=2)
-    n = dataprep.concatenate_audio(
+    n = short.concatenate_audio(
         [tmp_path / "a.wav", tmp_path / "b.flac"], tmp_path / "o" / "ab.wav", SR
     )
     out, rate = sf.read(str(tmp_path / "o" / "ab.wav"), dtype="int16")
     assert rate == SR and n == len(a) + len(b)
     np.testing.assert_array_equal(out, np.concatenate([a, b]))
     write_audio(tmp_path / "c8k.wav", 0.5, sr=8000)
-    n = dataprep.concatenate_audio(
+    n = short.concatenate_audio(
         [tmp_path / "a.wav", tmp_path / "c8k.wav"], tmp_path / "ac.wav", SR
     )
     assert n == len(a) + SR // 2

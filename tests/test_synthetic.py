@@ -741,7 +741,7 @@ def test_confusable_speaker_is_near_but_not_identical():
     spks = syn.make_speakers(8, np.random.default_rng(4))
     twin = syn.confusable_speaker(spks[0], np.random.default_rng(9), index=8)
     assert twin.index == 8 and twin.languages == spks[0].languages
-    for name, (sd, lo, hi) in syn._VOICE_SPREAD.items():
+    for name, (sd, lo, hi) in syn.voices._VOICE_SPREAD.items():
         moved = abs(getattr(twin, name) - getattr(spks[0], name))
         assert moved <= 0.25 * sd + 1e-9 and (moved > 0 or getattr(twin, name) in (lo, hi))
 
@@ -757,3 +757,36 @@ def test_confusable_speaker_is_near_but_not_identical():
     d_twin = np.linalg.norm(v[8] - v[0])
     d_others = [np.linalg.norm(v[j] - v[0]) for j in range(1, 8)]
     assert 0 < d_twin < min(d_others), (d_twin, d_others)
+
+
+def test_generator_is_independent_of_the_code_it_exercises():
+    """The generator imports nothing from sb_angcl outside its own package."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(syn.__file__).parent
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                assert not name.startswith("sb_angcl") or name.startswith("sb_angcl.synthetic"), (
+                    f"{path.name} imports {name}"
+                )
+
+
+def test_genres_are_those_the_cnceleb_preparation_knows():
+    import ast
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes/CNCeleb/SpeakerRec/cnceleb_prepare.py"
+    tree = ast.parse(path.read_text())
+    genres = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "GENRES"
+    )
+    assert syn.GENRES == genres

@@ -46,7 +46,7 @@ Short training utterances (CN-Celeb has many) follow
 * ``"concat"`` (default): within one speaker *and* genre, files sorted by
   name, an utterance shorter than ``concat_min_duration`` is joined with the
   following ones until the run reaches ``concat_min_duration``
-  (:func:`sb_angcl.dataprep.group_consecutive`; a run still short at the end
+  (``cnceleb_short_utterances.group_consecutive``; a run still short at the end
   joins the previous item); files of a label-noise list are joined only with
   files of the same true speaker. A run's ``session`` lists its sessions
   joined by ``+``. Each run is written as one 16-bit wav under
@@ -60,10 +60,13 @@ Authors
  * sb-angcl contributors 2025
 """
 
+import functools
 import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
+
+from cnceleb_short_utterances import SHORT_RULES, apply_short_rule
 
 from sb_angcl import dataprep
 
@@ -78,11 +81,38 @@ OUTPUTS = [
     "trials.csv",
 ]
 
-#: Genres of CN-Celeb (file names start with one of them).
-GENRES = dataprep.CNCELEB_GENRES
+#: CN-Celeb's 11 genres, in the order of the official list (file names start
+#: with one of them; the built-in corpus writes the same ones).
+GENRES = (
+    "advertisement",
+    "drama",
+    "entertainment",
+    "interview",
+    "live_broadcast",
+    "movie",
+    "play",
+    "recitation",
+    "singing",
+    "speech",
+    "vlog",
+)
+
+#: Columns of ``enrol_average.csv`` (CN-Celeb "average of embeddings").
+ENROL_AVERAGE_FIELDS = [
+    "ID",
+    "duration",
+    "wav",
+    "start",
+    "stop",
+    "spk_id",
+    "model",
+    "genre",
+    "language",
+    "session",
+    "sample_rate",
+]
 
 TRAIN_SETS = ("cnceleb1", "cnceleb2")
-SHORT_RULES = ("concat", "drop", "keep")
 AUDIO_EXTENSIONS = (".flac", ".wav")
 
 LAYOUT = """\
@@ -180,25 +210,36 @@ def prepare_cnceleb(
     >>> summary["splits"]["train"]["speakers"], summary["trials"]["total"]
     (1, 1)
     """
-    if skip_prep:
-        logger.info("skip_prep=True: CN-Celeb preparation skipped.")
-        return dataprep.load_summary(save_folder)
+    args = {
+        "dev_fraction": dev_fraction,
+        "min_duration": min_duration,
+        "short_utterance_rule": short_utterance_rule,
+        "concat_min_duration": concat_min_duration,
+        "sample_rate": sample_rate,
+        "on_wrong_sample_rate": on_wrong_sample_rate,
+        "strict": strict,
+        "seed": seed,
+    }
+    setup = functools.partial(_setup, data_folder, save_folder, train_sets, args)
+    return dataprep.run_preparation("CN-Celeb", save_folder, OUTPUTS, setup, _build, skip_prep, strict)
+
+
+def _setup(data_folder, save_folder, train_sets, args):
+    """Checks the options, finds the folders and lists; returns (opts, context)."""
     dataprep.check_options(
-        on_wrong_sample_rate, dev_fraction, min_duration, sample_rate
+        args["on_wrong_sample_rate"], args["dev_fraction"], args["min_duration"], args["sample_rate"]
     )
     train_sets = _check_train_sets(train_sets)
-    if short_utterance_rule not in SHORT_RULES:
+    if args["short_utterance_rule"] not in SHORT_RULES:
         raise ValueError(
-            f"short_utterance_rule={short_utterance_rule!r} is not one of "
+            f"short_utterance_rule={args['short_utterance_rule']!r} is not one of "
             f"{SHORT_RULES}."
         )
-    if concat_min_duration <= 0:
-        raise ValueError(f"concat_min_duration={concat_min_duration} must be positive.")
+    if args["concat_min_duration"] <= 0:
+        raise ValueError(f"concat_min_duration={args['concat_min_duration']} must be positive.")
     roots = dataprep.parse_data_folders(data_folder)
     save_folder = Path(save_folder)
-
     cn1 = _find(roots, "CN-Celeb_flac")
-    lists = cn1 / "eval" / "lists"
     for rel, what in [
         ("data", "CN-Celeb1 data/ folder"),
         ("eval/enroll", "CN-Celeb1 eval/enroll/ folder"),
@@ -209,22 +250,8 @@ def prepare_cnceleb(
         ("eval/lists/trials.lst", "CN-Celeb1 trials.lst"),
     ]:
         dataprep.require_path(cn1 / rel, what, LAYOUT)
-    speaker_lists = OrderedDict()
-    if "cnceleb1" in train_sets:
-        speaker_lists["cnceleb1"] = (
-            cn1,
-            dataprep.require_path(
-                cn1 / "dev" / "dev.lst", "CN-Celeb1 dev/dev.lst", LAYOUT
-            ),
-        )
-    if "cnceleb2" in train_sets:
-        cn2 = _find(roots, "CN-Celeb2_flac")
-        dataprep.require_path(cn2 / "data", "CN-Celeb2 data/ folder", LAYOUT)
-        speaker_lists["cnceleb2"] = (
-            cn2,
-            dataprep.require_path(cn2 / "spk.lst", "CN-Celeb2 spk.lst", LAYOUT),
-        )
-
+    speaker_lists = _speaker_lists(roots, cn1, train_sets)
+    lists = cn1 / "eval" / "lists"
     list_files = [lists / n for n in ("enroll.lst", "enroll.map", "trials.lst")]
     list_files += [lst for _, lst in speaker_lists.values()]
     noise_files = [base / "meta" / "label_noise.csv" for base, _ in speaker_lists.values()]
@@ -236,27 +263,41 @@ def prepare_cnceleb(
         "label_noise_sha256": {
             str(p): dataprep.file_digest(p) for p in noise_files if p.is_file()
         },
-        "dev_fraction": dev_fraction,
-        "min_duration": min_duration,
-        "short_utterance_rule": short_utterance_rule,
-        "concat_min_duration": concat_min_duration,
-        "sample_rate": sample_rate,
-        "on_wrong_sample_rate": on_wrong_sample_rate,
-        "strict": strict,
-        "seed": seed,
+        **args,
     }
-    summary = dataprep.load_if_prepared(save_folder, OUTPUTS, opts)
-    if summary is not None:
-        logger.info(
-            "CN-Celeb already prepared in %s with these options; skipping.",
-            save_folder,
-        )
-        return summary
-    save_folder.mkdir(parents=True, exist_ok=True)
-    dataprep.forget_prepared(save_folder)
-    report = dataprep.PrepReport(strict=strict)
+    context = {
+        "roots": roots,
+        "save_folder": save_folder,
+        "train_sets": train_sets,
+        "cn1": cn1,
+        "speaker_lists": speaker_lists,
+        "noise_files": noise_files,
+        **args,
+    }
+    return opts, context
 
-    # Evaluation lists; check the files exist before scanning training data.
+
+def _speaker_lists(roots, cn1, train_sets):
+    """Subset -> (its folder, its speaker list) for the chosen training sets."""
+    speaker_lists = OrderedDict()
+    if "cnceleb1" in train_sets:
+        speaker_lists["cnceleb1"] = (
+            cn1,
+            dataprep.require_path(cn1 / "dev" / "dev.lst", "CN-Celeb1 dev/dev.lst", LAYOUT),
+        )
+    if "cnceleb2" in train_sets:
+        cn2 = _find(roots, "CN-Celeb2_flac")
+        dataprep.require_path(cn2 / "data", "CN-Celeb2 data/ folder", LAYOUT)
+        speaker_lists["cnceleb2"] = (
+            cn2,
+            dataprep.require_path(cn2 / "spk.lst", "CN-Celeb2 spk.lst", LAYOUT),
+        )
+    return speaker_lists
+
+
+def _read_eval_lists(cn1):
+    """Models, their utterances, the trials and the files they use; checks they exist."""
+    lists = cn1 / "eval" / "lists"
     models = _read_table(lists / "enroll.lst", 2, 2)
     model_utts = _read_table(lists / "enroll.map", 2, None)
     trials = [
@@ -268,27 +309,87 @@ def prepare_cnceleb(
     used_models = list(OrderedDict.fromkeys(m for m, _, _ in trials))
     used_tests = list(OrderedDict.fromkeys(t for _, t, _ in trials))
     _check_test_lst(lists / "test.lst", used_tests)
-    eval_paths, problems = _resolve_eval(
-        cn1, models, model_utts, used_models, used_tests
-    )
+    eval_paths, problems = _resolve_eval(cn1, models, model_utts, used_models, used_tests)
     if problems:
         raise dataprep.missing_items_error(lists / "trials.lst", problems)
+    return model_utts, trials, used_models, used_tests, eval_paths
+
+
+def _build(ctx, report):
+    """Reads the lists, scans, probes, filters; returns the manifests and the summary."""
+    sample_rate, save_folder = ctx["sample_rate"], ctx["save_folder"]
+    trial_list = ctx["cn1"] / "eval" / "lists" / "trials.lst"
+    # Evaluation lists; check the files exist before scanning training data.
+    model_utts, trials, used_models, used_tests, eval_paths = _read_eval_lists(ctx["cn1"])
     eval_speakers = {_model_speaker(m) for m in used_models}
     eval_speakers |= {_test_speaker(t) for t in used_tests}
-
-    # Training candidates.
-    candidates = _list_training(speaker_lists, eval_speakers, report)
+    candidates = _list_training(ctx["speaker_lists"], eval_speakers, report)
     dataprep.check_unique_ids(
         [{"ID": c["ID"], "wav": c["path"]} for c in candidates], "train.csv"
     )
+    to_probe = [c["path"] for c in candidates] + [str(p) for p in eval_paths.values()]
+    usable, info_by_path = dataprep.probe_usable(
+        list(OrderedDict.fromkeys(to_probe)),
+        "Probing CN-Celeb audio",
+        report,
+        sample_rate,
+        ctx["on_wrong_sample_rate"],
+    )
+    rows = _training_rows(candidates, usable, ctx["noise_files"])
+    rows = apply_short_rule(
+        rows,
+        ctx["short_utterance_rule"],
+        ctx["concat_min_duration"],
+        sample_rate,
+        save_folder / "concatenated",
+        report,
+    )
+    dataprep.announce_audio_problems(
+        report, sample_rate, "Re-download or re-extract them, or delete them."
+    )
+    rows = dataprep.drop_short(rows, ctx["min_duration"], report)
+    train, dev = dataprep.split_dev(rows, ctx["dev_fraction"], ctx["seed"])
+    problems = dataprep.unusable_items(
+        ((key[1], path) for key, path in eval_paths.items()), usable, info_by_path
+    )
+    if problems:
+        raise dataprep.missing_items_error(trial_list, problems)
+    enrol, enrol_average, test, trial_rows = _evaluation_manifests(
+        model_utts, trials, used_models, used_tests, lambda k, n: usable[str(eval_paths[(k, n)])]
+    )
+    _warn_unknown_genres(rows + test + enrol_average)
+    manifests = [
+        ("train.csv", train, dataprep.TRAIN_FIELDS),
+        ("dev.csv", dev, dataprep.TRAIN_FIELDS),
+        ("enrol.csv", enrol, dataprep.ITEM_FIELDS),
+        ("enrol_average.csv", enrol_average, ENROL_AVERAGE_FIELDS),
+        ("test.csv", test, dataprep.ITEM_FIELDS),
+        ("trials.csv", trial_rows, ["enrol", "test", "label", "enrol_genre", "test_genre"]),
+    ]
+    summary = {
+        "corpus": "CN-Celeb",
+        "data_folder": [str(r) for r in ctx["roots"]],
+        "train_sets": list(ctx["train_sets"]),
+        "short_utterance_rule": ctx["short_utterance_rule"],
+        "splits": {
+            "train": dataprep.split_stats(train),
+            "dev": dataprep.split_stats(dev),
+            "enrol": dataprep.split_stats(enrol),
+            "enrol_average": dataprep.split_stats(enrol_average),
+            "test": dataprep.split_stats(test),
+        },
+        "trials": dataprep.trial_stats([t[2] for t in trials]),
+        "label_noise": sum(r["label_noise"] for r in train + dev),
+        "genres": {
+            "train": sorted({r["genre"] for r in train}),
+            "test": sorted({r["genre"] for r in test}),
+        },
+    }
+    return manifests, summary
 
-    to_probe = [c["path"] for c in candidates]
-    to_probe += [str(p) for p in eval_paths.values()]
-    to_probe = list(OrderedDict.fromkeys(to_probe))
-    infos = dataprep.probe_files(to_probe, desc="Probing CN-Celeb audio")
-    info_by_path = {info.path: info for info in infos}
-    usable = dataprep.filter_probed(infos, report, sample_rate, on_wrong_sample_rate)
 
+def _training_rows(candidates, usable, noise_files):
+    """Rows of the usable training candidates, marked with the label-noise lists."""
     rows = []
     for c in candidates:
         if c["path"] in usable:
@@ -305,35 +406,11 @@ def prepare_cnceleb(
     for path in noise_files:
         noise.update(dataprep.read_label_noise(path) or {})
     dataprep.mark_label_noise(rows, noise)
-    rows = _apply_short_rule(
-        rows,
-        short_utterance_rule,
-        concat_min_duration,
-        sample_rate,
-        save_folder / "concatenated",
-        report,
-    )
-    _announce(report, sample_rate)
-    rows = dataprep.drop_short(rows, min_duration, report)
-    train, dev = dataprep.split_dev(rows, dev_fraction, seed)
+    return rows
 
-    # Evaluation manifests.
-    problems = []
-    for key, path in eval_paths.items():
-        info = info_by_path[str(path)]
-        if str(path) not in usable:
-            why = (
-                f"unreadable: {info.error}"
-                if not info.ok
-                else f"{info.sample_rate} Hz, left out by on_wrong_sample_rate='skip'"
-            )
-            problems.append(f"{key[1]} ({why})")
-    if problems:
-        raise dataprep.missing_items_error(lists / "trials.lst", problems)
 
-    def info_of(kind, name):
-        return usable[str(eval_paths[(kind, name)])]
-
+def _evaluation_manifests(model_utts, trials, used_models, used_tests, info_of):
+    """Rows of enrol.csv, enrol_average.csv, test.csv and trials.csv."""
     model_genres = {
         m: "+".join(sorted({_genre(u) for u in model_utts[m]})) for m in used_models
     }
@@ -380,47 +457,7 @@ def prepare_cnceleb(
         }
         for m, t, label in trials
     ]
-    _warn_unknown_genres(rows + test + enrol_average)
-
-    fields = dataprep.ITEM_FIELDS
-    dataprep.write_csv(save_folder / "train.csv", train, dataprep.TRAIN_FIELDS)
-    dataprep.write_csv(save_folder / "dev.csv", dev, dataprep.TRAIN_FIELDS)
-    dataprep.write_csv(save_folder / "enrol.csv", enrol, fields)
-    dataprep.write_csv(
-        save_folder / "enrol_average.csv",
-        enrol_average,
-        dataprep.ENROL_AVERAGE_FIELDS,
-    )
-    dataprep.write_csv(save_folder / "test.csv", test, fields)
-    dataprep.write_csv(
-        save_folder / "trials.csv",
-        trial_rows,
-        ["enrol", "test", "label", "enrol_genre", "test_genre"],
-    )
-
-    summary = {
-        "corpus": "CN-Celeb",
-        "data_folder": [str(r) for r in roots],
-        "train_sets": list(train_sets),
-        "short_utterance_rule": short_utterance_rule,
-        "splits": {
-            "train": dataprep.split_stats(train),
-            "dev": dataprep.split_stats(dev),
-            "enrol": dataprep.split_stats(enrol),
-            "enrol_average": dataprep.split_stats(enrol_average),
-            "test": dataprep.split_stats(test),
-        },
-        "trials": dataprep.trial_stats([t[2] for t in trials]),
-        "label_noise": sum(r["label_noise"] for r in train + dev),
-        "genres": {
-            "train": sorted({r["genre"] for r in train}),
-            "test": sorted({r["genre"] for r in test}),
-        },
-        **report.summary(),
-    }
-    dataprep.save_prepared(save_folder, summary, opts)
-    dataprep.log_summary(summary)
-    return summary
+    return enrol, enrol_average, test, trial_rows
 
 
 def _check_train_sets(train_sets):
@@ -572,85 +609,6 @@ def _list_training(speaker_lists, eval_speakers, report):
         "Check that the download and extraction are complete.",
     )
     return candidates
-
-
-def _apply_short_rule(rows, rule, target, sample_rate, out_dir, report):
-    if rule == "keep":
-        return rows
-    if rule == "drop":
-        kept = [r for r in rows if r["duration"] >= target]
-        report.count("short_dropped", len(rows) - len(kept))
-        return kept
-    groups = dataprep.group_consecutive(
-        rows, target, key=lambda r: (r["_set"], r["spk_id"], r["genre"], r["true_spk_id"])
-    )
-    jobs, new_rows = [], []
-    for group in groups:
-        if len(group) == 1:
-            new_rows.append(group[0])
-            continue
-        spk = group[0]["spk_id"]
-        stems = [r["ID"].split("/", 1)[1][: -len(".wav")] for r in group]
-        name = "+".join(stems)
-        if len(name) > 180:
-            name = f"{stems[0]}+{len(stems) - 2}more+{stems[-1]}"
-        dest = out_dir / group[0]["_set"] / spk / f"{name}.wav"
-        expected = None
-        if all(int(r["sample_rate"]) == sample_rate for r in group):
-            expected = sum(int(r["stop"]) for r in group)
-        jobs.append(([r["wav"] for r in group], dest, expected))
-        new_rows.append(
-            {
-                "ID": f"{spk}/{'+'.join(stems)}.wav",
-                "wav": str(dest),
-                "spk_id": spk,
-                "genre": group[0]["genre"],
-                "language": "",
-                "session": "+".join(OrderedDict.fromkeys(r["session"] for r in group)),
-                "true_spk_id": group[0]["true_spk_id"],
-                "label_noise": group[0]["label_noise"],
-                "_sources": group,
-            }
-        )
-    results = dataprep.concatenate_many(
-        jobs, sample_rate, desc="Concatenating short utterances"
-    )
-    out = []
-    results = iter(results)
-    for row in new_rows:
-        if "_sources" not in row:
-            out.append(row)
-            continue
-        sources = row.pop("_sources")
-        frames = next(results)
-        if isinstance(frames, Exception):
-            for src in sources:
-                report.skip("unreadable", src["wav"], f"while concatenating: {frames}")
-            continue
-        report.note("concatenated_sources", len(sources))
-        report.note("concatenated_outputs")
-        row.update(
-            duration=frames / sample_rate,
-            start=0,
-            stop=frames,
-            sample_rate=sample_rate,
-        )
-        out.append(row)
-    return out
-
-
-def _announce(report, sample_rate):
-    report.announce(
-        "unreadable",
-        "unreadable or empty audio file(s)",
-        "Re-download or re-extract them, or delete them.",
-    )
-    report.announce(
-        "wrong_sample_rate",
-        f"audio file(s) not at {sample_rate} Hz (on_wrong_sample_rate='skip')",
-        "Use on_wrong_sample_rate='resample' to keep them.",
-        strict_applies=False,
-    )
 
 
 def _genre(rel):

@@ -39,6 +39,7 @@ Authors
 """
 
 import csv
+import functools
 import logging
 import os
 from collections import OrderedDict
@@ -142,11 +143,22 @@ def prepare_voxceleb(
     >>> summary["splits"]["train"]["speakers"], summary["trials"]["total"]
     (2, 1)
     """
-    if skip_prep:
-        logger.info("skip_prep=True: VoxCeleb preparation skipped.")
-        return dataprep.load_summary(save_folder)
+    args = {
+        "dev_fraction": dev_fraction,
+        "min_duration": min_duration,
+        "sample_rate": sample_rate,
+        "on_wrong_sample_rate": on_wrong_sample_rate,
+        "strict": strict,
+        "seed": seed,
+    }
+    setup = functools.partial(_setup, data_folder, save_folder, verification_pairs_file, args)
+    return dataprep.run_preparation("VoxCeleb", save_folder, OUTPUTS, setup, _build, skip_prep, strict)
+
+
+def _setup(data_folder, save_folder, verification_pairs_file, args):
+    """Checks the options, finds the roots and the trial list; returns (opts, context)."""
     dataprep.check_options(
-        on_wrong_sample_rate, dev_fraction, min_duration, sample_rate
+        args["on_wrong_sample_rate"], args["dev_fraction"], args["min_duration"], args["sample_rate"]
     )
     roots = dataprep.parse_data_folders(data_folder)
     save_folder = Path(save_folder)
@@ -161,29 +173,21 @@ def prepare_voxceleb(
         "label_noise_sha256": [
             dataprep.file_digest(p) if p.is_file() else None for p in noise_files
         ],
-        "dev_fraction": dev_fraction,
-        "min_duration": min_duration,
-        "sample_rate": sample_rate,
-        "on_wrong_sample_rate": on_wrong_sample_rate,
-        "strict": strict,
-        "seed": seed,
+        **args,
     }
-    summary = dataprep.load_if_prepared(save_folder, OUTPUTS, opts)
-    if summary is not None:
-        logger.info(
-            "VoxCeleb already prepared in %s with these options; skipping.",
-            save_folder,
-        )
-        return summary
-    dataprep.forget_prepared(save_folder)
+    return opts, {"roots": roots, "trial_file": trial_file, "noise_files": noise_files, **args}
+
+
+def _build(ctx, report):
+    """Scans, probes and filters; returns the manifests and the summary."""
+    roots, trial_file, sample_rate = ctx["roots"], ctx["trial_file"], ctx["sample_rate"]
     for root in roots:
         _check_root(root)
-
     trials = read_verification_pairs(trial_file)
     test_speakers = {p.split("/")[0] for e, t, _ in trials for p in (e, t)}
     languages = [_read_languages(root) for root in roots]
     noise = {}
-    for path in noise_files:
+    for path in ctx["noise_files"]:
         noise.update(dataprep.read_label_noise(path) or {})
 
     # Evaluation items (paths relative to the first root's wav/): check
@@ -191,9 +195,7 @@ def prepare_voxceleb(
     eval_rels = list(OrderedDict.fromkeys(p for e, t, _ in trials for p in (e, t)))
     eval_paths = {rel: roots[0] / "wav" / rel for rel in eval_rels}
     missing = [
-        f"{rel} (missing: {path})"
-        for rel, path in eval_paths.items()
-        if not path.is_file()
+        f"{rel} (missing: {path})" for rel, path in eval_paths.items() if not path.is_file()
     ]
     if missing:
         raise dataprep.missing_items_error(trial_file, missing)
@@ -206,82 +208,43 @@ def prepare_voxceleb(
     dataprep.check_unique_ids(
         [{"ID": rel, "wav": path} for path, rel, _ in candidates], "train.csv"
     )
-
-    to_probe = [c[0] for c in candidates] + [str(p) for p in eval_paths.values()]
-
-    infos = dataprep.probe_files(to_probe, desc="Probing VoxCeleb audio")
-    info_by_path = {info.path: info for info in infos}
-    report = dataprep.PrepReport(strict=strict)
-    usable = dataprep.filter_probed(infos, report, sample_rate, on_wrong_sample_rate)
-    _announce(report, sample_rate)
-
+    usable, info_by_path = dataprep.probe_usable(
+        [c[0] for c in candidates] + [str(p) for p in eval_paths.values()],
+        "Probing VoxCeleb audio",
+        report,
+        sample_rate,
+        ctx["on_wrong_sample_rate"],
+    )
+    dataprep.announce_audio_problems(
+        report, sample_rate, "Re-download, re-extract or re-convert them, or delete them."
+    )
     rows = []
     for path, rel, i in candidates:
         if path in usable:
             language = languages[i].get(rel, "") if languages[i] else ""
             rows.append(
                 dataprep.audio_row(
-                    rel,
-                    usable[path],
-                    rel.split("/")[0],
-                    language=language,
-                    session=_video(rel),
+                    rel, usable[path], rel.split("/")[0], language=language, session=_video(rel)
                 )
             )
     dataprep.mark_label_noise(rows, noise)
-    rows = dataprep.drop_short(rows, min_duration, report)
-    train, dev = dataprep.split_dev(rows, dev_fraction, seed)
-
-    problems = []
-    for rel in eval_rels:
-        path = str(eval_paths[rel])
-        if path in usable:
-            continue
-        info = info_by_path[path]
-        if not info.ok:
-            problems.append(f"{rel} (unreadable: {info.error})")
-        else:
-            problems.append(
-                f"{rel} ({info.sample_rate} Hz, left out by "
-                "on_wrong_sample_rate='skip')"
-            )
+    rows = dataprep.drop_short(rows, ctx["min_duration"], report)
+    train, dev = dataprep.split_dev(rows, ctx["dev_fraction"], ctx["seed"])
+    problems = dataprep.unusable_items(
+        ((rel, eval_paths[rel]) for rel in eval_rels), usable, info_by_path
+    )
     if problems:
         raise dataprep.missing_items_error(trial_file, problems)
-
-    lang0 = languages[0] or {}
-
-    def eval_row(rel):
-        return dataprep.audio_row(
-            rel,
-            usable[str(eval_paths[rel])],
-            rel.split("/")[0],
-            language=lang0.get(rel, ""),
-            session=_video(rel),
-        )
-
-    enrol = [eval_row(r) for r in OrderedDict.fromkeys(e for e, _, _ in trials)]
-    test = [eval_row(r) for r in OrderedDict.fromkeys(t for _, t, _ in trials)]
-    trial_fields = ["enrol", "test", "label"]
-    if languages[0] is not None:
-        trial_fields += ["enrol_language", "test_language"]
-    trial_rows = [
-        {
-            "enrol": e,
-            "test": t,
-            "label": label,
-            "enrol_language": lang0.get(e, ""),
-            "test_language": lang0.get(t, ""),
-        }
-        for e, t, label in trials
+    enrol, test, trial_rows, trial_fields = _evaluation_manifests(
+        trials, languages[0], lambda rel: usable[str(eval_paths[rel])]
+    )
+    manifests = [
+        ("train.csv", train, dataprep.TRAIN_FIELDS),
+        ("dev.csv", dev, dataprep.TRAIN_FIELDS),
+        ("enrol.csv", enrol, dataprep.ITEM_FIELDS),
+        ("test.csv", test, dataprep.ITEM_FIELDS),
+        ("trials.csv", trial_rows, trial_fields),
     ]
-
-    fields = dataprep.ITEM_FIELDS
-    dataprep.write_csv(save_folder / "train.csv", train, dataprep.TRAIN_FIELDS)
-    dataprep.write_csv(save_folder / "dev.csv", dev, dataprep.TRAIN_FIELDS)
-    dataprep.write_csv(save_folder / "enrol.csv", enrol, fields)
-    dataprep.write_csv(save_folder / "test.csv", test, fields)
-    dataprep.write_csv(save_folder / "trials.csv", trial_rows, trial_fields)
-
     summary = {
         "corpus": "VoxCeleb",
         "data_folder": [str(r) for r in roots],
@@ -296,11 +259,39 @@ def prepare_voxceleb(
         "test_speakers": len(test_speakers),
         "languages": languages[0] is not None,
         "label_noise": sum(r["label_noise"] for r in train + dev),
-        **report.summary(),
     }
-    dataprep.save_prepared(save_folder, summary, opts)
-    dataprep.log_summary(summary)
-    return summary
+    return manifests, summary
+
+
+def _evaluation_manifests(trials, languages, info_of):
+    """Rows of enrol.csv, test.csv and trials.csv (and the trial columns)."""
+    lang0 = languages or {}
+
+    def eval_row(rel):
+        return dataprep.audio_row(
+            rel,
+            info_of(rel),
+            rel.split("/")[0],
+            language=lang0.get(rel, ""),
+            session=_video(rel),
+        )
+
+    enrol = [eval_row(r) for r in OrderedDict.fromkeys(e for e, _, _ in trials)]
+    test = [eval_row(r) for r in OrderedDict.fromkeys(t for _, t, _ in trials)]
+    trial_fields = ["enrol", "test", "label"]
+    if languages is not None:
+        trial_fields += ["enrol_language", "test_language"]
+    trial_rows = [
+        {
+            "enrol": e,
+            "test": t,
+            "label": label,
+            "enrol_language": lang0.get(e, ""),
+            "test_language": lang0.get(t, ""),
+        }
+        for e, t, label in trials
+    ]
+    return enrol, test, trial_rows, trial_fields
 
 
 def _video(rel):
@@ -427,17 +418,3 @@ def _read_languages(root):
                 f"to wav/); found {reader.fieldnames}."
             )
         return {row["path"].strip(): row["language"].strip() for row in reader}
-
-
-def _announce(report, sample_rate):
-    report.announce(
-        "unreadable",
-        "unreadable or empty audio file(s)",
-        "Re-download, re-extract or re-convert them, or delete them.",
-    )
-    report.announce(
-        "wrong_sample_rate",
-        f"audio file(s) not at {sample_rate} Hz (on_wrong_sample_rate='skip')",
-        "Use on_wrong_sample_rate='resample' to keep them.",
-        strict_applies=False,
-    )
