@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from sb_angcl.dataio import load_manifest, make_eval_pipeline
 from sb_angcl.export import MODEL_CARD, record_model_card_results
+from sb_angcl.hyperparams import load_trained_hparams, overrides_to_dict
 from sb_angcl.plots import plot_det, plot_score_histogram
-from sb_angcl.recipe import load_unsized_hparams, overrides_to_dict, size_classifier
 from sb_angcl.scoring import (
     EmbeddingTable,
     compute_eer,
@@ -183,8 +183,7 @@ def load_trained_modules(hparams_file, overrides, run_opts):
     hparams : dict
     device : str
     """
-    hparams = load_unsized_hparams(hparams_file, overrides)
-    hparams, _ = size_classifier(hparams_file, overrides, hparams)
+    hparams = load_trained_hparams(hparams_file, overrides)
     device = run_opts.get("device", "cpu") if run_opts else "cpu"
     checkpointer = hparams["checkpointer"]
     ckpt = checkpointer.recover_if_possible(min_key="ErrorRate")
