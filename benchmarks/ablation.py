@@ -1,6 +1,6 @@
 """Ablation and sweep of the paper's system, several seeds, paired by seed.
 
-Trains and scores, with the real recipe (``sb_angcl.recipe.run_training`` and
+Trains and scores, with the real recipe (its ``train.py``'s ``train`` and
 ``sb_angcl.verification.run_verification`` with command-line overrides, in
 this process or in ``--jobs`` worker processes), the variants
 
@@ -337,8 +337,8 @@ def yaml_top_keys(hparams_file):
         return {m.group(1) for m in re.finditer(r"^([A-Za-z_]\w*)\s*:", fin.read(), re.M)}
 
 
-def load_prepare(hparams_file):
-    """The ``prepare(hparams)`` of the recipe that owns ``hparams_file``.
+def load_train(hparams_file):
+    """The ``train(argv)`` of the recipe that owns ``hparams_file``.
 
     The recipe folder is the YAML's ``..``; its ``train.py`` is imported with
     the folder on ``sys.path`` (recipes are not packages).
@@ -354,7 +354,7 @@ def load_prepare(hparams_file):
 
     Example
     -------
-    >>> callable(load_prepare(DEFAULT_HPARAMS))
+    >>> callable(load_train(DEFAULT_HPARAMS))
     True
     """
     recipe_dir = os.path.dirname(os.path.dirname(os.path.abspath(hparams_file)))
@@ -370,7 +370,7 @@ def load_prepare(hparams_file):
     spec = importlib.util.spec_from_file_location(name, script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.prepare
+    return module.train
 
 
 def recipe_layout(hparams_file):
@@ -484,7 +484,7 @@ def _tail(path, lines=40):
         return ""
 
 
-def run_one(variant, seed, args, data_folder, prepare, allowed_keys):
+def run_one(variant, seed, args, data_folder, train, allowed_keys):
     """Train and score one variant with one seed; return its numbers.
 
     Arguments
@@ -497,8 +497,8 @@ def run_one(variant, seed, args, data_folder, prepare, allowed_keys):
         Parsed command line.
     data_folder : str
         The recipe's ``data_folder``.
-    prepare : callable
-        The recipe's data preparation.
+    train : callable
+        The recipe's ``train(argv)`` (from its ``train.py``).
     allowed_keys : set of str
         Top-level keys of the YAML (overrides of other keys are dropped).
 
@@ -510,7 +510,6 @@ def run_one(variant, seed, args, data_folder, prepare, allowed_keys):
         n_cross_trials`` (wall and process CPU seconds; EER as a fraction; NaN where the corpus
         has no cross-language trials).
     """
-    from sb_angcl.recipe import run_training
     from sb_angcl.verification import run_verification
 
     run_dir = os.path.join(args.work_dir, "runs", variant, f"seed{seed}")
@@ -540,7 +539,7 @@ def run_one(variant, seed, args, data_folder, prepare, allowed_keys):
     try:
         with captured_output(log_path, enabled=not args.verbose):
             start, cpu = time.perf_counter(), time.process_time()
-            brain, _ = run_training(argv, prepare)
+            brain, _ = train(argv)
             train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu
             alpha = brain.epoch_train_stats()["alpha"]
             del brain
@@ -987,7 +986,7 @@ def main(argv=None):
     wall = time.perf_counter()
     os.makedirs(args.work_dir, exist_ok=True)
     layout = recipe_layout(args.hparams)
-    prepare = load_prepare(args.hparams)
+    train = load_train(args.hparams)
     allowed = yaml_top_keys(args.hparams)
     unknown = sorted(set(args.extra_overrides) - allowed)
     if unknown:
@@ -997,7 +996,7 @@ def main(argv=None):
     if args.worker:
         k, n = (int(x) for x in args.worker.split("/"))
         for variant, seed in jobs[k::n]:
-            result = run_one(variant, seed, args, os.path.abspath(args.data_folder), prepare, allowed)
+            result = run_one(variant, seed, args, os.path.abspath(args.data_folder), train, allowed)
             print(_run_line(result), flush=True)
         return math.nan
 
@@ -1023,7 +1022,7 @@ def main(argv=None):
         bar = tqdm(jobs, desc="Ablation runs", disable=args.no_progress, file=sys.stderr)
         for variant, seed in bar:
             bar.set_postfix_str(f"{variant} seed {seed}")
-            results.append(run_one(variant, seed, args, data_folder, prepare, allowed))
+            results.append(run_one(variant, seed, args, data_folder, train, allowed))
             bar.write(_run_line(results[-1]), file=sys.stdout)
     wall_s = time.perf_counter() - wall
 

@@ -2,7 +2,7 @@
 
 Trains ``train_ecapa_angcl.yaml`` (the paper's system) and
 ``train_ecapa_aam.yaml`` (AAM-softmax alone) through the recipe's own entry
-(:func:`sb_angcl.recipe.run_training`) on the built-in corpus, for each
+(``train`` of its ``train.py``) on the built-in corpus, for each
 requested precision, and prints one table row per run: optimiser steps,
 median step time (after 10 warm-up steps, CUDA-synchronised), peak GPU
 memory, batches skipped for non-finite values, and the last epoch's losses.
@@ -27,11 +27,11 @@ RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SpeakerRec")
 
 import torch  # noqa: E402
 
-from sb_angcl.recipe import RecipeBrain, run_training  # noqa: E402
+from sb_angcl.brain import AngularContrastiveBrain  # noqa: E402
 from sb_angcl.synthetic import generate_corpus  # noqa: E402
 
 
-class ProbeBrain(RecipeBrain):
+class ProbeBrain(AngularContrastiveBrain):
     """Times every training step (synchronised on CUDA)."""
 
     times = []
@@ -47,12 +47,12 @@ class ProbeBrain(RecipeBrain):
         return loss
 
 
-def recipe_prepare():
+def recipe_train():
     sys.path.insert(0, RECIPE)
     spec = importlib.util.spec_from_file_location("vox_train_probe", os.path.join(RECIPE, "train.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.prepare
+    return module.train
 
 
 def probe(system, precision, args, corpus, out):
@@ -67,7 +67,7 @@ def probe(system, precision, args, corpus, out):
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     ProbeBrain.times = []
-    brain, _ = run_training(argv, recipe_prepare(), brain_class=ProbeBrain)
+    brain, _ = recipe_train()(argv, brain_class=ProbeBrain)
     timed = ProbeBrain.times[10:] or ProbeBrain.times
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else float("nan")
     stats = getattr(brain, "train_stats", {})

@@ -26,8 +26,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from sb_angcl.hyperparams import load_hparams  # noqa: E402
 from sb_angcl.lr_schedule import balanced_steps_per_epoch, schedule_curve  # noqa: E402
-from sb_angcl.recipe import load_hparams  # noqa: E402
 from sb_angcl.train_log import read_train_log  # noqa: E402
 
 DEFAULT_YAML = os.path.join(

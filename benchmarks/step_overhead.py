@@ -40,14 +40,13 @@ import time
 import speechbrain as sb
 import torch
 from speechbrain.lobes.features import Fbank
-from speechbrain.lobes.models.ECAPA_TDNN import Classifier
+from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 from speechbrain.processing.features import InputNormalization
 
 from sb_angcl.attention import ClassAwareAttention
 from sb_angcl.balancing import make_balancer
 from sb_angcl.brain import AngularContrastiveBrain
-from sb_angcl.encoders import build_encoder
 from sb_angcl.losses import AngularSupConLoss
 
 logger = logging.getLogger(__name__)
@@ -143,8 +142,13 @@ def build_modules(channels, n_mels, emb_dim, num_classes, seed=0):
     return {
         "compute_features": Fbank(n_mels=n_mels),
         "mean_var_norm": InputNormalization(norm_type="sentence", std_norm=False),
-        "embedding_model": build_encoder(
-            "ecapa", n_mels, emb_dim, channels, attention_channels=max(channels // 2, 8)
+        "embedding_model": ECAPA_TDNN(
+            n_mels,
+            channels=[channels] * 4 + [3 * channels],
+            kernel_sizes=[5, 3, 3, 3, 1],
+            dilations=[1, 2, 3, 4, 1],
+            attention_channels=max(channels // 2, 8),
+            lin_neurons=emb_dim,
         ),
         "classifier": Classifier(emb_dim, out_neurons=num_classes),
     }

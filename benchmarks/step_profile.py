@@ -186,23 +186,18 @@ def profile(hparams_file, data_folder, augmentation, epochs, work_dir):
     total : float
         Wall seconds of ``fit``.
     """
+    from sb_angcl.brain import AngularContrastiveBrain
     from sb_angcl.dataio import speaker_datasets
-    from sb_angcl.recipe import (
-        RecipeBrain,
-        load_unsized_hparams,
-        size_classifier,
-        train_loader_kwargs,
-    )
+    from sb_angcl.hyperparams import load_hparams
+    from sb_angcl.recipe import prepare_and_size, train_loader_kwargs
 
     overrides = {"data_folder": data_folder, "output_folder": work_dir,
                  "number_of_epochs": epochs, "augmentation": augmentation,
                  "export_folder": None}
-    hparams = load_unsized_hparams(hparams_file, overrides)
-    os.makedirs(hparams["save_folder"], exist_ok=True)
-    _recipe_prepare(hparams_file)(hparams)
-    hparams, _ = size_classifier(hparams_file, overrides, hparams)
+    overrides = prepare_and_size(hparams_file, overrides, _recipe_prepare(hparams_file))
+    hparams = load_hparams(hparams_file, overrides)
     train_data, valid_data, _ = speaker_datasets(hparams)
-    brain = profiled_brain_class(RecipeBrain)(
+    brain = profiled_brain_class(AngularContrastiveBrain)(
         modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
         run_opts={"device": "cpu", "noprogressbar": True}, checkpointer=hparams["checkpointer"],
     )

@@ -380,3 +380,52 @@ def setup_noise_augmentation(hparams, run_on_main=None):
     hparams["wav_augment"] = ChainedAugment(noise, hparams.get("wav_augment"))
     logger.info("Noise/reverberation augmentation on: %s", ", ".join(sorted(csvs)))
     return csvs
+
+
+#: Values of the YAML's ``augmentation`` key.
+AUGMENTATION_DOMAINS = ("waveform", "features", "none")
+
+
+def select_augmenters(choice, wav_augment, feat_augment):
+    """The waveform and feature augmenters a training step uses.
+
+    Arguments
+    ---------
+    choice : str or None
+        The YAML's ``augmentation``: ``waveform`` (the ``wav_augment``
+        Augmenter), ``features`` (``feat_augment``, masks on the normalised
+        filterbanks, nearly free) or ``none``; None uses every augmenter the
+        YAML defines.
+    wav_augment : torch.nn.Module or None
+        The YAML's ``wav_augment``.
+    feat_augment : torch.nn.Module or None
+        The YAML's ``feat_augment``.
+
+    Returns
+    -------
+    tuple
+        ``(wav_augment, feat_augment)``, each an Augmenter or None.
+
+    Example
+    -------
+    >>> select_augmenters("features", "W", "F"), select_augmenters(None, "W", None)
+    ((None, 'F'), ('W', None))
+    >>> select_augmenters("waveform", None, "F")
+    Traceback (most recent call last):
+     ...
+    ValueError: augmentation: waveform needs `wav_augment` in the YAML
+    """
+    if choice is None:
+        return wav_augment, feat_augment
+    if choice not in AUGMENTATION_DOMAINS:
+        raise ValueError(
+            f"augmentation must be waveform, features or none, got {choice!r} "
+            "(--augmentation=features)"
+        )
+    chosen = {"waveform": wav_augment, "features": feat_augment}
+    if choice != "none" and chosen[choice] is None:
+        key = "wav_augment" if choice == "waveform" else "feat_augment"
+        raise ValueError(f"augmentation: {choice} needs `{key}` in the YAML")
+    return (wav_augment if choice == "waveform" else None), (
+        feat_augment if choice == "features" else None
+    )

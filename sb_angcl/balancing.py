@@ -197,7 +197,62 @@ class BalanceResult(NamedTuple):
     alpha: torch.Tensor
 
 
-class FixedBalancer(torch.nn.Module):
+class Balancer(torch.nn.Module):
+    """What the Brain relies on in a balancer: what it needs, what it returns.
+
+    A balancer declares two things and computes one:
+
+    * :attr:`needs_parameters` (what it needs): ``True`` when :meth:`forward`
+      must be given the shared encoder's parameters (``parameters=``); the
+      shared embedding (``shared=``) and the GradScaler scale
+      (``grad_scale=``) are always given;
+    * :attr:`uses_contrastive` (what it needs): ``False`` when the contrastive
+      loss has no weight at all; the Brain then neither computes that loss
+      nor calls the balancer, and trains on the classification loss alone
+      (``alpha = 1``);
+    * :meth:`forward` (what it returns): a :class:`BalanceResult`, the
+      combined loss (with its graph) and the detached ``alpha``.
+
+    Example
+    -------
+    >>> class Halves(Balancer):
+    ...     def forward(self, loss_cls, loss_con, shared=None, parameters=None, grad_scale=1.0):
+    ...         return BalanceResult(0.5 * loss_cls + 0.5 * loss_con, torch.tensor(0.5))
+    >>> bal = Halves()
+    >>> bal.needs_parameters, bal.uses_contrastive, float(bal(torch.tensor(2.0), torch.tensor(4.0)).loss)
+    (False, True, 3.0)
+    """
+
+    #: Whether :meth:`forward` needs ``parameters`` (the shared encoder's).
+    needs_parameters = False
+
+    @property
+    def uses_contrastive(self):
+        """Whether the contrastive loss has any weight (computed and balanced)."""
+        return True
+
+    def forward(self, loss_cls, loss_con, shared=None, parameters=None, grad_scale=1.0):
+        """Combine the two losses of one batch.
+
+        Arguments
+        ---------
+        loss_cls, loss_con : torch.Tensor
+            The classification and contrastive losses, with their graphs.
+        shared : torch.Tensor, optional
+            The speaker embeddings the two heads share.
+        parameters : list of torch.nn.Parameter, optional
+            The shared encoder's, when :attr:`needs_parameters`.
+        grad_scale : float, optional
+            The GradScaler scale (1 without one).
+
+        Returns
+        -------
+        BalanceResult
+        """
+        raise NotImplementedError
+
+
+class FixedBalancer(Balancer):
     """Constant weighting ``(1 - w) * L_cls + w * L_con``.
 
     Arguments
@@ -211,9 +266,9 @@ class FixedBalancer(torch.nn.Module):
     >>> out = bal(torch.tensor(2.0), torch.tensor(4.0))
     >>> float(out.loss), float(out.alpha)
     (2.5, 0.75)
+    >>> FixedBalancer(contrastive_weight=0.0).uses_contrastive
+    False
     """
-
-    needs_parameters = False
 
     def __init__(self, contrastive_weight=0.5):
         super().__init__()
@@ -222,6 +277,11 @@ class FixedBalancer(torch.nn.Module):
                 f"contrastive_weight must be in [0, 1], got {contrastive_weight}"
             )
         self.contrastive_weight = float(contrastive_weight)
+
+    @property
+    def uses_contrastive(self):
+        """False for ``contrastive_weight: 0`` (AAM-softmax alone)."""
+        return self.contrastive_weight > 0.0
 
     def forward(self, loss_cls, loss_con, shared=None, parameters=None, grad_scale=1.0):
         """Combine two losses with the constant weight.
@@ -248,7 +308,7 @@ class FixedBalancer(torch.nn.Module):
         return BalanceResult(loss, torch.tensor(alpha, dtype=torch.float32))
 
 
-class MGDABalancer(torch.nn.Module):
+class MGDABalancer(Balancer):
     """Min-norm (MGDA) weighting of the two objectives for every batch.
 
     Arguments
@@ -454,7 +514,7 @@ def make_balancer(
 
     Returns
     -------
-    torch.nn.Module
+    Balancer
         A :class:`FixedBalancer` or :class:`MGDABalancer`.
 
     Example

@@ -1,18 +1,26 @@
 """The SpeechBrain ``Brain`` that trains a speaker encoder with AAM + AM-SupCon.
 
-:class:`AngularContrastiveBrain` computes features, embeddings and the
-classifier's cosine logits; the AAM-softmax loss on the logits and the
+:class:`AngularContrastiveBrain` is the one Brain of the recipes.
+:meth:`~AngularContrastiveBrain.compute_forward` gives the embeddings and the
+classifier's cosine logits; :meth:`~AngularContrastiveBrain.compute_objectives`
+gives the training loss: the AAM-softmax loss on the logits and the
 angular-margin supervised contrastive loss on the embeddings (with class-aware
-attention weights when enabled); and combines them with the balancer the YAML
-names (``fixed``, ``mgda_ub``, ``mgda``) inside :meth:`fit_batch`, keeping
+attention weights when enabled), combined by the YAML's balancer (a
+:class:`~sb_angcl.balancing.Balancer`: ``fixed``, ``mgda_ub``, ``mgda``). In
+validation it gives the AAM-softmax loss and the classification error.
 SpeechBrain's gradient accumulation, clipping, GradScaler, DDP and
-checkpointing.
+checkpointing are kept; the speaker-balanced sampler is used as is under DDP,
+and a learning-rate schedule defined in epochs learns the steps of an epoch
+from the training loader.
 
-Reliability: a batch with a non-finite loss or gradient is skipped with a
-warning, leaving parameters, optimiser state and BatchNorm statistics as they
-were; more than ``nonfinite_patience`` (SpeechBrain's run option) in a row
-raise :class:`NonFiniteLossError`. Before resuming, checkpoints half-written
-by a killed run are set aside (:func:`discard_incomplete_checkpoints`).
+Reliability: :meth:`~AngularContrastiveBrain.fit_batch` adds what SpeechBrain
+lacks: a batch with a non-finite loss or gradient on any rank is skipped with
+a warning on every rank, leaving parameters, optimiser state and BatchNorm
+statistics as they were; more than ``nonfinite_patience`` (SpeechBrain's run
+option) in a row raise :class:`~sb_angcl.nonfinite.NonFiniteLossError`. Files whose audio held
+NaN/inf samples are named (:func:`~sb_angcl.nonfinite.note_nonfinite_audio`).
+Before resuming, checkpoints half-written by a killed run are set aside
+(:func:`~sb_angcl.checkpoints.discard_incomplete_checkpoints`).
 
 Hyperparameters it reads (``self.hparams``):
 
@@ -32,16 +40,14 @@ Authors
 
 import logging
 import math
-import os
-import time
-import zipfile
 
 import speechbrain as sb
 import torch
-import yaml
-from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, PARAMFILE_EXT
 
 from sb_angcl.attention import negative_weight_percentiles, pair_weights_from_confidence
+from sb_angcl.augment import select_augmenters
+from sb_angcl.balancing import Balancer
+from sb_angcl.checkpoints import discard_incomplete_checkpoints, is_checkpointable
 from sb_angcl.distributed import (
     all_ranks_finite,
     gather_no_grad,
@@ -49,117 +55,17 @@ from sb_angcl.distributed import (
     world_size,
     wrap_distributed_modules,
 )
+from sb_angcl.epoch_stats import EpochStats
 from sb_angcl.margins import MarginWarmup
+from sb_angcl.nonfinite import (  # noqa: F401  (NonFiniteLossError: raised here)
+    NonFiniteLossError,
+    SkippedBatches,
+    gradients_finite,
+    note_nonfinite_audio,
+)
+from sb_angcl.sampler import SpeakerBalancedBatchSampler
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive batches had a non-finite loss or gradient."""
-
-
-def _checkpoint_problems(ckpt_dir, checkpointer):
-    """What makes one checkpoint folder unusable (empty list: nothing)."""
-    try:
-        with open(os.path.join(ckpt_dir, METAFNAME), encoding="utf-8") as fin:
-            meta = yaml.safe_load(fin)
-    except (OSError, yaml.YAMLError) as err:
-        return [f"{METAFNAME} unreadable ({err.__class__.__name__})"]
-    if not isinstance(meta, dict) or "end-of-epoch" not in meta:
-        return [f"{METAFNAME} incomplete"]
-    problems = []
-    optional = getattr(checkpointer, "optional_recoverables", {})
-    for name in checkpointer.recoverables:
-        path = os.path.join(ckpt_dir, name + PARAMFILE_EXT)
-        if not os.path.isfile(path):
-            # SpeechBrain itself tolerates these two being absent.
-            if not optional.get(name, False) and "dataloader" not in name:
-                problems.append(f"{name}{PARAMFILE_EXT} missing")
-            continue
-        if os.path.getsize(path) == 0:
-            problems.append(f"{name}{PARAMFILE_EXT} empty")
-            continue
-        with open(path, "rb") as fin:
-            is_zip_start = fin.read(4) == b"PK\x03\x04"
-        if is_zip_start:  # torch.save's format: the index is written last
-            try:
-                with zipfile.ZipFile(path):
-                    pass
-            except (zipfile.BadZipFile, OSError):
-                problems.append(f"{name}{PARAMFILE_EXT} truncated")
-    return problems
-
-
-def discard_incomplete_checkpoints(checkpointer):
-    """Set aside checkpoints that a killed run left half-written.
-
-    SpeechBrain's ``Checkpointer`` writes ``CKPT.yaml`` first and the
-    parameter files after it, so a run killed while saving (SIGKILL, power
-    loss, a pre-empted job) leaves a folder that looks like the newest
-    checkpoint but lacks files or holds a truncated one, and the next run
-    fails to resume from it. Each such folder is renamed
-    ``INCOMPLETE-CKPT+...`` (kept for inspection, ignored by SpeechBrain) with
-    a warning, so recovery falls back to the previous, complete checkpoint.
-
-    A folder is incomplete when its ``CKPT.yaml`` does not parse, when a
-    file of a registered recoverable is missing (SpeechBrain's optional
-    recoverables and data-loader states excepted, as SpeechBrain does), empty,
-    or a ``torch.save`` archive without its index (cut short).
-
-    Arguments
-    ---------
-    checkpointer : speechbrain.utils.checkpoints.Checkpointer
-        With every recoverable registered.
-
-    Returns
-    -------
-    list of str
-        The new paths of the folders set aside.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> from speechbrain.utils.checkpoints import Checkpointer
-    >>> ckpt = Checkpointer(tempfile.mkdtemp(), {"model": torch.nn.Linear(2, 2)})
-    >>> good = ckpt.save_checkpoint(name="good")
-    >>> bad = ckpt.save_checkpoint(name="bad")
-    >>> data = open(bad.paramfiles["model"], "rb").read()
-    >>> _ = open(bad.paramfiles["model"], "wb").write(data[: len(data) // 2])
-    >>> [os.path.basename(p) for p in discard_incomplete_checkpoints(ckpt)]
-    ['INCOMPLETE-CKPT+bad']
-    >>> [os.path.basename(c.path) for c in ckpt.list_checkpoints()]
-    ['CKPT+good']
-    """
-    folder = str(checkpointer.checkpoints_dir)
-    if not os.path.isdir(folder):
-        return []
-    moved = []
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if not (name.startswith(CKPT_PREFIX) and os.path.isdir(path)):
-            continue
-        if not os.path.exists(os.path.join(path, METAFNAME)):
-            continue  # not a checkpoint for SpeechBrain either
-        problems = _checkpoint_problems(path, checkpointer)
-        if not problems:
-            continue
-        target = os.path.join(folder, "INCOMPLETE-" + name)
-        suffix = 1
-        while os.path.exists(target):
-            target = os.path.join(folder, f"INCOMPLETE-{name}.{suffix}")
-            suffix += 1
-        os.rename(path, target)
-        moved.append(target)
-        logger.warning(
-            "Checkpoint %s is incomplete (%s), probably written by a run that "
-            "was stopped while saving; moved to %s and not used. Training "
-            "resumes from the previous checkpoint (delete the folder once "
-            "inspected).",
-            path,
-            ", ".join(problems),
-            target,
-        )
-    return moved
 
 
 class AngularContrastiveBrain(sb.Brain):
@@ -255,10 +161,8 @@ class AngularContrastiveBrain(sb.Brain):
     def augmenters(self, stage):
         """The waveform and feature augmenters in force for ``stage``.
 
-        ``augmentation`` in the YAML picks the domain: ``waveform`` (the
-        ``wav_augment`` Augmenter), ``features`` (``feat_augment``, masks on
-        the normalised filterbanks, nearly free) or ``none``; without the key
-        every augmenter the YAML defines is used. Only training augments.
+        Only training augments; the YAML's ``augmentation`` picks the domain
+        (see :func:`sb_angcl.augment.select_augmenters`).
 
         Arguments
         ---------
@@ -272,19 +176,11 @@ class AngularContrastiveBrain(sb.Brain):
         """
         if stage != sb.Stage.TRAIN:
             return None, None
-        wav, feat = self.hparams_get("wav_augment"), self.hparams_get("feat_augment")
-        choice = self.hparams_get("augmentation")
-        if choice is None:
-            return wav, feat
-        if choice not in ("waveform", "features", "none"):
-            raise ValueError(
-                f"augmentation must be waveform, features or none, got {choice!r} "
-                "(--augmentation=features)"
-            )
-        if choice != "none" and {"waveform": wav, "features": feat}[choice] is None:
-            key = "wav_augment" if choice == "waveform" else "feat_augment"
-            raise ValueError(f"augmentation: {choice} needs `{key}` in the YAML")
-        return (wav if choice == "waveform" else None), (feat if choice == "features" else None)
+        return select_augmenters(
+            self.hparams_get("augmentation"),
+            self.hparams_get("wav_augment"),
+            self.hparams_get("feat_augment"),
+        )
 
     def compute_loss_parts(self, outputs, batch, stage):
         """The two objectives of one batch, in float32.
@@ -301,7 +197,8 @@ class AngularContrastiveBrain(sb.Brain):
         Returns
         -------
         loss_cls, loss_con : torch.Tensor
-            ``loss_con`` is a zero (with graph) when there is no contrastive loss.
+            ``loss_con`` is a zero (with graph) when there is no contrastive
+            loss, or in training when the balancer gives it no weight.
         """
         labels = self._labels(batch, stage)
         cosine = outputs["cosine"].float()
@@ -309,7 +206,7 @@ class AngularContrastiveBrain(sb.Brain):
         loss_cls = self.hparams.classification_loss(cosine, labels)
         contrastive = self.hparams_get("contrastive_loss")
         if contrastive is None or (
-            stage == sb.Stage.TRAIN and not self._contrastive_active()
+            stage == sb.Stage.TRAIN and not self.hparams.balancer.uses_contrastive
         ):
             return loss_cls, embeddings.float().sum() * 0.0
         flat_labels = labels.reshape(-1)
@@ -334,18 +231,21 @@ class AngularContrastiveBrain(sb.Brain):
         if confidence is not None:
             weights = pair_weights_from_confidence(confidence, flat_labels)
             if stage == sb.Stage.TRAIN:
-                self._record_weight_spread(weights, flat_labels)
+                self.stats.add_weight_spread(*negative_weight_percentiles(weights, flat_labels))
         loss_con = contrastive(embeddings, flat_labels, pair_weights=weights)
         return loss_cls, loss_con
 
-    def _contrastive_active(self):
-        balancer = self.hparams.balancer
-        return getattr(balancer, "contrastive_weight", 1.0) > 0.0
-
     def compute_objectives(self, outputs, batch, stage):
-        """Validation/test loss: the classification loss, plus error rate.
+        """The loss of a batch: balanced in training, AAM-softmax otherwise.
 
-        Training goes through :meth:`fit_batch`, which balances both losses.
+        In training, the classification and contrastive losses
+        (:meth:`compute_loss_parts`) are combined by the YAML's ``balancer``
+        (a :class:`~sb_angcl.balancing.Balancer`) into
+        ``alpha * L_cls + (1 - alpha) * L_con``; with a balancer that gives
+        the contrastive loss no weight the loss is ``L_cls`` (``alpha = 1``).
+        The parts and ``alpha`` are kept for the epoch statistics, which
+        count them once the step is taken. In validation and test the loss is
+        the classification loss, and the classification error is noted.
 
         Arguments
         ---------
@@ -360,15 +260,42 @@ class AngularContrastiveBrain(sb.Brain):
         -------
         torch.Tensor
         """
+        if stage == sb.Stage.TRAIN:
+            loss_cls, loss_con = self.compute_loss_parts(outputs, batch, stage)
+            balancer = self.hparams.balancer
+            if not balancer.uses_contrastive:
+                loss, alpha = loss_cls, torch.tensor(1.0)
+            else:
+                params = None
+                if balancer.needs_parameters:
+                    params = list(self.modules.embedding_model.parameters())
+                grad_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+                loss, alpha = balancer(
+                    loss_cls,
+                    loss_con,
+                    shared=outputs["embeddings"],
+                    parameters=params,
+                    grad_scale=grad_scale,
+                )
+            self._batch_parts = (loss_cls, loss_con, alpha)
+            return loss
         labels = self._labels(batch, stage)
         loss_cls = self.hparams.classification_loss(outputs["cosine"].float(), labels)
-        if stage != sb.Stage.TRAIN and self.error_metrics is not None:
+        if self.error_metrics is not None:
             self.error_metrics.append(batch.id, outputs["cosine"], labels)
         return loss_cls
 
     # ------------------------------------------------------------------ training
     def fit_batch(self, batch):
-        """One training step with the balanced objective.
+        """SpeechBrain's training step, plus what it lacks for this objective.
+
+        As ``sb.Brain.fit_batch`` (gradient accumulation, GradScaler, DDP's
+        ``no_sync``, clipping in :meth:`optimizers_step`), with three
+        differences: :meth:`compute_objectives` runs outside the autocast
+        context (the losses and the balancing in float32); a non-finite loss
+        or gradient on any rank skips the batch on every rank, putting the
+        module buffers (BatchNorm statistics) back as they were; and files
+        whose audio held NaN/inf samples are reported.
 
         Arguments
         ---------
@@ -380,104 +307,70 @@ class AngularContrastiveBrain(sb.Brain):
         torch.Tensor
             The detached balanced loss.
         """
+        note_nonfinite_audio(batch, self.nonfinite_audio_files)
         should_step = (self.step % self.grad_accumulation_factor) == 0
         self.on_fit_batch_start(batch, should_step)
         # The forward pass updates BatchNorm statistics; a skipped batch puts
         # them back (a NaN there would poison every later evaluation).
-        self._buffers_before = [
-            (buf, buf.detach().clone()) for buf in self.modules.buffers()
-        ]
+        self.skips.keep_buffers(self.modules)
         with self.no_sync(not should_step):
             with self.training_ctx:
                 outputs = self.compute_forward(batch, sb.Stage.TRAIN)
-            # The objectives and the balancing run in float32 outside autocast.
-            loss_cls, loss_con = self.compute_loss_parts(outputs, batch, sb.Stage.TRAIN)
-            grad_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
-            balancer = self.hparams.balancer
-            if not self._contrastive_active():
-                # AAM alone: no second objective to balance.
-                result_loss, alpha = loss_cls, torch.tensor(1.0)
-            else:
-                params = None
-                if getattr(balancer, "needs_parameters", False):
-                    params = list(self.modules.embedding_model.parameters())
-                result = balancer(
-                    loss_cls,
-                    loss_con,
-                    shared=outputs["embeddings"],
-                    parameters=params,
-                    grad_scale=grad_scale,
-                )
-                result_loss, alpha = result.loss, result.alpha
-            if not all_ranks_finite(result_loss):
-                self._skip_nonfinite(batch, "loss")
-                return result_loss.detach().cpu()
-            scaled = self.scaler.scale(result_loss / self.grad_accumulation_factor)
-            scaled.backward()
+            loss = self.compute_objectives(outputs, batch, sb.Stage.TRAIN)
+            if not all_ranks_finite(loss):
+                self._skip(batch, "loss")
+                return loss.detach().cpu()
+            self.scaler.scale(loss / self.grad_accumulation_factor).backward()
         if should_step:
-            if not self.scaler.is_enabled() and not self._gradients_finite():
-                self._skip_nonfinite(batch, "gradient")
-                return result_loss.detach().cpu()
+            if not self.scaler.is_enabled() and not gradients_finite(self.modules):
+                self._skip(batch, "gradient")
+                return loss.detach().cpu()
             self.optimizers_step()
-            self._consecutive_nonfinite = 0
-        self._buffers_before = []
-        self._record(loss_cls, loss_con, alpha)
-        self.on_fit_batch_end(batch, outputs, result_loss, should_step)
-        return result_loss.detach().cpu()
+        self.skips.stepped(should_step)
+        self.on_fit_batch_end(batch, outputs, loss, should_step)
+        return loss.detach().cpu()
 
-    def _gradients_finite(self):
-        for param in self.modules.parameters():
-            if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
-                return False
-        return True
+    def evaluate_batch(self, batch, stage):
+        """SpeechBrain's evaluation step; files with NaN/inf audio are reported.
 
-    def _skip_nonfinite(self, batch, what):
-        """Drop this batch's gradients, report it, stop after too many.
+        Arguments
+        ---------
+        batch : PaddedBatch
+            Batch.
+        stage : sb.Stage
+            The stage.
 
-        The module buffers (BatchNorm running statistics, which the forward
-        pass has already updated) are restored to their values before the
-        batch, so a NaN batch leaves no trace in the model.
+        Returns
+        -------
+        torch.Tensor
         """
-        self.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for buf, saved in getattr(self, "_buffers_before", []):
-                buf.copy_(saved)
-        self._buffers_before = []
-        self._consecutive_nonfinite += 1
-        self.skipped_nonfinite += 1
-        logger.warning(
-            "Non-finite %s on batch %s (ids %s...): batch skipped, weights untouched "
-            "(%d in a row).",
-            what,
-            self.step,
-            list(batch.id)[:3],
-            self._consecutive_nonfinite,
-        )
-        if self._consecutive_nonfinite > self.nonfinite_patience:
-            raise NonFiniteLossError(
-                f"{self._consecutive_nonfinite} consecutive batches had a non-finite "
-                f"{what}. Check the data (silent or corrupt audio), lower the learning "
-                "rate, raise the contrastive temperature, or use --precision=fp32; "
-                "training resumes from the last checkpoint once fixed."
-            )
+        note_nonfinite_audio(batch, self.nonfinite_audio_files)
+        return super().evaluate_batch(batch, stage)
 
-    def _record_weight_spread(self, weights, labels):
-        low, high = negative_weight_percentiles(weights, labels)
-        if math.isfinite(low):
-            self._sums["w_p5"] += low
-            self._sums["w_p95"] += high
-            self._sums["weighted_batches"] += 1
+    def _skip(self, batch, what):
+        """Drop this batch's gradients and buffer updates; stop after too many."""
+        self.zero_grad(set_to_none=True)
+        self.skips.skip(batch.id, self.step, what)
+
+    @property
+    def skipped_nonfinite(self):
+        """Batches skipped for a non-finite loss or gradient in this fit."""
+        return self.skips.total
 
     def _record(self, loss_cls, loss_con, alpha):
-        self._sums["loss_cls"] += float(loss_cls.detach())
-        self._sums["loss_con"] += float(loss_con.detach())
-        self._sums["alpha"] += float(alpha)
-        self._sums["batches"] += 1
+        """Count one optimised batch in the epoch statistics."""
+        self.stats.add(loss_cls, loss_con, alpha)
         self.last_alpha = float(alpha)
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
-        """SpeechBrain's loader; the training loader's length is kept for the
-        margin warm-up's progress within an epoch.
+        """SpeechBrain's loader; the training one sizes the schedules.
+
+        The training loader's length is kept for the margin warm-up's
+        progress within an epoch, and a learning-rate schedule defined in
+        epochs (one with ``set_steps_per_epoch``, e.g.
+        :class:`~sb_angcl.lr_schedule.WarmupDecayScheduler`) learns the
+        optimiser steps of an epoch on this rank: the loader's length over
+        the gradient accumulation factor.
 
         Arguments
         ---------
@@ -485,22 +378,45 @@ class AngularContrastiveBrain(sb.Brain):
             The data.
         stage : sb.Stage
             The stage.
-        ckpt_prefix : str
-            Checkpoint name prefix of the loader.
+        ckpt_prefix : str or None
+            As in ``sb.Brain.make_dataloader``.
         **loader_kwargs : dict
-            Passed on.
+            DataLoader options.
 
         Returns
         -------
-        DataLoader
+        torch.utils.data.DataLoader
         """
         loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
-        if stage == sb.Stage.TRAIN:
-            try:
-                self._train_batches = len(loader)
-            except TypeError:
-                self._train_batches = None
+        if stage != sb.Stage.TRAIN:
+            return loader
+        try:
+            self._train_batches = len(loader)
+        except TypeError:
+            self._train_batches = None
+        annealing = self.hparams_get("lr_annealing")
+        if hasattr(annealing, "set_steps_per_epoch"):
+            steps = max(len(loader) // self.grad_accumulation_factor, 1)
+            annealing.set_steps_per_epoch(steps)
+            logger.info("Learning-rate schedule: %d optimiser steps per epoch.", steps)
         return loader
+
+    def _train_loader_specifics(self, dataset, loader_kwargs):
+        """Keep the speaker-balanced sampler as it is, also under DDP.
+
+        SpeechBrain wraps any ``batch_sampler`` in a
+        ``DistributedSamplerWrapper`` under DDP, which would split our
+        batches a second time, and only calls ``set_epoch`` on samplers it
+        made itself. :class:`~sb_angcl.sampler.SpeakerBalancedBatchSampler`
+        already gives each rank its own speakers, so it is used as is and
+        registered as the train sampler (``set_epoch`` every epoch,
+        mid-epoch resume by batch count).
+        """
+        sampler = loader_kwargs.get("batch_sampler")
+        if isinstance(sampler, SpeakerBalancedBatchSampler):
+            self.train_sampler = sampler
+            return loader_kwargs
+        return super()._train_loader_specifics(dataset, loader_kwargs)
 
     def on_fit_batch_start(self, batch, should_step):
         """Set the warmed-up margins for this step (no-op without warm-up).
@@ -521,7 +437,7 @@ class AngularContrastiveBrain(sb.Brain):
         warmup.update(self._epoch, fraction)
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Step a per-batch learning-rate schedule, if the YAML has one.
+        """Count the batch in the epoch statistics; step a per-batch LR schedule.
 
         Arguments
         ---------
@@ -534,6 +450,9 @@ class AngularContrastiveBrain(sb.Brain):
         should_step : bool
             Whether the optimiser stepped.
         """
+        parts, self._batch_parts = getattr(self, "_batch_parts", None), None
+        if parts is not None:
+            self._record(*parts)
         annealing = self.hparams_get("lr_annealing")
         if should_step and annealing is not None and hasattr(annealing, "on_batch_end"):
             annealing.on_batch_end(self.optimizer)
@@ -551,7 +470,23 @@ class AngularContrastiveBrain(sb.Brain):
         wrap_distributed_modules(self.modules, self.device, self.find_unused_parameters)
 
     def on_fit_start(self):
-        """Initialise the per-epoch statistics, then SpeechBrain's start."""
+        """Set up margins, statistics and checkpointed state, then SpeechBrain's start.
+
+        The balancer must be a :class:`~sb_angcl.balancing.Balancer`; one
+        with state (MGDA's moving average of alpha) and a learning-rate
+        schedule that keeps a step counter are registered with the
+        checkpointer when the YAML's ``checkpointer`` does not list them, so
+        a resumed run continues them. After the recovery a schedule with
+        ``apply`` sets the optimiser's rate for the first batch (the warm-up
+        start, or where the resumed run was).
+        """
+        balancer = self.hparams_get("balancer")
+        if not isinstance(balancer, Balancer):
+            raise TypeError(
+                f"hparams balancer must be a sb_angcl.balancing.Balancer, got "
+                f"{type(balancer).__name__}; build it in the YAML with "
+                "!apply:sb_angcl.balancing.make_balancer"
+            )
         if getattr(self, "margin_warmup", None) is None:
             # Built once: it reads the target margins from the loss objects.
             self.margin_warmup = MarginWarmup(
@@ -560,21 +495,27 @@ class AngularContrastiveBrain(sb.Brain):
                 self.hparams_get("contrastive_loss"),
             )
         self._epoch = 1
-        balancer = self.hparams_get("balancer")
-        if (
-            self.checkpointer is not None
-            and isinstance(balancer, torch.nn.Module)
-            and balancer.state_dict()
-            and "balancer" not in self.checkpointer.recoverables
-        ):
-            # MGDA's moving average of alpha resumes with the run.
-            self.checkpointer.add_recoverable("balancer", balancer, optional_load=True)
-        self._reset_stats()
-        self._consecutive_nonfinite = 0
-        self.skipped_nonfinite = 0
+        annealing = self.hparams_get("lr_annealing")
+        if self.checkpointer is not None:
+            recoverables = self.checkpointer.recoverables
+            if balancer.state_dict() and "balancer" not in recoverables:
+                self.checkpointer.add_recoverable("balancer", balancer, optional_load=True)
+            if (
+                annealing is not None
+                and annealing not in recoverables.values()
+                and is_checkpointable(annealing)
+            ):
+                self.checkpointer.add_recoverable("lr_annealing", annealing)
+        self.stats = EpochStats()
+        self._batch_parts = None
+        self.skips = SkippedBatches(self.nonfinite_patience)
         self._one_speaker_batches = 0
         self.last_alpha = math.nan
+        if not hasattr(self, "nonfinite_audio_files"):
+            self.nonfinite_audio_files = {}
         super().on_fit_start()
+        if hasattr(annealing, "apply") and self.optimizer is not None:
+            annealing.apply(self.optimizer)
 
     def init_optimizers(self):
         """SpeechBrain's optimiser set-up, then half-written checkpoints set aside.
@@ -590,13 +531,6 @@ class AngularContrastiveBrain(sb.Brain):
                 discard_incomplete_checkpoints, args=[self.checkpointer]
             )
 
-    def _reset_stats(self):
-        self._sums = {
-            "loss_cls": 0.0, "loss_con": 0.0, "alpha": 0.0, "batches": 0,
-            "w_p5": 0.0, "w_p95": 0.0, "weighted_batches": 0,
-        }
-        self._epoch_start = time.time()
-
     def on_stage_start(self, stage, epoch=None):
         """Reset statistics at the start of each stage.
 
@@ -608,7 +542,7 @@ class AngularContrastiveBrain(sb.Brain):
             The epoch.
         """
         if stage == sb.Stage.TRAIN:
-            self._reset_stats()
+            self.stats = EpochStats()
             self._epoch = epoch if epoch is not None else 1
         error_stats = self.hparams_get("error_stats")
         self.error_metrics = error_stats() if error_stats is not None else None
@@ -616,22 +550,15 @@ class AngularContrastiveBrain(sb.Brain):
     def epoch_train_stats(self):
         """Mean losses and alpha over the training batches seen this epoch.
 
+        With class-aware attention, also the 5th and 95th percentiles of the
+        negative-pair weights (mean over batches; 1 and 1 = inert); with a
+        margin warm-up, the margins in force.
+
         Returns
         -------
         dict
         """
-        n = max(self._sums["batches"], 1)
-        stats = {
-            "loss_cls": self._sums["loss_cls"] / n,
-            "loss_con": self._sums["loss_con"] / n,
-            "alpha": self._sums["alpha"] / n,
-        }
-        weighted = self._sums["weighted_batches"]
-        if weighted:
-            # Attention at work: the 5th and 95th percentiles of the
-            # negative-pair weights (mean over batches); 1 and 1 = inert.
-            stats["w_p5"] = self._sums["w_p5"] / weighted
-            stats["w_p95"] = self._sums["w_p95"] / weighted
+        stats = self.stats.means()
         warmup = getattr(self, "margin_warmup", None)
         if warmup is not None and warmup.enabled:
             if warmup.aam is not None:
@@ -654,7 +581,7 @@ class AngularContrastiveBrain(sb.Brain):
         """
         if stage == sb.Stage.TRAIN:
             self.train_stats = {"loss": stage_loss, **self.epoch_train_stats()}
-            self.train_stats["time_s"] = time.time() - self._epoch_start
+            self.train_stats["time_s"] = self.stats.seconds()
             return
         stats = {"loss": stage_loss}
         if self.error_metrics is not None and len(self.error_metrics.scores):

@@ -52,8 +52,13 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
 
-def inference_yaml(hparams_file, overrides=None, embedding_spec=None):
+def inference_yaml(hparams_file, overrides=None):
     """Inference ``hyperparams.yaml`` text from a training YAML.
+
+    The definitions are copied as the training YAML writes them (the
+    encoder as ``!new:speechbrain.lobes.models....`` with its arguments), so
+    the folder loads with SpeechBrain alone and nothing else has to remember
+    how the modules were built.
 
     Arguments
     ---------
@@ -61,10 +66,6 @@ def inference_yaml(hparams_file, overrides=None, embedding_spec=None):
         The training hyperparameters file.
     overrides : dict or str or None
         The overrides the training run used (so the architecture matches).
-    embedding_spec : dict or None
-        ``{"class": ..., "kwargs": ...}`` of the encoder (set by
-        :func:`sb_angcl.encoders.build_encoder`); written as a plain
-        ``!new:`` so the folder loads with SpeechBrain alone.
 
     Returns
     -------
@@ -94,12 +95,6 @@ def inference_yaml(hparams_file, overrides=None, embedding_spec=None):
     subset = type(tree)()
     for key in INFERENCE_KEYS:
         subset[key] = tree[key]
-    if embedding_spec is not None:
-        from ruamel.yaml.comments import CommentedMap
-
-        node = CommentedMap(embedding_spec["kwargs"])
-        node.yaml_set_ctag(_tag("!new:" + embedding_spec["class"]))
-        subset["embedding_model"] = node
     out = io.StringIO()
     yaml.dump(subset, out)
     header = (
@@ -148,8 +143,7 @@ def export_inference_folder(
     True
     """
     os.makedirs(folder, exist_ok=True)
-    spec = getattr(_plain(embedding_model), "sb_angcl_spec", None)
-    text = inference_yaml(hparams_file, overrides, spec)
+    text = inference_yaml(hparams_file, overrides)
     with open(os.path.join(folder, "hyperparams.yaml"), "w", encoding="utf-8") as fout:
         fout.write(text)
     torch.save(_plain(embedding_model).state_dict(), os.path.join(folder, "embedding_model.ckpt"))
@@ -161,12 +155,6 @@ def export_inference_folder(
     write_model_card(folder, hparams_file, overrides, len(label_encoder))
     logger.info("Exported the inference model to %s", folder)
     return folder
-
-
-def _tag(text):
-    from ruamel.yaml.tag import Tag
-
-    return Tag(suffix=text)
 
 
 def _plain(module):
@@ -255,7 +243,7 @@ _RESULT_COLUMNS = (
 
 # Training settings listed on the card when the YAML defines them.
 _CARD_SETTINGS = (
-    "encoder", "emb_dim", "channels", "n_mels", "sample_rate", "sentence_len",
+    "emb_dim", "channels", "n_mels", "sample_rate", "sentence_len",
     "number_of_epochs", "sampler", "speakers_per_batch", "utterances_per_speaker",
     "lr", "aam_margin", "aam_scale", "margin", "temperature", "attention_temperature",
     "balancing", "contrastive_weight", "seed",
@@ -277,6 +265,12 @@ def _objective(tree):
         f"loss balancing `{tree.get('balancing')}`",
     ]
     return ", ".join(parts) + " (Li, Mak & Meng, ICASSP 2023)."
+
+
+def _encoder_name(tree):
+    """The class the YAML's ``embedding_model`` is built from (``!new:...``)."""
+    tag = getattr(getattr(tree.get("embedding_model"), "tag", None), "value", None) or ""
+    return tag.rsplit(".", 1)[-1] if tag.startswith("!new:") else "embedding_model"
 
 
 def _recipe_folder(hparams_file):
@@ -353,7 +347,7 @@ def write_model_card(folder, hparams_file, overrides=None, n_speakers=None):
         f"| {key} | {tree[key]} |" for key in _CARD_SETTINGS if key in tree
     )
     source = os.path.abspath(folder)
-    text = f"""# Speaker encoder: {tree.get('encoder', 'ecapa')}, trained with sb-angcl
+    text = f"""# Speaker encoder: {_encoder_name(tree)}, trained with sb-angcl
 
 Exported {_now()} by sb-angcl {_version()}.
 

@@ -148,7 +148,7 @@ class WarmupDecayScheduler:
             raise RuntimeError(
                 "WarmupDecayScheduler does not know the steps per epoch: call "
                 "set_steps_per_epoch(len(train_loader)) before training (the "
-                "recipes' RecipeBrain does it)."
+                "recipes' AngularContrastiveBrain does it)."
             )
         return step / self.steps_per_epoch
 

@@ -1,149 +1,135 @@
-"""The training driver shared by the VoxCeleb and CN-Celeb recipes.
+"""The reusable steps of the recipes' ``train.py``.
 
-A recipe's ``train.py`` only names its data preparation; everything else,
-the SpeechBrain way, is here: parse ``train.py hparams.yaml --key=value``,
-start DDP, prepare data once (``run_on_main``), size the classifier from the
-training speakers, build datasets and the speaker-balanced sampler, start
-from a pretrained encoder if asked, train with
-:class:`~sb_angcl.brain.AngularContrastiveBrain` and export the best
-checkpoint as a SpeechBrain inference folder.
+A recipe's ``train.py`` shows the SpeechBrain pipeline (parse, prepare, load
+the YAML, experiment folder, datasets, Brain, fit, export); the steps two
+recipes share are here:
+
+* :func:`prepare_and_size`: data preparation on the main process, then the
+  classifier's size from the label encoder it leads to (the one source of
+  ``out_n_neurons``), before the YAML is loaded and the experiment folder
+  created;
+* :func:`log_to_experiment`: what is logged before the experiment folder
+  exists (data preparation) still reaches its ``log.txt``;
+* :func:`train_loader_kwargs`, :func:`valid_loader_kwargs`: the loaders
+  (speaker-balanced batches or random ones);
+* :func:`start_from_pretrained`, :func:`adopt_label_encoder`: fine-tuning
+  from an exported folder;
+* :func:`report_skipped`: the end-of-run summary of broken audio and skipped
+  batches.
 
 Authors
  * sb-angcl contributors
 """
 
+import contextlib
 import logging
 import os
-import sys
+import shutil
 
-import pandas as pd
-import speechbrain as sb
-import yaml
-from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import run_on_main
 
-from sb_angcl.augment import setup_noise_augmentation
-from sb_angcl.brain import AngularContrastiveBrain
-from sb_angcl.dataio import speaker_datasets
-from sb_angcl.export import export_inference_folder, load_pretrained_encoder
+from sb_angcl.dataio import build_label_encoder, load_manifest
+from sb_angcl.export import load_pretrained_encoder
+from sb_angcl.hyperparams import (
+    LABEL_ENCODER_FILE,
+    classifier_size,
+    overrides_to_dict,
+    plain_hparams,
+)
 from sb_angcl.sampler import SpeakerBalancedBatchSampler
 
 logger = logging.getLogger(__name__)
 
 
-def overrides_to_dict(overrides):
-    """SpeechBrain's override string (or dict) as a dict.
+def prepare_and_size(hparams_file, overrides, prepare):
+    """Prepare the data, then set ``out_n_neurons`` from the label encoder.
+
+    ``prepare(hparams)`` gets the YAML's plain settings
+    (:func:`~sb_angcl.hyperparams.plain_hparams`: nothing is built yet) and
+    runs on the main process, unless ``skip_prep``. When fine-tuning with the
+    pretrained classifier, that run's label encoder is adopted
+    (:func:`adopt_label_encoder`); otherwise the label encoder is made from
+    the training manifest. Its number of speakers becomes ``out_n_neurons``,
+    unless the overrides already give one.
 
     Arguments
     ---------
-    overrides : str or dict or None
-        As returned by ``sb.parse_arguments``.
+    hparams_file : str
+        The recipe YAML.
+    overrides : dict or str or None
+        The command line's overrides.
+    prepare : callable
+        The recipe's data preparation, ``prepare(hparams)``.
 
     Returns
     -------
     dict
+        The overrides, with ``out_n_neurons``: load the YAML and save it in
+        the experiment folder with these.
+    """
+    overrides = overrides_to_dict(overrides)
+    plain = plain_hparams(hparams_file, overrides)
+    if not plain.get("skip_prep", False):
+        run_on_main(prepare, kwargs={"hparams": plain})
+    if plain.get("pretrained_model") and plain.get("pretrained_classifier"):
+        # The pretrained classifier's rows follow its run's label encoder.
+        run_on_main(adopt_label_encoder, args=[plain["pretrained_model"], plain["save_folder"]])
+    if not overrides.get("out_n_neurons"):
+        run_on_main(_make_label_encoder, args=[plain])
+        overrides["out_n_neurons"] = classifier_size(plain["save_folder"])
+    logger.info("Training speakers (classifier outputs): %s", overrides["out_n_neurons"])
+    return overrides
+
+
+def _make_label_encoder(plain):
+    """``<save_folder>/label_encoder.txt`` from the training manifest (kept if it exists)."""
+    train = load_manifest(plain["train_annotation"], plain.get("data_folder"))
+    build_label_encoder(train, os.path.join(plain["save_folder"], LABEL_ENCODER_FILE))
+
+
+class _HeldRecords(logging.Handler):
+    """Keeps log records until the experiment's handlers exist."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records = []
+
+    def emit(self, record):
+        """Keep the record."""
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def log_to_experiment():
+    """Hold what is logged until the block sets up the experiment's logging.
+
+    ``sb.create_experiment_directory`` starts the experiment's ``log.txt``;
+    records logged earlier in the block (data preparation's reports) are
+    held at INFO level and handed to its handlers when the block ends. Where
+    no logging was set up (another DDP rank, or an error before it) the
+    warnings go to standard error.
 
     Example
     -------
-    >>> overrides_to_dict("margin: 0.3\\nbalancing: fixed")
-    {'margin': 0.3, 'balancing': 'fixed'}
+    >>> with log_to_experiment():
+    ...     logger.info("held until the block ends")
     """
-    if not overrides:
-        return {}
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    return yaml.safe_load(overrides) or {}
-
-
-def load_hparams(hparams_file, overrides):
-    """Load a recipe YAML with overrides.
-
-    Arguments
-    ---------
-    hparams_file : str
-        YAML path.
-    overrides : dict
-        Overrides.
-
-    Returns
-    -------
-    dict
-    """
-    with open(hparams_file, encoding="utf-8") as fin:
-        return load_hyperpyyaml(fin, overrides)
-
-
-def load_unsized_hparams(hparams_file, overrides):
-    """Load a recipe YAML before the number of training speakers is known.
-
-    ``out_n_neurons`` (the classifier size; 0 in the YAML means "count the
-    training speakers") gets a placeholder of 1 unless the overrides set it:
-    enough to read folders and run data preparation.
-
-    Arguments
-    ---------
-    hparams_file : str
-        YAML path.
-    overrides : dict
-        Overrides.
-
-    Returns
-    -------
-    dict
-    """
-    return load_hparams(
-        hparams_file, dict(overrides, out_n_neurons=overrides.get("out_n_neurons") or 1)
-    )
-
-
-def size_classifier(hparams_file, overrides, hparams):
-    """Reload the YAML with ``out_n_neurons`` = the number of training speakers.
-
-    Nothing is reloaded when the overrides already give ``out_n_neurons``.
-
-    Arguments
-    ---------
-    hparams_file : str
-        YAML path.
-    overrides : dict
-        Overrides (not modified).
-    hparams : dict
-        From :func:`load_unsized_hparams` (names ``train_annotation``).
-
-    Returns
-    -------
-    hparams : dict
-        Loaded with the right classifier size.
-    overrides : dict
-        The overrides including ``out_n_neurons``.
-    """
-    if overrides.get("out_n_neurons"):
-        return hparams, overrides
-    overrides = dict(overrides, out_n_neurons=count_speakers(hparams["train_annotation"]))
-    return load_hparams(hparams_file, overrides), overrides
-
-
-def count_speakers(csv_path):
-    """Number of distinct ``spk_id`` in a manifest.
-
-    Arguments
-    ---------
-    csv_path : str
-        Manifest.
-
-    Returns
-    -------
-    int
-
-    Example
-    -------
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "t.csv")
-    >>> _ = open(p, "w").write("ID,spk_id\\na,s1\\nb,s2\\nc,s1\\n")
-    >>> count_speakers(p)
-    2
-    """
-    return int(pd.read_csv(csv_path, usecols=["spk_id"])["spk_id"].nunique())
+    root = logging.getLogger()
+    held, level = _HeldRecords(), root.level
+    root.addHandler(held)
+    root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(held)
+        handlers = list(root.handlers)
+        if not handlers:
+            root.setLevel(level)
+            handlers = [logging.lastResort]
+        for record in held.records:
+            for handler in handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
 
 
 def train_loader_kwargs(hparams, train_data):
@@ -177,140 +163,6 @@ def train_loader_kwargs(hparams, train_data):
     raise ValueError(f"sampler must be 'balanced' or 'random', got {kind!r}")
 
 
-class RecipeBrain(AngularContrastiveBrain):
-    """The Brain of the recipes: keeps our DDP-aware sampler unwrapped.
-
-    SpeechBrain wraps any ``batch_sampler`` in a ``DistributedSamplerWrapper``
-    under DDP, which would split our batches a second time, and only calls
-    ``set_epoch`` on samplers it made itself. Our sampler already gives each
-    rank its own speakers, so it is used as is and registered as the train
-    sampler (``set_epoch`` every epoch, mid-epoch resume by batch count).
-    """
-
-    def _train_loader_specifics(self, dataset, loader_kwargs):
-        sampler = loader_kwargs.get("batch_sampler")
-        if isinstance(sampler, SpeakerBalancedBatchSampler):
-            self.train_sampler = sampler
-            return loader_kwargs
-        return super()._train_loader_specifics(dataset, loader_kwargs)
-
-    def fit_batch(self, batch):
-        """Note files with non-finite samples, then train on the batch.
-
-        Arguments
-        ---------
-        batch : PaddedBatch
-            Training batch.
-
-        Returns
-        -------
-        torch.Tensor
-        """
-        self._note_nonfinite(batch)
-        return super().fit_batch(batch)
-
-    def evaluate_batch(self, batch, stage):
-        """Note files with non-finite samples, then evaluate the batch.
-
-        Arguments
-        ---------
-        batch : PaddedBatch
-            Batch.
-        stage : sb.Stage
-            The stage.
-
-        Returns
-        -------
-        torch.Tensor
-        """
-        self._note_nonfinite(batch)
-        return super().evaluate_batch(batch, stage)
-
-    def _note_nonfinite(self, batch):
-        """Warn once per file whose crop held NaN/inf samples (zeroed on load).
-
-        The data pipeline (:func:`sb_angcl.dataio.make_train_pipeline`) runs
-        in worker processes; it replaces the samples and reports their count
-        in ``sig_nonfinite``, so the other utterances of the batch train as
-        usual and this process keeps one list of the files for the whole run
-        (``nonfinite_audio_files``, summarised at the end of the run).
-        """
-        counts = getattr(batch, "sig_nonfinite", None)
-        if counts is None:
-            return
-        if not hasattr(self, "nonfinite_audio_files"):
-            self.nonfinite_audio_files = {}
-        paths = getattr(batch, "wav", None) or list(batch.id)
-        for path, count in zip(paths, counts):
-            count = int(count)
-            if count and path not in self.nonfinite_audio_files:
-                logger.warning(
-                    "Audio file %s holds non-finite samples (NaN or inf; %d in this "
-                    "crop). They are replaced by zeros and the rest of the batch trains; "
-                    "re-convert or remove the file.", path, count,
-                )
-                self.nonfinite_audio_files[path] = count
-
-    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
-        """SpeechBrain's loader; the training one also sizes the LR schedule.
-
-        A schedule defined in epochs (one with ``set_steps_per_epoch``, e.g.
-        :class:`~sb_angcl.lr_schedule.WarmupDecayScheduler`) learns the
-        optimiser steps of an epoch on this rank: the loader's length over
-        the gradient accumulation factor.
-
-        Arguments
-        ---------
-        dataset : Dataset
-            The data.
-        stage : sb.Stage
-            The stage.
-        ckpt_prefix : str or None
-            As in ``sb.Brain.make_dataloader``.
-        **loader_kwargs : dict
-            DataLoader options.
-
-        Returns
-        -------
-        torch.utils.data.DataLoader
-        """
-        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
-        annealing = self.hparams_get("lr_annealing")
-        if stage == sb.Stage.TRAIN and hasattr(annealing, "set_steps_per_epoch"):
-            steps = max(len(loader) // self.grad_accumulation_factor, 1)
-            annealing.set_steps_per_epoch(steps)
-            logger.info("Learning-rate schedule: %d optimiser steps per epoch.", steps)
-        return loader
-
-    def on_fit_start(self):
-        """Register the LR schedule with the checkpointer, recover, set the rate.
-
-        A per-batch schedule keeps a step counter: without it in the
-        checkpoint a resumed run would restart its schedule. It is registered
-        here when the YAML's ``checkpointer`` does not list it. After the
-        recovery a schedule with ``apply`` sets the optimiser's rate for the
-        first batch (the warm-up start, or where the resumed run was).
-        """
-        annealing = self.hparams_get("lr_annealing")
-        if (
-            self.checkpointer is not None
-            and annealing is not None
-            and annealing not in self.checkpointer.recoverables.values()
-            and _is_checkpointable(annealing)
-        ):
-            self.checkpointer.add_recoverable("lr_annealing", annealing)
-        super().on_fit_start()
-        if hasattr(annealing, "apply") and self.optimizer is not None:
-            annealing.apply(self.optimizer)
-
-
-def _is_checkpointable(obj):
-    """Whether SpeechBrain's checkpointer has a save hook for ``obj``."""
-    from speechbrain.utils.checkpoints import DEFAULT_SAVE_HOOKS, get_default_hook
-
-    return get_default_hook(obj, DEFAULT_SAVE_HOOKS) is not None
-
-
 def adopt_label_encoder(pretrained_folder, save_folder):
     """Start a fine-tuning run with the label encoder of the run it starts from.
 
@@ -337,8 +189,6 @@ def adopt_label_encoder(pretrained_folder, save_folder):
     >>> adopt_label_encoder(tempfile.mkdtemp(), tempfile.mkdtemp())
     False
     """
-    import shutil
-
     target = os.path.join(save_folder, "label_encoder.txt")
     if os.path.isfile(target):
         return False
@@ -352,76 +202,68 @@ def adopt_label_encoder(pretrained_folder, save_folder):
     return False
 
 
-def run_training(argv, prepare, brain_class=RecipeBrain):
-    """Run a whole training recipe.
+def valid_loader_kwargs(hparams):
+    """DataLoader options for validation.
 
     Arguments
     ---------
-    argv : list of str
-        ``[hparams.yaml, --key=value, ...]`` as given to ``train.py``.
-    prepare : callable
-        ``prepare(hparams)`` writes the manifests named in the YAML; it runs on
-        the main process only.
-    brain_class : type
-        The Brain to train with.
+    hparams : dict
+        With optional ``eval_batch_size`` and ``num_workers``.
 
     Returns
     -------
-    brain : AngularContrastiveBrain
-        The trained Brain (best checkpoint loaded).
-    hparams : dict
-        The loaded hyperparameters.
+    dict
+
+    Example
+    -------
+    >>> valid_loader_kwargs({"eval_batch_size": 8})
+    {'batch_size': 8, 'num_workers': 0}
     """
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    overrides = overrides_to_dict(overrides)
-    sb.utils.distributed.ddp_init_group(run_opts)
+    return {
+        "batch_size": hparams.get("eval_batch_size", 16),
+        "num_workers": hparams.get("num_workers", 0),
+    }
 
-    # The classifier size depends on the data, so the YAML is loaded once to
-    # find the folders, the data prepared, and the YAML loaded again.
-    hparams = load_unsized_hparams(hparams_file, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
-    if not hparams.get("skip_prep", False):
-        run_on_main(prepare, kwargs={"hparams": hparams})
-    hparams, overrides = size_classifier(hparams_file, overrides, hparams)
-    logger.info("Training speakers (classifier outputs): %s", hparams["out_n_neurons"])
-    # MUSAN noise / RIR reverberation from local folders (musan_folder, rir_folder).
-    setup_noise_augmentation(hparams, run_on_main)
 
-    with_classifier = bool(hparams.get("pretrained_model") and hparams.get("pretrained_classifier"))
-    if with_classifier:
-        # The pretrained classifier's rows follow its run's label encoder.
-        run_on_main(adopt_label_encoder, args=[hparams["pretrained_model"], hparams["save_folder"]])
-    train_data, valid_data, label_encoder = speaker_datasets(hparams)
-    if hparams.get("pretrained_model"):
-        # SpeechBrain's fetching is safe to run on every rank at once.
-        load_pretrained_encoder(
-            hparams["pretrained_model"],
-            hparams["embedding_model"],
-            os.path.join(hparams["save_folder"], "pretrained"),
-            classifier=hparams["classifier"] if with_classifier else None,
-        )
+def start_from_pretrained(hparams):
+    """Load ``pretrained_model`` (a local folder) into the encoder, if the YAML names one.
 
-    brain = brain_class(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
+    The classifier is loaded too with ``pretrained_classifier: True``. SpeechBrain's
+    fetching is safe to run on every rank at once.
+
+    Arguments
+    ---------
+    hparams : dict
+        Loaded hyperparameters.
+
+    Returns
+    -------
+    list of str
+        The parts loaded (empty without ``pretrained_model``).
+
+    Example
+    -------
+    >>> start_from_pretrained({"pretrained_model": None})
+    []
+    """
+    if not hparams.get("pretrained_model"):
+        return []
+    return load_pretrained_encoder(
+        hparams["pretrained_model"],
+        hparams["embedding_model"],
+        os.path.join(hparams["save_folder"], "pretrained"),
+        classifier=hparams["classifier"] if hparams.get("pretrained_classifier") else None,
     )
-    brain.fit(
-        brain.hparams.epoch_counter,
-        train_data,
-        valid_data,
-        train_loader_kwargs=train_loader_kwargs(hparams, train_data),
-        valid_loader_kwargs={
-            "batch_size": hparams.get("eval_batch_size", 16),
-            "num_workers": hparams.get("num_workers", 0),
-        },
-    )
+
+
+def report_skipped(brain):
+    """Log, at the end of a run, the broken audio files and skipped batches.
+
+    Arguments
+    ---------
+    brain : sb_angcl.brain.AngularContrastiveBrain
+        The trained Brain.
+    """
     bad_files = getattr(brain, "nonfinite_audio_files", {})
     if bad_files:
         logger.warning(
@@ -430,26 +272,3 @@ def run_training(argv, prepare, brain_class=RecipeBrain):
         )
     if brain.skipped_nonfinite:
         logger.warning("%d batches were skipped for non-finite values.", brain.skipped_nonfinite)
-
-    brain.checkpointer.recover_if_possible(min_key="ErrorRate")
-    if hparams.get("export_folder") and if_main_process():
-        export_inference_folder(
-            hparams["export_folder"],
-            hparams_file,
-            brain.modules.embedding_model,
-            brain.modules.classifier,
-            label_encoder,
-            overrides=overrides,
-        )
-    return brain, hparams
-
-
-def main(prepare):
-    """Entry point for a recipe's ``train.py``.
-
-    Arguments
-    ---------
-    prepare : callable
-        The recipe's data preparation, ``prepare(hparams)``.
-    """
-    run_training(sys.argv[1:], prepare)

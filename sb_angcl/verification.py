@@ -31,9 +31,9 @@ from tqdm import tqdm
 
 from sb_angcl.dataio import load_manifest, make_eval_pipeline
 from sb_angcl.export import MODEL_CARD, record_model_card_results
+from sb_angcl.hyperparams import load_trained_hparams, overrides_to_dict
 from sb_angcl.metrics import compute_eer, metrics_table
 from sb_angcl.plots import plot_det, plot_score_histogram
-from sb_angcl.recipe import load_unsized_hparams, overrides_to_dict, size_classifier
 from sb_angcl.scoring import EmbeddingTable, score_trials, speaker_cohort, write_scores
 
 logger = logging.getLogger(__name__)
@@ -177,8 +177,7 @@ def load_trained_modules(hparams_file, overrides, run_opts):
     hparams : dict
     device : str
     """
-    hparams = load_unsized_hparams(hparams_file, overrides)
-    hparams, _ = size_classifier(hparams_file, overrides, hparams)
+    hparams = load_trained_hparams(hparams_file, overrides)
     device = run_opts.get("device", "cpu") if run_opts else "cpu"
     checkpointer = hparams["checkpointer"]
     ckpt = checkpointer.recover_if_possible(min_key="ErrorRate")
@@ -341,7 +340,7 @@ def record_in_model_card(hparams, protocol, scoring, overall, threshold):
     scoring : str
         ``cosine`` or ``AS-norm``.
     overall : pandas.Series
-        The ``all`` row of :func:`~sb_angcl.scoring.metrics_table`.
+        The ``all`` row of :func:`~sb_angcl.metrics.metrics_table`.
     threshold : float
         EER threshold (accept when score > threshold).
 

@@ -381,8 +381,9 @@ def _nonfinite_worker(rank, world, init_file, out_dir):
             # Only rank 0, only its second batch: a local non-finite loss.
             return loss * float("inf") if rank == 0 and len(calls) == 2 else loss
 
-        brain.hparams.classification_loss = poisoned
+        # Poisoned after on_fit_start, which looks for the AAM module in it.
         brain.on_fit_start()
+        brain.hparams.classification_loss = poisoned
         for step in range(3):
             brain.fit_batch(make_batch(step, rank, world))
         result["skipped"] = brain.skipped_nonfinite

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from sb_angcl.brain import AngularContrastiveBrain
 from sb_angcl.lr_schedule import WarmupDecayScheduler, balanced_steps_per_epoch
-from sb_angcl.recipe import RecipeBrain, run_training
 from sb_angcl.synthetic import generate_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def restore_logging():
-    """Undo the logging set-up ``run_training`` does (handlers on the root)."""
+    """Undo the logging set-up ``train.py`` does (handlers on the root)."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
@@ -71,8 +71,8 @@ def corpus(tmp_path_factory):
     return folder / "VoxCeleb1"
 
 
-def recipe_prepare():
-    """The VoxCeleb recipe's ``prepare`` (from its ``train.py``)."""
+def recipe_train():
+    """The VoxCeleb recipe's ``train`` (from its ``train.py``)."""
     sys.path.insert(0, str(RECIPE_DIR))
     try:
         spec = importlib.util.spec_from_file_location("vox_train_fidelity", RECIPE_DIR / "train.py")
@@ -80,14 +80,14 @@ def recipe_prepare():
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(RECIPE_DIR))
-    return module.prepare
+    return module.train
 
 
 class Stop(Exception):
     """Raised by :class:`LrBrain` to stop a run mid-epoch."""
 
 
-class LrBrain(RecipeBrain):
+class LrBrain(AngularContrastiveBrain):
     """Notes (epoch, step, lr) of every batch; can stop at a given batch."""
 
     records = []
@@ -142,7 +142,7 @@ def test_schedule_checkpoint_rescales_to_new_steps_per_epoch(tmp_path):
 
 def test_full_yaml_resumes_learning_rate_exactly(tmp_path, corpus, restore_logging):
     """Stop the full-size configuration mid-epoch 2, rerun: the rate goes on."""
-    prepare = recipe_prepare()
+    train = recipe_train()
     out = tmp_path / "out"
     argv = [
         str(FULL), f"--data_folder={corpus}", f"--output_folder={out}", *TINY,
@@ -151,10 +151,10 @@ def test_full_yaml_resumes_learning_rate_exactly(tmp_path, corpus, restore_loggi
     ]
     LrBrain.records, LrBrain.stop_at = [], (2, 3)
     with pytest.raises(Stop):
-        run_training(argv, prepare, brain_class=LrBrain)
+        train(argv, brain_class=LrBrain)
     first = list(LrBrain.records)
     LrBrain.records, LrBrain.stop_at = [], None
-    brain, hparams = run_training(argv, prepare, brain_class=LrBrain)
+    brain, hparams = train(argv, brain_class=LrBrain)
     resumed = LrBrain.records
 
     sched = hparams["lr_annealing"]
@@ -292,7 +292,7 @@ def test_nonfinite_file_named_once_rest_of_batch_trains(tmp_path, corpus, restor
     argv = [str(FULL), f"--data_folder={root}", f"--output_folder={out}", *TINY,
             "--number_of_epochs=2", "--warmup_epochs=1"]
     LrBrain.records, LrBrain.stop_at, IdBrain.losses = [], None, []
-    brain, _ = run_training(argv, recipe_prepare(), brain_class=IdBrain)
+    brain, _ = recipe_train()(argv, brain_class=IdBrain)
 
     bad_id = str(bad.relative_to(root / "wav"))
     with_bad = [loss for ids, loss in IdBrain.losses if bad_id in ids]
@@ -421,7 +421,7 @@ def test_recipe_trains_with_generated_noise_folders(tmp_path, corpus, noise_fold
             f"--rir_folder={noise_folders['rir_folder']}", "--noise_augment_prob=1.0",
             "--debug", "--debug_batches=3", "--debug_epochs=1"]
     LrBrain.records, LrBrain.stop_at, AugBrain.changed = [], None, []
-    brain, hparams = run_training(argv, recipe_prepare(), brain_class=AugBrain)
+    brain, hparams = recipe_train()(argv, brain_class=AugBrain)
     assert isinstance(hparams["wav_augment"], ChainedAugment)
     assert len(hparams["wav_augment"].first.augmentations) == 4
     for name in ("musan_noise", "musan_speech", "musan_music", "rirs"):

@@ -6,7 +6,7 @@ Brain-level tests where a single batch must be controlled:
 
 * a corpus holding several defects at once (truncated, header-only, empty and
   text-as-wav files, an 8 kHz file, a 0.3 s utterance, a one-utterance
-  speaker) goes through ``train.py``'s entry (:func:`sb_angcl.recipe.run_training`
+  speaker) goes through ``train.py``'s entry (its ``train``
   with the recipe's ``prepare``): each defect has its documented outcome and
   message, and the result trains; a trial naming a missing file is a clear
   error (the unit-level rules are in ``tests/test_prepare.py``);
@@ -54,7 +54,6 @@ from sb_angcl.balancing import make_balancer
 from sb_angcl.brain import AngularContrastiveBrain, NonFiniteLossError
 from sb_angcl.dataio import speaker_datasets
 from sb_angcl.losses import AngularSupConLoss
-from sb_angcl.recipe import RecipeBrain, run_training
 from sb_angcl.sampler import SpeakerBalancedBatchSampler
 from sb_angcl.synthetic import generate_corpus
 
@@ -82,7 +81,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def restore_logging():
-    """Undo the logging set-up ``run_training`` does (handlers on the root)."""
+    """Undo the logging set-up ``train.py`` does (handlers on the root)."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
@@ -133,7 +132,7 @@ def load_recipe_train():
     return module
 
 
-class RecordingBrain(RecipeBrain):
+class RecordingBrain(AngularContrastiveBrain):
     """The recipe's Brain, noting every training batch (ids and loss)."""
 
     records: ClassVar[list] = []
@@ -214,9 +213,7 @@ def test_recipe_entry_on_corpus_with_several_defects(tmp_path, restore_logging):
     ]
     train_module = load_recipe_train()
     RecordingBrain.records = []
-    brain, hparams = run_training(
-        argv, train_module.prepare, brain_class=RecordingBrain
-    )
+    brain, hparams = train_module.train(argv, brain_class=RecordingBrain)
 
     # The summary counts each outcome.
     summary = json.loads((out / "save" / "prepare_summary.json").read_text())
@@ -272,7 +269,7 @@ def test_recipe_entry_on_corpus_with_several_defects(tmp_path, restore_logging):
     )
     RecordingBrain.records = []
     with pytest.raises(ValueError) as err:
-        run_training(argv, train_module.prepare, brain_class=RecordingBrain)
+        train_module.train(argv, brain_class=RecordingBrain)
     message = str(err.value)
     assert str(trials.resolve()) in message and "missing" in message
     assert "gone12345ab/00009.wav" in message
@@ -542,9 +539,9 @@ RECORD_SCRIPT = """
 import json, os, sys, time
 sys.path.insert(0, {recipe!r})
 import train as recipe_train
-from sb_angcl.recipe import RecipeBrain, run_training
+from sb_angcl.brain import AngularContrastiveBrain
 
-class RecordingBrain(RecipeBrain):
+class RecordingBrain(AngularContrastiveBrain):
     def fit_batch(self, batch):
         loss = super().fit_batch(batch)
         with open({log!r}, "a") as f:
@@ -556,7 +553,7 @@ class RecordingBrain(RecipeBrain):
         return loss
 
 if __name__ == "__main__":
-    run_training(sys.argv[1:], recipe_train.prepare, brain_class=RecordingBrain)
+    recipe_train.train(sys.argv[1:], brain_class=RecordingBrain)
 """
 
 
@@ -690,7 +687,7 @@ def test_same_seed_same_first_steps(tmp_path, clean_corpus, restore_logging):
             "--debug_epochs=1",
             *extra,
         ]
-        run_training(argv, train_module.prepare, brain_class=RecordingBrain)
+        train_module.train(argv, brain_class=RecordingBrain)
         return [(r["ids"], r["loss"]) for r in RecordingBrain.records]
 
     one = first_steps("a")

@@ -13,9 +13,25 @@ Authors
  * sb-angcl contributors
 """
 
-from cnceleb_prepare import prepare_cnceleb
+import sys
 
-from sb_angcl.recipe import main
+import speechbrain as sb
+from cnceleb_prepare import prepare_cnceleb
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from sb_angcl.augment import setup_noise_augmentation
+from sb_angcl.brain import AngularContrastiveBrain
+from sb_angcl.dataio import speaker_datasets
+from sb_angcl.export import export_inference_folder
+from sb_angcl.recipe import (
+    log_to_experiment,
+    prepare_and_size,
+    report_skipped,
+    start_from_pretrained,
+    train_loader_kwargs,
+    valid_loader_kwargs,
+)
 
 
 def prepare(hparams):
@@ -35,5 +51,68 @@ def prepare(hparams):
     )
 
 
+def train(argv, brain_class=AngularContrastiveBrain):
+    """Prepare the data, train, export: ``python train.py hparams.yaml --key=value``.
+
+    Arguments
+    ---------
+    argv : list of str
+        ``[hparams.yaml, --key=value, ...]``.
+    brain_class : type
+        The Brain to train with.
+
+    Returns
+    -------
+    brain : AngularContrastiveBrain
+        The trained Brain (best checkpoint loaded).
+    hparams : dict
+        The loaded hyperparameters.
+    """
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with log_to_experiment():  # data preparation's reports go to log.txt too
+        # Manifests, then the classifier size from the label encoder they give.
+        overrides = prepare_and_size(hparams_file, overrides, prepare)
+        with open(hparams_file, encoding="utf-8") as fin:
+            hparams = load_hyperpyyaml(fin, overrides)
+        sb.create_experiment_directory(
+            experiment_directory=hparams["output_folder"],
+            hyperparams_to_save=hparams_file,
+            overrides=overrides,
+        )
+    # MUSAN noise / RIR reverberation from local folders (musan_folder, rir_folder).
+    setup_noise_augmentation(hparams, run_on_main)
+    train_data, valid_data, label_encoder = speaker_datasets(hparams)
+    start_from_pretrained(hparams)
+
+    brain = brain_class(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train_data,
+        valid_data,
+        train_loader_kwargs=train_loader_kwargs(hparams, train_data),
+        valid_loader_kwargs=valid_loader_kwargs(hparams),
+    )
+    report_skipped(brain)
+
+    brain.checkpointer.recover_if_possible(min_key="ErrorRate")
+    if hparams.get("export_folder") and if_main_process():
+        export_inference_folder(
+            hparams["export_folder"],
+            hparams_file,
+            brain.modules.embedding_model,
+            brain.modules.classifier,
+            label_encoder,
+            overrides=overrides,
+        )
+    return brain, hparams
+
+
 if __name__ == "__main__":
-    main(prepare)
+    train(sys.argv[1:])

@@ -1,0 +1,182 @@
+"""Reading a recipe's YAML: the helpers that training and verification share.
+
+* :func:`overrides_to_dict`: SpeechBrain's ``--key=value`` overrides as a dict;
+* :func:`plain_hparams`: the YAML's plain settings (folders, numbers,
+  names) with overrides applied and references resolved, and *nothing
+  built*: no module, no seeding. Data preparation reads these;
+* :func:`load_hparams`: the whole YAML, objects built (once per run);
+* :func:`classifier_size`: the number of classifier outputs, the one source of
+  which is the run's label encoder (``<save_folder>/label_encoder.txt``);
+* :func:`load_trained_hparams`: a trained run's YAML, sized from its label
+  encoder (for ``verify.py``).
+
+Authors
+ * sb-angcl contributors
+"""
+
+import io
+import os
+
+import yaml
+from hyperpyyaml import load_hyperpyyaml, resolve_references
+from ruamel.yaml import YAML
+
+#: Name of the label encoder in a run's ``save_folder``.
+LABEL_ENCODER_FILE = "label_encoder.txt"
+
+
+def overrides_to_dict(overrides):
+    """SpeechBrain's override string (or dict) as a dict.
+
+    Arguments
+    ---------
+    overrides : str or dict or None
+        As returned by ``sb.parse_arguments``.
+
+    Returns
+    -------
+    dict
+
+    Example
+    -------
+    >>> overrides_to_dict("margin: 0.3\\nbalancing: fixed")
+    {'margin': 0.3, 'balancing': 'fixed'}
+    """
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    return yaml.safe_load(overrides) or {}
+
+
+def load_hparams(hparams_file, overrides):
+    """Load a recipe YAML with overrides, building every object in it.
+
+    Arguments
+    ---------
+    hparams_file : str
+        YAML path.
+    overrides : dict
+        Overrides.
+
+    Returns
+    -------
+    dict
+    """
+    with open(hparams_file, encoding="utf-8") as fin:
+        return load_hyperpyyaml(fin, overrides)
+
+
+def _has_tag(node):
+    """Whether a round-trip YAML node (or anything inside it) carries a ``!tag``."""
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if tag:
+        return True
+    if isinstance(node, dict):
+        return any(_has_tag(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_tag(v) for v in node)
+    return False
+
+
+def plain_hparams(hparams_file, overrides=None):
+    """The plain settings of a recipe YAML, nothing built.
+
+    Overrides are applied and every ``!ref`` resolved as SpeechBrain does;
+    keys whose value is (or holds) a tagged object (``!new:``, ``!apply:``,
+    ``!name:``, ...) are left out, so no module is built and nothing is
+    seeded.
+
+    Arguments
+    ---------
+    hparams_file : str
+        YAML path.
+    overrides : dict or None
+        Overrides.
+
+    Returns
+    -------
+    dict
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "h.yaml")
+    >>> _ = open(path, "w").write(
+    ...     "seed: 1\\nout: !ref results/<seed>\\nscale: 30\\nt: !ref 1 / <scale>\\n"
+    ...     "__set_seed: !apply:speechbrain.utils.seed_everything [!ref <seed>]\\n"
+    ...     "model: !new:torch.nn.Linear [2, 2]\\n")
+    >>> plain_hparams(path, {"seed": 4})
+    {'seed': 4, 'out': 'results/4', 'scale': 30, 't': 0.03333333333333333}
+    """
+    with open(hparams_file, encoding="utf-8") as fin:
+        text = resolve_references(fin, overrides or {}).getvalue()
+    loader = YAML()
+    tree = loader.load(text) or {}
+    plain = type(tree)()
+    for key, value in tree.items():
+        if not _has_tag(value):
+            plain[key] = value
+    out = io.StringIO()
+    loader.dump(plain, out)
+    return dict(load_hyperpyyaml(out.getvalue()) or {})
+
+
+def classifier_size(save_folder):
+    """Number of classifier outputs: the speakers of the run's label encoder.
+
+    Arguments
+    ---------
+    save_folder : str
+        The run's ``save_folder``, holding ``label_encoder.txt``.
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain.dataio.encoder import CategoricalEncoder
+    >>> folder = tempfile.mkdtemp()
+    >>> enc = CategoricalEncoder()
+    >>> enc.update_from_iterable(["s1", "s2", "s1"])
+    >>> enc.save(os.path.join(folder, LABEL_ENCODER_FILE))
+    >>> classifier_size(folder)
+    2
+    """
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    path = os.path.join(save_folder, LABEL_ENCODER_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found: the classifier is sized from the training run's "
+            "label encoder, written by train.py after data preparation. Train first "
+            "(same YAML and overrides), or give --out_n_neurons=<number of speakers>."
+        )
+    encoder = CategoricalEncoder()
+    encoder.load(path)
+    return len(encoder)
+
+
+def load_trained_hparams(hparams_file, overrides):
+    """A trained run's YAML, its classifier sized from the run's label encoder.
+
+    Arguments
+    ---------
+    hparams_file : str
+        The training YAML.
+    overrides : dict
+        The training run's overrides (``out_n_neurons`` is taken from them
+        when given).
+
+    Returns
+    -------
+    dict
+        Loaded hyperparameters (objects built).
+    """
+    overrides = dict(overrides)
+    if not overrides.get("out_n_neurons"):
+        save_folder = plain_hparams(hparams_file, overrides)["save_folder"]
+        overrides["out_n_neurons"] = classifier_size(save_folder)
+    return load_hparams(hparams_file, overrides)
