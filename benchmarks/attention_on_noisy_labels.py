@@ -1,0 +1,145 @@
+"""Does class-aware attention discount the mislabelled training utterances?
+
+On a corpus generated with ``--label-noise`` the training manifest marks the
+relabelled utterances (``label_noise`` = 1, ``true_spk_id``). This script
+loads a trained run (its best checkpoint), embeds every training utterance,
+computes each one's confidence ``a_j`` (the classifier's posterior for its
+*given* label at ``T_att``) and the class-aware attention weights ``w_in`` of
+every negative pair over the whole training set, and compares the relabelled
+utterances with the clean ones: mean confidence, mean weight as a negative,
+and the share of each group among the 10 % lowest-weighted negatives.
+
+    python benchmarks/attention_on_noisy_labels.py --run-dir RUN [--hparams YAML]
+
+``RUN`` is a run folder of ``benchmarks/ablation.py`` (its ``result.json``
+gives the overrides) or of ``train.py`` (then pass the same ``--override``
+values as the training). The last line is ``ratio <mean weight of relabelled
+negatives / mean weight of clean negatives>`` (below 1: attention discounts
+them).
+
+Authors
+ * sb-angcl contributors
+"""
+
+import argparse
+import json
+import os
+
+import pandas as pd
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_HPARAMS = os.path.join(
+    ROOT, "recipes", "VoxCeleb", "SpeakerRec", "hparams", "train_ecapa_angcl_small.yaml"
+)
+
+
+def group_statistics(confidence, weights, labels, noisy):
+    """Confidence and negative-pair weight of the noisy vs the clean samples.
+
+    Arguments
+    ---------
+    confidence : torch.Tensor
+        ``[N]`` confidences.
+    weights : torch.Tensor
+        ``[N, N]`` attention weights (mean one over each row's negatives).
+    labels : torch.Tensor
+        ``[N]`` given labels.
+    noisy : torch.Tensor
+        ``[N]`` bool, True for relabelled samples.
+
+    Returns
+    -------
+    dict
+        ``group -> (n, mean confidence, mean weight as a negative, share of
+        the group among the 10 % lowest-weighted negative pairs)``.
+
+    Example
+    -------
+    >>> from sb_angcl.attention import pair_weights_from_confidence
+    >>> conf = torch.tensor([0.9, 0.9, 0.9, 0.1])
+    >>> labels = torch.tensor([0, 1, 2, 0])
+    >>> w = pair_weights_from_confidence(conf, labels)
+    >>> stats = group_statistics(conf, w, labels, torch.tensor([False, False, False, True]))
+    >>> stats["relabelled"][0], round(stats["relabelled"][1], 2), stats["relabelled"][2] < 1
+    (1, 0.1, True)
+    """
+    negative = labels.unsqueeze(0) != labels.unsqueeze(1)
+    values = weights[negative]
+    low = values <= torch.quantile(values, 0.1)
+    column_noisy = noisy.unsqueeze(0).expand_as(weights)[negative]
+    out = {}
+    for name, mask in (("relabelled", noisy), ("clean", ~noisy)):
+        col = column_noisy if name == "relabelled" else ~column_noisy
+        out[name] = (
+            int(mask.sum()),
+            float(confidence[mask].mean()) if mask.any() else float("nan"),
+            float(values[col].mean()) if col.any() else float("nan"),
+            float((low & col).sum() / low.sum()),
+        )
+    return out
+
+
+def main(argv=None):
+    """Command line entry point.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments.
+
+    Returns
+    -------
+    float
+        Mean weight of relabelled negatives over clean ones.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--hparams", default=DEFAULT_HPARAMS)
+    parser.add_argument("--attention-temperature", type=float, default=None,
+                        help="T_att (default: the YAML's, 1 / aam_scale)")
+    parser.add_argument("--max-seconds", type=float, default=4.0)
+    args = parser.parse_args(argv)
+    import speechbrain as sb
+
+    from sb_angcl.attention import class_confidence, pair_weights_from_confidence
+    from sb_angcl.verification import embed_manifest, load_trained_modules
+
+    overrides = {"output_folder": args.run_dir}
+    result = os.path.join(args.run_dir, "result.json")
+    if os.path.isfile(result):
+        with open(result, encoding="utf-8") as fin:
+            overrides = json.load(fin)["overrides"]
+    hparams, device = load_trained_modules(args.hparams, overrides, {"device": "cpu"})
+    train_csv = hparams["train_annotation"]
+    manifest = pd.read_csv(train_csv)
+    if "label_noise" not in manifest:
+        raise SystemExit(f"{train_csv} has no label_noise column: generate the corpus with "
+                         "--label-noise and prepare it again")
+    table = embed_manifest(train_csv, hparams, device, max_seconds=args.max_seconds)
+    encoder = sb.dataio.encoder.CategoricalEncoder()
+    encoder.load(os.path.join(hparams["save_folder"], "label_encoder.txt"))
+    given = dict(zip(manifest["ID"], manifest["spk_id"]))
+    noisy_of = dict(zip(manifest["ID"], manifest["label_noise"].astype(bool)))
+    labels = torch.tensor([encoder.lab2ind[given[i]] for i in table.ids])
+    noisy = torch.tensor([noisy_of[i] for i in table.ids])
+    classifier = hparams["classifier"].to(device).eval()
+    with torch.no_grad():
+        cosine = classifier(torch.as_tensor(table.vectors).unsqueeze(1).to(device)).squeeze(1)
+    t_att = args.attention_temperature or hparams["attention_temperature"] or 1.0 / hparams["aam_scale"]
+    confidence = class_confidence(cosine, labels, t_att)
+    weights = pair_weights_from_confidence(confidence, labels)
+    stats = group_statistics(confidence, weights, labels, noisy)
+    print(f"Run {args.run_dir}: {len(labels)} training utterances, T_att {t_att:.4g}")
+    print("| group | utterances | mean confidence a_j | mean weight as a negative | "
+          "share of the 10 % lowest-weighted negatives |")
+    print("|---|---|---|---|---|")
+    for name, (n, conf, weight, share) in stats.items():
+        print(f"| {name} | {n} | {conf:.3f} | {weight:.3f} | {100 * share:.1f} % |")
+    ratio = stats["relabelled"][2] / stats["clean"][2]
+    print(f"ratio {ratio:.3f}")
+    return ratio
+
+
+if __name__ == "__main__":
+    main()
