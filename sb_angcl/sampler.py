@@ -29,6 +29,8 @@ from speechbrain.utils.checkpoints import (
 )
 from torch.utils.data import Sampler
 
+from sb_angcl.epoch_plan import EpochPlanner, max_steps, session_codes
+
 logger = logging.getLogger(__name__)
 
 
@@ -248,23 +250,14 @@ class SpeakerBalancedBatchSampler(Sampler):
             raise ValueError(msg)
 
         counts = np.array([len(idx) for idx in indices], dtype=np.int64)
-        self._group_counts = -(-counts // K)  # ceil(n / K)
-        self.num_groups = int(self._group_counts.sum())
-        # Flat layouts used to build each epoch's plan with numpy.
-        self._sizes = counts
-        self._item_offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self._group_offsets = np.concatenate([[0], np.cumsum(self._group_counts)[:-1]])
-        self._group_speaker = np.repeat(np.arange(num_speakers), self._group_counts)
-        self._items_by_speaker = np.concatenate(indices)
-        self._item_speaker = np.empty(self.num_items, dtype=np.int64)
-        self._item_speaker[self._items_by_speaker] = np.repeat(
-            np.arange(num_speakers), counts
-        )
         self.positives_across_sessions = bool(positives_across_sessions)
-        self._item_session = None
+        item_session = None
         if self.positives_across_sessions:
-            self._item_session = _session_codes(sessions, labels)
-        self.num_steps = _max_steps(self._group_counts, G)
+            item_session = session_codes(sessions, labels)
+        # Flat layouts used to build each epoch's plan with numpy.
+        self._planner = EpochPlanner(indices, K, item_session)
+        self.num_groups = self._planner.num_groups
+        self.num_steps = max_steps(self._planner.group_counts, G)
         self.num_dropped_groups = self.num_groups - G * self.num_steps
 
         few = int((counts < K).sum())
@@ -450,120 +443,7 @@ class SpeakerBalancedBatchSampler(Sampler):
         rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
         T = self.num_steps
         G = self.num_replicas * self.speakers_per_batch
-        table = self._make_groups(rng)
-        counts = self._kept_group_counts(T, G, rng)
-
-        speakers = np.empty((T, G), dtype=np.int64)
-        for t, remaining in enumerate(range(T, 0, -1)):
-            chosen = self._choose_speakers(counts, remaining, G, rng)
-            counts[chosen] -= 1
-            speakers[t] = chosen
-        if rng is not None:
-            speakers = speakers[rng.permutation(T)]
-
-        # The j-th appearance of speaker s takes its j-th group (table row
-        # group_offsets[s] + j); groups are already in random order.
-        flat = speakers.ravel()
-        by_speaker = np.argsort(flat, kind="stable")
-        sorted_spk = flat[by_speaker]
-        run_start = np.searchsorted(sorted_spk, sorted_spk, side="left")
-        rank_in_run = np.empty_like(flat)
-        rank_in_run[by_speaker] = np.arange(len(flat)) - run_start
-        rows = self._group_offsets[flat] + rank_in_run
-        return table[rows].reshape(T, -1)
-
-    def _make_groups(self, rng):
-        """All groups of the epoch as a (num_groups, K) table.
-
-        Speaker ``s`` owns rows ``group_offsets[s]`` to
-        ``group_offsets[s] + ceil(n_s / K) - 1``: full groups of shuffled
-        utterances, then the topped-up one (if any), which is therefore the
-        first to go when the speaker loses groups.
-        """
-        K = self.utterances_per_speaker
-        codes = self._item_speaker
-        if self._item_session is not None:
-            items = self._round_robin(rng)
-        elif rng is not None:
-            # Sort items by speaker, randomly within each speaker.
-            items = np.lexsort((rng.random(len(codes)), codes))
-        else:
-            items = self._items_by_speaker
-        spk = codes[items]
-        pos = np.arange(len(items)) - self._item_offsets[spk]
-        table = np.empty((self.num_groups, K), dtype=np.int64)
-        table[self._group_offsets[spk] + pos // K, pos % K] = items
-        # Top up each speaker's last, incomplete group with its own items.
-        sizes = self._sizes
-        for s in np.nonzero(sizes % K)[0]:
-            n, r = int(sizes[s]), int(sizes[s] % K)
-            own = items[self._item_offsets[s] : self._item_offsets[s] + n]
-            last = self._group_offsets[s] + n // K
-            if n < K:
-                table[last] = np.resize(own, K)  # cyclic repetition
-            elif rng is not None:
-                pick = rng.choice(n - r, K - r, replace=False)
-                table[last, r:] = own[pick]
-            else:
-                table[last, r:] = own[: K - r]
-        return table
-
-    def _round_robin(self, rng):
-        """Items sorted by speaker, then round-robin over the speaker's sessions."""
-        codes, sess = self._item_speaker, self._item_session
-        n = len(codes)
-        tie = rng.random(n) if rng is not None else np.arange(n, dtype=np.float64)
-        # position of each item within its session (random order)
-        by_session = np.lexsort((tie, sess))
-        first = np.searchsorted(sess[by_session], sess[by_session], side="left")
-        rank = np.empty(n, dtype=np.int64)
-        rank[by_session] = np.arange(n) - first
-        # sessions of a speaker ordered by size, largest first, ties at random
-        num_sessions = int(sess.max()) + 1
-        size = np.bincount(sess, minlength=num_sessions)
-        stie = rng.random(num_sessions) if rng is not None else np.arange(num_sessions) / num_sessions
-        session_order = np.empty(num_sessions, dtype=np.int64)
-        session_order[np.lexsort((stie, -size))] = np.arange(num_sessions)
-        return np.lexsort((session_order[sess], rank, codes))
-
-    def _kept_group_counts(self, T, G, rng):
-        """Groups used per speaker: at most T each, G * T in total.
-
-        A speaker keeps its first groups: its topped-up group is the first
-        it loses, then random full ones (its utterances are shuffled).
-        """
-        counts = np.minimum(self._group_counts, T)
-        excess = int(counts.sum()) - G * T
-        if excess > 0:
-            owners = np.repeat(np.arange(len(counts)), counts)
-            if rng is not None:
-                picked = owners[rng.choice(len(owners), excess, replace=False)]
-            else:
-                picked = owners[len(owners) - excess :]
-            counts = counts - np.bincount(picked, minlength=len(counts))
-        return counts
-
-    @staticmethod
-    def _choose_speakers(counts, remaining, G, rng):
-        """Picks G distinct speakers for one step, keeping the rest packable.
-
-        Invariant: sum(counts) == G * remaining and counts <= remaining.
-        Speakers with counts == remaining must be taken now; any other
-        choice of distinct speakers keeps the invariant for the next step.
-        """
-        if rng is None:
-            return np.argsort(-counts, kind="stable")[:G]
-        must = np.nonzero(counts == remaining)[0]
-        free = np.nonzero((counts > 0) & (counts < remaining))[0]
-        need = G - len(must)
-        if need > 0:
-            # Weighted sampling without replacement (exponential keys).
-            keys = rng.exponential(size=len(free)) / counts[free]
-            pick = free[np.argpartition(keys, need - 1)[:need]]
-            chosen = np.concatenate([must, pick])
-        else:
-            chosen = must
-        return chosen[rng.permutation(len(chosen))]
+        return self._planner.plan(T, G, rng)
 
     @mark_as_saver
     def _save(self, path):
@@ -607,30 +487,6 @@ class SpeakerBalancedBatchSampler(Sampler):
         self.epoch = int(state["epoch"])
 
 
-def _session_codes(sessions, labels):
-    """Integer code of every item's (speaker, session) pair."""
-    if sessions is None:
-        raise ValueError(
-            "SpeakerBalancedBatchSampler: positives_across_sessions=True needs "
-            "the session label of every item (sessions=...; from_dataset reads the "
-            "manifest's 'session' column, written by the data preparation). "
-            "Re-run the data preparation or set positives_across_sessions: False."
-        )
-    if isinstance(sessions, (torch.Tensor, np.ndarray)):
-        sessions = sessions.tolist()
-    sessions = list(sessions)
-    if len(sessions) != len(labels):
-        raise ValueError(
-            f"SpeakerBalancedBatchSampler: got {len(sessions)} session labels for "
-            f"{len(labels)} items; pass one session per dataset item."
-        )
-    table = {}
-    return np.array(
-        [table.setdefault((lab, ses), len(table)) for lab, ses in zip(labels, sessions)],
-        dtype=np.int64,
-    )
-
-
 def _positive_int(value, name):
     if isinstance(value, bool) or int(value) != value or int(value) < 1:
         raise ValueError(
@@ -655,39 +511,3 @@ def _resolve_ddp(num_replicas, rank):
             f"[0, num_replicas={num_replicas})."
         )
     return num_replicas, rank
-
-
-def _max_steps(group_counts, width):
-    """Largest T with sum(min(c, T)) >= width * T (binary search).
-
-    Every step needs ``width`` distinct speakers, and a speaker can serve at
-    most one step per group and at most ``T`` steps, so no plan has more
-    steps; the packing in ``global_plan`` reaches it.
-
-    Arguments
-    ---------
-    group_counts : numpy.ndarray
-        Groups per speaker.
-    width : int
-        Distinct speakers per step.
-
-    Returns
-    -------
-    int
-
-    Example
-    -------
-    >>> import numpy as np
-    >>> _max_steps(np.array([5, 1, 1]), 2)  # speaker 0 can't pair with itself
-    2
-    >>> _max_steps(np.array([2, 2, 2]), 3)
-    2
-    """
-    lo, hi = 0, int(group_counts.sum()) // width
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if int(np.minimum(group_counts, mid).sum()) >= width * mid:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo

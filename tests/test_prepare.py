@@ -1,4 +1,5 @@
-"""Tests of the data preparation: sb_angcl.dataprep and both recipes' scripts.
+"""Tests of the data preparation: sb_angcl.dataprep (and the modules it
+brings together) and both recipes' scripts.
 
 Every test writes its own tiny corpus (short sine/noise files) in tmp_path,
 in the real VoxCeleb or CN-Celeb layout.
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sb_angcl import dataprep
+from sb_angcl import audio_probe, dataprep
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -342,7 +343,7 @@ def test_voxceleb_skips_done_work(voxcorpus, monkeypatch):
     def no_probe(*args, **kwargs):
         raise AssertionError("rescanned")
 
-    monkeypatch.setattr(dataprep, "probe_files", no_probe)
+    monkeypatch.setattr(audio_probe, "probe_files", no_probe)
     assert run_vox(c) == first  # same options: nothing rescanned
     with pytest.raises(AssertionError, match="rescanned"):
         run_vox(c, seed=99)  # other options: prepared again
@@ -350,7 +351,7 @@ def test_voxceleb_skips_done_work(voxcorpus, monkeypatch):
     monkeypatch.undo()
     run_vox(c, seed=99)
     (c["save"] / "dev.csv").unlink()  # an output missing: prepared again
-    monkeypatch.setattr(dataprep, "probe_files", no_probe)
+    monkeypatch.setattr(audio_probe, "probe_files", no_probe)
     with pytest.raises(AssertionError, match="rescanned"):
         run_vox(c, seed=99)
 
@@ -809,7 +810,7 @@ def test_cnceleb_bad_lists_and_files(cncorpus, caplog):
 def test_cnceleb_skips_done_work(cncorpus, monkeypatch):
     c = cncorpus
     first = run_cn(c, train_sets=("cnceleb1",))
-    monkeypatch.setattr(dataprep, "probe_files", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(audio_probe, "probe_files", lambda *a, **k: 1 / 0)
     assert run_cn(c, train_sets=["cnceleb1"]) == first
     with pytest.raises(ZeroDivisionError):
         run_cn(c, train_sets=["cnceleb1"], concat_min_duration=3.0)

@@ -1,0 +1,366 @@
+"""The manifests a data preparation writes: columns, rows, splits and CSV files.
+
+Every item CSV has the columns :data:`ITEM_FIELDS`::
+
+    ID,duration,wav,start,stop,spk_id,genre,language,session,sample_rate
+
+``train.csv`` and ``dev.csv`` add :data:`LABEL_NOISE_FIELDS`,
+``true_spk_id,label_noise``: the true speaker and 1 where the corpus's
+label-noise list (:func:`read_label_noise`; the built-in corpus writes one
+with ``label_noise > 0``) says the file is filed under another speaker;
+``spk_id`` and 0 everywhere else, also when there is no list.
+
+One row per utterance (or per run of utterances joined by CN-Celeb's
+``short_utterance_rule="concat"``), ``start = 0``
+and ``stop`` = the number of samples at the file's own rate, ``duration`` in
+seconds. ``genre`` and ``language`` are empty where the corpus does not say.
+``session`` is the recording the utterance comes from, as the layout names it
+(VoxCeleb: the video folder; CN-Celeb: ``<genre>-<ss>`` from the file name),
+meaningful within one speaker; rows joined from several sessions list them
+joined by ``+``. Consumers (the sampler) read this column, never the paths.
+``sample_rate`` is the file's rate: where it differs from the recipe's rate
+(``on_wrong_sample_rate="resample"``) the loader must resample.
+``trials.csv`` has ``enrol,test,label`` plus condition columns
+(``enrol_<x>,test_<x>``).
+
+* **Short utterances.** Training utterances shorter than ``min_duration``
+  (default 0.5 s) are dropped from ``train.csv`` and ``dev.csv`` and counted
+  (:func:`drop_short`). Utterances shorter than the training crop but at
+  least ``min_duration`` are kept: the loader pads them by repetition.
+  Enrolment and test items are never dropped for being short. CN-Celeb
+  additionally has ``short_utterance_rule`` (see
+  ``recipes/CNCeleb/SpeakerRec/cnceleb_short_utterances.py``).
+* **Validation split.** ``dev.csv`` holds a seeded fraction of the training
+  speakers' utterances, for the speaker-ID error rate: see :func:`split_dev`.
+
+Authors
+ * sb-angcl contributors 2025
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import random
+from collections import OrderedDict
+from pathlib import Path
+
+from sb_angcl.prep_report import format_file_list
+
+logger = logging.getLogger(__name__)
+
+
+#: Columns of every item CSV (train, dev, enrol, test).
+ITEM_FIELDS = [
+    "ID",
+    "duration",
+    "wav",
+    "start",
+    "stop",
+    "spk_id",
+    "genre",
+    "language",
+    "session",
+    "sample_rate",
+]
+
+#: Extra columns of ``train.csv`` and ``dev.csv`` (label noise).
+LABEL_NOISE_FIELDS = ["true_spk_id", "label_noise"]
+
+#: Columns of ``train.csv`` and ``dev.csv``.
+TRAIN_FIELDS = ITEM_FIELDS + LABEL_NOISE_FIELDS
+
+#: Columns of a label-noise list (:func:`read_label_noise`).
+LABEL_NOISE_COLUMNS = ("path", "given_speaker", "true_speaker")
+
+
+def check_unique_ids(rows, what):
+    """Raises ``ValueError`` naming the IDs that occur more than once.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows with an ``ID`` key.
+    what : str
+        Which manifest, for the message.
+
+    Example
+    -------
+    >>> check_unique_ids([{"ID": "a"}, {"ID": "b"}], "train")
+    >>> try:
+    ...     check_unique_ids([{"ID": "a", "wav": "/1/a"}, {"ID": "a", "wav": "/2/a"}], "train")
+    ... except ValueError as err:
+    ...     print(str(err).splitlines()[0])
+    1 duplicate utterance ID(s) in train:
+    """
+    seen = {}
+    duplicates = OrderedDict()
+    for row in rows:
+        if row["ID"] in seen:
+            duplicates.setdefault(row["ID"], [seen[row["ID"]]]).append(
+                row.get("wav", "")
+            )
+        else:
+            seen[row["ID"]] = row.get("wav", "")
+    if duplicates:
+        listing = [f"{k}: {', '.join(v)}" for k, v in duplicates.items()]
+        raise ValueError(
+            f"{len(duplicates)} duplicate utterance ID(s) in {what}:\n"
+            f"{format_file_list(listing)}\n"
+            "Each utterance must occur once: is a corpus folder listed twice "
+            "in data_folder, or does a file exist in two formats?"
+        )
+
+
+def audio_row(utt_id, info, spk_id, genre="", language="", session=""):
+    """Builds one manifest row covering a whole file.
+
+    Arguments
+    ---------
+    utt_id : str
+        Row ID.
+    info : AudioInfo
+        The probed file.
+    spk_id : str
+        Speaker label.
+    genre : str
+        Genre, if known.
+    language : str
+        Language, if known.
+    session : str
+        Session (recording), if known.
+
+    Returns
+    -------
+    dict
+        The row, with the keys of :data:`ITEM_FIELDS`.
+
+    Example
+    -------
+    >>> from sb_angcl.audio_probe import AudioInfo
+    >>> row = audio_row("u1", AudioInfo("/d/u1.wav", 24000, 16000, 1), "s1")
+    >>> row["duration"], row["stop"], row["sample_rate"]
+    (1.5, 24000, 16000)
+    """
+    return {
+        "ID": utt_id,
+        "duration": info.duration,
+        "wav": info.path,
+        "start": 0,
+        "stop": info.frames,
+        "spk_id": spk_id,
+        "genre": genre,
+        "language": language,
+        "session": session,
+        "sample_rate": info.sample_rate,
+    }
+
+
+def read_label_noise(path):
+    """Reads a label-noise list: which files are filed under the wrong speaker.
+
+    The list (``path,given_speaker,true_speaker``, written by the built-in
+    corpus as ``meta/label_noise.csv``) names each file like the manifests'
+    IDs; ``given_speaker`` must be the speaker folder the file is in.
+
+    Arguments
+    ---------
+    path : str or Path
+        The CSV file.
+
+    Returns
+    -------
+    dict or None
+        ``path -> true speaker``; None when the file does not exist.
+
+    Raises
+    ------
+    ValueError
+        Missing columns, or a row whose path does not start with its
+        ``given_speaker`` folder.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "label_noise.csv"
+    >>> _ = p.write_text("path,given_speaker,true_speaker\\nid1/v/00001.wav,id1,id2\\n")
+    >>> read_label_noise(p), read_label_noise(p.parent / "absent.csv")
+    ({'id1/v/00001.wav': 'id2'}, None)
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not set(LABEL_NOISE_COLUMNS) <= set(reader.fieldnames or []):
+            raise ValueError(
+                f"{path} must have the columns {','.join(LABEL_NOISE_COLUMNS)}; found "
+                f"{reader.fieldnames}. Regenerate the corpus or fix the header."
+            )
+        out = {}
+        for line_no, row in enumerate(reader, 2):
+            rel, given = row["path"].strip(), row["given_speaker"].strip()
+            if rel.split("/")[0] != given:
+                raise ValueError(
+                    f"{path}, line {line_no}: {rel!r} is not in the folder of its "
+                    f"given_speaker {given!r}; the path must start with '{given}/'."
+                )
+            out[rel] = row["true_speaker"].strip()
+    return out
+
+
+def mark_label_noise(rows, noise):
+    """Adds ``true_spk_id`` and ``label_noise`` to training rows (in place).
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows with ``ID`` and ``spk_id``.
+    noise : dict or None
+        ``ID -> true speaker`` (:func:`read_label_noise`); None or empty for
+        a clean corpus.
+
+    Returns
+    -------
+    list of dict
+        ``rows``.
+
+    Example
+    -------
+    >>> rows = mark_label_noise([{"ID": "a/x/1.wav", "spk_id": "a"}], {"a/x/1.wav": "b"})
+    >>> rows[0]["true_spk_id"], rows[0]["label_noise"]
+    ('b', 1)
+    """
+    noise = noise or {}
+    for row in rows:
+        true = noise.get(row["ID"])
+        row["true_spk_id"] = true if true is not None else row["spk_id"]
+        row["label_noise"] = int(true is not None)
+    return rows
+
+
+def drop_short(rows, min_duration, report=None):
+    """Removes rows shorter than ``min_duration`` seconds.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows with a ``duration`` key.
+    min_duration : float
+        Threshold in seconds.
+    report : PrepReport, optional
+        Counts the dropped rows under ``too_short``.
+
+    Returns
+    -------
+    list of dict
+        The rows kept, in order.
+
+    Example
+    -------
+    >>> rows = [{"ID": "a", "duration": 0.3}, {"ID": "b", "duration": 2.0}]
+    >>> [r["ID"] for r in drop_short(rows, 0.5)]
+    ['b']
+    """
+    kept = [r for r in rows if r["duration"] >= min_duration]
+    dropped = len(rows) - len(kept)
+    if report is not None and dropped:
+        report.count("too_short", dropped)
+        logger.info(
+            "Dropped %d training utterance(s) shorter than min_duration=%.2f s.",
+            dropped,
+            min_duration,
+        )
+    return kept
+
+
+def split_dev(rows, dev_fraction=0.05, seed=1234, min_utterances=3):
+    """Holds out a seeded fraction of each training speaker's utterances.
+
+    For every speaker with at least ``min_utterances`` utterances,
+    ``max(1, round(dev_fraction * n))`` of them (at most ``n - 1``) go to the
+    validation split; the choice depends only on ``seed``, the speaker and the
+    speaker's utterance IDs, not on the order of ``rows``. Every validation
+    speaker therefore also occurs in training, as speaker-ID error needs.
+    ``dev_fraction = 0`` gives an empty validation split.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows with ``ID`` and ``spk_id``.
+    dev_fraction : float
+        Fraction held out per speaker, in [0, 1).
+    seed : int
+        Random seed.
+    min_utterances : int
+        Speakers with fewer utterances stay entirely in training.
+
+    Returns
+    -------
+    train : list of dict
+    dev : list of dict
+        Both in the order of ``rows``.
+
+    Example
+    -------
+    >>> rows = [{"ID": f"s{s}_{i}", "spk_id": f"s{s}"} for s in range(2) for i in range(s * 3 + 2)]
+    >>> train, dev = split_dev(rows, 0.05, seed=1)
+    >>> len(train), [r["spk_id"] for r in dev]
+    (6, ['s1'])
+    """
+    if not 0 <= dev_fraction < 1:
+        raise ValueError(f"dev_fraction={dev_fraction} must be in [0, 1).")
+    by_speaker = OrderedDict()
+    for row in rows:
+        by_speaker.setdefault(row["spk_id"], []).append(row["ID"])
+    dev_ids = set()
+    if dev_fraction > 0:
+        for spk, ids in by_speaker.items():
+            n = len(ids)
+            if n < min_utterances:
+                continue
+            k = min(max(1, int(dev_fraction * n + 0.5)), n - 1)
+            rng = random.Random(f"{seed}/{spk}")
+            dev_ids.update(rng.sample(sorted(ids), k))
+    train = [r for r in rows if r["ID"] not in dev_ids]
+    dev = [r for r in rows if r["ID"] in dev_ids]
+    return train, dev
+
+
+def _format_value(value):
+    if isinstance(value, float):
+        return f"{value:.5f}"
+    return value
+
+
+def write_csv(path, rows, fields):
+    """Writes rows to a CSV file atomically (a partial file is never left).
+
+    Arguments
+    ---------
+    path : str or Path
+        Output file.
+    rows : list of dict
+        Rows; missing keys are written empty, floats with 5 decimals.
+    fields : list of str
+        Columns, in order.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "x.csv"
+    >>> write_csv(out, [{"ID": "a", "duration": 1.5}], ["ID", "duration", "wav"])
+    >>> print(out.read_text().strip())
+    ID,duration,wav
+    a,1.50000,
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _format_value(row.get(k, "")) for k in fields})
+    os.replace(tmp, path)
