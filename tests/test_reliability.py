@@ -655,8 +655,10 @@ def test_sigkill_mid_epoch_then_rerun_resumes(tmp_path, clean_corpus):
     train = sb.dataio.dataset.DynamicItemDataset.from_csv(
         str(out / "save" / "train.csv")
     )
+    # the same sampler options as the recipe YAML the run used
     plan = SpeakerBalancedBatchSampler.from_dataset(
-        train, speakers_per_batch=2, utterances_per_speaker=2, seed=1986
+        train, speakers_per_batch=2, utterances_per_speaker=2, seed=1986,
+        positives_across_sessions=True,
     ).global_plan(epoch=2)
     ids = [[train.data_ids[i] for i in step] for step in plan]
     first_epoch2 = [r["ids"] for r in killed if r["epoch"] == 2]
