@@ -524,7 +524,7 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
         with open(result_file, encoding="utf-8") as fin:
             done = json.load(fin)
         if done.get("overrides") == json.loads(json.dumps(overrides)):
-            return done
+            return dict(done, reused=True)
     shutil.rmtree(run_dir, ignore_errors=True)
     os.makedirs(run_dir)
     missing = [k for k in args.all_variants[variant][1] if k not in allowed_keys]
@@ -726,6 +726,7 @@ def report(results, args, corpus_line, command, wall_s):
     str
     """
     first = results[0]
+    reused = sum(1 for r in results if r.get("reused"))
     metrics = [("EER", "EER %", 100, 2), ("minDCF", "minDCF", 1, 3),
                ("EER_cross", "EER % cross-lang", 100, 2)]
     # Beside cross-language: the same- / cross-session conditions, where the
@@ -745,7 +746,10 @@ def report(results, args, corpus_line, command, wall_s):
         f"epochs {args.epochs}, overrides `{' '.join(args.override) or '-'}`, device {args.device}",
         f"- Corpus: {corpus_line}{'; ' + ', '.join(corpus) if corpus else ''}; "
         f"{first['n_trials']} trials ({first['n_cross_trials']} cross-language)",
-        f"- Machine: {machine_line(args.device)}; {len(results)} runs, {args.jobs} at a time",
+        f"- Machine: {machine_line(args.device)}; {len(results)} runs, {args.jobs} at a time"
+        + (f" ({reused} of them reused from an earlier invocation: the wall time below is this "
+           f"invocation's; the runs' own times are in the min/run column and the CSV)"
+           if reused else ""),
         f"- Date: {datetime.date.today().isoformat()}; total wall time "
         f"{wall_s / 60:.1f} min",
         "",
@@ -1032,8 +1036,9 @@ def main(argv=None):
     with open(args.output, "w", encoding="utf-8") as fout:
         fout.write(text)
     csv_path = os.path.splitext(args.output)[0] + "_runs.csv"
-    keys = [k for k in results[0] if k != "overrides"]
-    keys += sorted({k for r in results for k in r if k not in keys and k != "overrides"})
+    skip = ("overrides", "reused")
+    keys = [k for k in results[0] if k not in skip]
+    keys += sorted({k for r in results for k in r if k not in keys and k not in skip})
     import csv
 
     with open(csv_path, "w", encoding="utf-8", newline="") as fout:
