@@ -6,8 +6,9 @@ DEMO ?= $(CURDIR)/demo
 DEMO_ARGS ?=
 DEMO_CORPUS_ARGS ?=
 # Torch threads for the demo: `auto` takes every core when the machine is idle
-# (1-minute load average below 0.5) and one otherwise: two threads per process
-# collapse on this 2-core machine as soon as anything else runs.
+# (1-minute load average below 0.5 when the demo starts, before its own
+# install) and one otherwise: two threads per process collapse on this 2-core
+# machine as soon as anything else runs.
 DEMO_THREADS ?= auto
 VOX := recipes/VoxCeleb/SpeakerRec
 CN := recipes/CNCeleb/SpeakerRec
@@ -35,11 +36,11 @@ lint: venv
 # wall time of each stage (install, corpus, training, scoring).
 demo:
 	@t0=$$(date +%s); \
-	$(MAKE) --no-print-directory venv || exit 1; t1=$$(date +%s); \
 	threads=$(DEMO_THREADS); \
 	if [ "$$threads" = auto ]; then \
-	    threads=$$($(PY) -c 'import os; print(os.cpu_count() if os.getloadavg()[0] < 0.5 else 1)'); fi; \
-	export OMP_NUM_THREADS=$$threads; echo "Demo: $$threads torch thread(s)"; \
+	    threads=$$($(PYTHON) -c 'import os; print(os.cpu_count() if os.getloadavg()[0] < 0.5 else 1)'); fi; \
+	$(MAKE) --no-print-directory venv || exit 1; t1=$$(date +%s); \
+	export OMP_NUM_THREADS=$$threads; echo "Demo: $$threads torch thread(s) (load before the install: $$(cut -d' ' -f1 /proc/loadavg))"; \
 	$(PY) -m sb_angcl.synthetic --output $(DEMO)/corpus --layout voxceleb $(DEMO_CORPUS_ARGS) || exit 1; \
 	t2=$$(date +%s); cd $(VOX) && \
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
