@@ -36,11 +36,11 @@ lint: venv
 # wall time of each stage (install, corpus, training, scoring).
 demo:
 	@t0=$$(date +%s); \
-	threads=$(DEMO_THREADS); \
+	threads=$(DEMO_THREADS); load=$$(cut -d' ' -f1 /proc/loadavg); \
 	if [ "$$threads" = auto ]; then \
 	    threads=$$($(PYTHON) -c 'import os; print(os.cpu_count() if os.getloadavg()[0] < 0.5 else 1)'); fi; \
 	$(MAKE) --no-print-directory venv || exit 1; t1=$$(date +%s); \
-	export OMP_NUM_THREADS=$$threads; echo "Demo: $$threads torch thread(s) (load before the install: $$(cut -d' ' -f1 /proc/loadavg))"; \
+	export OMP_NUM_THREADS=$$threads; echo "Demo: $$threads torch thread(s) (1-minute load average at the start: $$load)"; \
 	$(PY) -m sb_angcl.synthetic --output $(DEMO)/corpus --layout voxceleb $(DEMO_CORPUS_ARGS) || exit 1; \
 	t2=$$(date +%s); cd $(VOX) && \
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
