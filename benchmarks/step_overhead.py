@@ -56,9 +56,9 @@ logger = logging.getLogger(__name__)
 VARIANTS = {
     "aam": (None, None, "fixed", "AAM-softmax alone"),
     "supcon": (0.0, None, "fixed", "+ SupCon (fixed 0.5, m=0, no attention)"),
-    "amsupcon_caa": (0.2, 1.0, "fixed", "+ AM-SupCon + CAA (fixed 0.5)"),
-    "mgda_ub": (0.2, 1.0, "mgda_ub", "+ MGDA-UB (the paper's system)"),
-    "mgda": (0.2, 1.0, "mgda", "+ MGDA on encoder parameters"),
+    "amsupcon_caa": (0.2, 1.0 / 30, "fixed", "+ AM-SupCon + CAA (fixed 0.5)"),
+    "mgda_ub": (0.2, 1.0 / 30, "mgda_ub", "+ MGDA-UB (the paper's system)"),
+    "mgda": (0.2, 1.0 / 30, "mgda", "+ MGDA on encoder parameters"),
 }
 
 
