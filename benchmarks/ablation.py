@@ -337,11 +337,47 @@ def yaml_top_keys(hparams_file):
         return {m.group(1) for m in re.finditer(r"^([A-Za-z_]\w*)\s*:", fin.read(), re.M)}
 
 
-def load_train(hparams_file):
-    """The ``train(argv)`` of the recipe that owns ``hparams_file``.
+def load_recipe_module(hparams_file):
+    """The ``train.py`` module of the recipe that owns ``hparams_file``.
 
     The recipe folder is the YAML's ``..``; its ``train.py`` is imported with
-    the folder on ``sys.path`` (recipes are not packages).
+    the folder on ``sys.path`` (recipes are not packages). Used by the other
+    benchmarks too (``step_profile.py``, ``gpu_probe.py``).
+
+    Arguments
+    ---------
+    hparams_file : str
+        ``<recipe>/hparams/<name>.yaml``.
+
+    Returns
+    -------
+    module
+        With the recipe's ``train(argv)`` and ``prepare(hparams)``.
+
+    Example
+    -------
+    >>> module = load_recipe_module(DEFAULT_HPARAMS)
+    >>> callable(module.train), callable(module.prepare)
+    (True, True)
+    """
+    recipe_dir = os.path.dirname(os.path.dirname(os.path.abspath(hparams_file)))
+    script = os.path.join(recipe_dir, "train.py")
+    if not os.path.isfile(script):
+        raise FileNotFoundError(
+            f"{script} not found: --hparams must be a recipe YAML in <recipe>/hparams/ "
+            "next to the recipe's train.py"
+        )
+    if recipe_dir not in sys.path:
+        sys.path.insert(0, recipe_dir)
+    name = "_sb_angcl_recipe_train_" + re.sub(r"\W", "_", os.path.basename(os.path.dirname(recipe_dir)))
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_train(hparams_file):
+    """The ``train(argv)`` of the recipe that owns ``hparams_file``.
 
     Arguments
     ---------
@@ -357,20 +393,7 @@ def load_train(hparams_file):
     >>> callable(load_train(DEFAULT_HPARAMS))
     True
     """
-    recipe_dir = os.path.dirname(os.path.dirname(os.path.abspath(hparams_file)))
-    script = os.path.join(recipe_dir, "train.py")
-    if not os.path.isfile(script):
-        raise FileNotFoundError(
-            f"{script} not found: --hparams must be a recipe YAML in <recipe>/hparams/ "
-            "next to the recipe's train.py"
-        )
-    if recipe_dir not in sys.path:
-        sys.path.insert(0, recipe_dir)
-    name = "_sb_angcl_recipe_train_" + re.sub(r"\W", "_", os.path.basename(os.path.dirname(recipe_dir)))
-    spec = importlib.util.spec_from_file_location(name, script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.train
+    return load_recipe_module(hparams_file).train
 
 
 def recipe_layout(hparams_file):

@@ -14,7 +14,6 @@ Authors
 """
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -26,6 +25,7 @@ sys.path.insert(0, ROOT)
 RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SpeakerRec")
 
 import torch  # noqa: E402
+from ablation import load_train  # noqa: E402  (benchmarks/ is this script's folder)
 
 from sb_angcl.brain import AngularContrastiveBrain  # noqa: E402
 from sb_angcl.synthetic import generate_corpus  # noqa: E402
@@ -47,14 +47,6 @@ class ProbeBrain(AngularContrastiveBrain):
         return loss
 
 
-def recipe_train():
-    sys.path.insert(0, RECIPE)
-    spec = importlib.util.spec_from_file_location("vox_train_probe", os.path.join(RECIPE, "train.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.train
-
-
 def probe(system, precision, args, corpus, out):
     """One training run; returns its table row."""
     yaml = os.path.join(RECIPE, "hparams", f"train_ecapa_{system}.yaml")
@@ -67,7 +59,8 @@ def probe(system, precision, args, corpus, out):
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     ProbeBrain.times = []
-    brain, _ = recipe_train()(argv, brain_class=ProbeBrain)
+    brain, _ = load_train(yaml)(
+        argv, brain_class=ProbeBrain)
     timed = ProbeBrain.times[10:] or ProbeBrain.times
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else float("nan")
     stats = getattr(brain, "train_stats", {})

@@ -29,31 +29,21 @@ Authors
 import argparse
 import collections
 import contextlib
-import importlib.util
 import logging
 import os
 import platform
-import sys
 import tempfile
 import time
 
 import speechbrain as sb
 import torch
+from ablation import load_recipe_module  # benchmarks/ is this script's folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SpeakerRec")
 DEFAULT_HPARAMS = os.path.join(RECIPE, "hparams", "train_ecapa_angcl_small.yaml")
 PARTS = ("loading", "augmentation", "features", "forward", "objectives", "balancing",
          "backward", "optimiser", "validation", "checkpointing", "logging")
-
-
-def _recipe_prepare(hparams_file):
-    recipe_dir = os.path.dirname(os.path.dirname(os.path.abspath(hparams_file)))
-    sys.path.insert(0, recipe_dir)
-    spec = importlib.util.spec_from_file_location("_profile_train", os.path.join(recipe_dir, "train.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.prepare
 
 
 def profiled_brain_class(base):
@@ -194,7 +184,7 @@ def profile(hparams_file, data_folder, augmentation, epochs, work_dir):
     overrides = {"data_folder": data_folder, "output_folder": work_dir,
                  "number_of_epochs": epochs, "augmentation": augmentation,
                  "export_folder": None}
-    overrides = prepare_and_size(hparams_file, overrides, _recipe_prepare(hparams_file))
+    overrides = prepare_and_size(hparams_file, overrides, load_recipe_module(hparams_file).prepare)
     hparams = load_hparams(hparams_file, overrides)
     train_data, valid_data, _ = speaker_datasets(hparams)
     brain = profiled_brain_class(AngularContrastiveBrain)(

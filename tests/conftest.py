@@ -18,6 +18,8 @@ imported, so the optional integrations stay unloaded, and any other attribute
 still triggers SpeechBrain's normal lazy import (and its errors).
 """
 
+import logging
+
 import pytest
 import torch
 
@@ -62,3 +64,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def restore_logging():
+    """Undo the logging set-up ``train.py`` does (handlers on the root)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)

@@ -11,7 +11,6 @@ corpus and the real ``train_ecapa_angcl.yaml``.
 """
 
 import importlib.util
-import logging
 import math
 import sys
 from pathlib import Path
@@ -41,22 +40,6 @@ TINY = [
 ]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def restore_logging():
-    """Undo the logging set-up ``train.py`` does (handlers on the root)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")

@@ -79,22 +79,6 @@ SMALL = [
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def restore_logging():
-    """Undo the logging set-up ``train.py`` does (handlers on the root)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
-
-
 def make_corpus(folder, speakers=6, utterances=4):
     """A small VoxCeleb-layout corpus; returns the VoxCeleb1 root."""
     generate_corpus(
