@@ -396,7 +396,12 @@ class AngularContrastiveBrain(sb.Brain):
             self._train_batches = None
         annealing = self.hparams_get("lr_annealing")
         if hasattr(annealing, "set_steps_per_epoch"):
-            steps = max(len(loader) // self.grad_accumulation_factor, 1)
+            if self._train_batches is None:
+                raise TypeError(
+                    "the learning-rate schedule is defined in epochs and needs the "
+                    "training loader's length; this loader has none"
+                )
+            steps = max(self._train_batches // self.grad_accumulation_factor, 1)
             annealing.set_steps_per_epoch(steps)
             logger.info("Learning-rate schedule: %d optimiser steps per epoch.", steps)
         return loader
