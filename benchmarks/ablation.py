@@ -73,46 +73,42 @@ DEFAULT_HPARAMS = os.path.join(
 DEFAULT_OUTPUT = os.path.join(ROOT, "benchmarks", "results", "ablation.md")
 
 #: Variant name -> (description, overrides of the recipe YAML). ``default``
-#: is the recipe's YAML as shipped; ``paper`` is DESIGN.md's rule as written
-#: (MGDA-UB, no normalisation, bounds or smoothing; T_att = 1/s).
-PAPER_RULE = {"balancing": "mgda_ub", "gradient_normalization": "none", "alpha_min": 0.0,
-              "alpha_max": 1.0, "alpha_smoothing": 0.0, "margin": 0.2, "margin_warmup_epochs": 0}
+#: is the recipe's YAML as shipped; every other variant pins every objective
+#: and sampler setting it depends on (:data:`PINNED`), so that a change of the
+#: YAML's defaults does not change what it runs. ``paper`` is DESIGN.md's rule
+#: as written (MGDA-UB, no normalisation, bounds or smoothing; T_att = 1/s).
+PINNED = {"balancing": "fixed", "contrastive_weight": 0.5, "gradient_normalization": "none",
+          "alpha_min": 0.0, "alpha_max": 1.0, "alpha_smoothing": 0.0, "margin": 0.2,
+          "temperature": 0.07, "attention_temperature": "!ref 1 / <aam_scale>",
+          "margin_warmup_epochs": 0, "positives_across_sessions": True, "projection_dim": 0}
+PAPER_RULE = dict(PINNED, balancing="mgda_ub")
+
+
+def _pinned(**settings):
+    """:data:`PINNED` with ``settings`` on top (a variant's full overrides)."""
+    unknown = set(settings) - set(PINNED)
+    if unknown:
+        raise KeyError(f"not a pinned setting: {sorted(unknown)}")
+    return dict(PINNED, **settings)
+
+
 VARIANTS = {
-    "aam": ("AAM-softmax", {"balancing": "fixed", "contrastive_weight": 0.0}),
+    "aam": ("AAM-softmax", _pinned(contrastive_weight=0.0, attention_temperature=None)),
     "default": ("the recipe's defaults", {}),
     "default_no_caa": ("the recipe's defaults, attention off", {"attention_temperature": None}),
     "default_same_sessions": (
         "the recipe's defaults, positives from any session",
         {"positives_across_sessions": False},
     ),
-    "supcon": (
-        "AAM + SupCon (fixed 0.5, m=0, no attention)",
-        {"balancing": "fixed", "contrastive_weight": 0.5, "margin": 0.0,
-         "attention_temperature": None},
-    ),
-    "amsupcon": (
-        "AAM + AM-SupCon (fixed 0.5, m=0.2)",
-        {"balancing": "fixed", "contrastive_weight": 0.5, "margin": 0.2,
-         "attention_temperature": None},
-    ),
-    "amsupcon_caa": (
-        "+ CAA (T_att = 1/s)",
-        {"balancing": "fixed", "contrastive_weight": 0.5, "margin": 0.2},
-    ),
+    "supcon": ("AAM + SupCon (fixed 0.5, m=0, no attention)",
+               _pinned(margin=0.0, attention_temperature=None)),
+    "amsupcon": ("AAM + AM-SupCon (fixed 0.5, m=0.2)", _pinned(attention_temperature=None)),
+    "amsupcon_caa": ("+ CAA (T_att = 1/s)", _pinned()),
     "paper": ("+ MGDA-UB as specified (paper's rule)", dict(PAPER_RULE)),
-    "mgda_bounded": (
-        "+ MGDA-UB, alpha >= 0.3, smoothed (momentum 0.9)",
-        dict(PAPER_RULE, alpha_min=0.3, alpha_smoothing=0.9),
-    ),
-    "mgda_lossnorm": (
-        "+ MGDA-UB on loss-normalised gradients",
-        dict(PAPER_RULE, gradient_normalization="loss"),
-    ),
-    "amsupcon_caa_xsess": (
-        "AM-SupCon + CAA (fixed 0.5), positives across sessions",
-        {"balancing": "fixed", "contrastive_weight": 0.5, "margin": 0.2,
-         "positives_across_sessions": True},
-    ),
+    "mgda_bounded": ("+ MGDA-UB, alpha >= 0.3, smoothed (momentum 0.9)",
+                     dict(PAPER_RULE, alpha_min=0.3, alpha_smoothing=0.9)),
+    "mgda_lossnorm": ("+ MGDA-UB on loss-normalised gradients",
+                      dict(PAPER_RULE, gradient_normalization="loss")),
     "mgda": ("+ MGDA on parameters", dict(PAPER_RULE, balancing="mgda")),
 }
 DEFAULT_VARIANTS = ["aam", "supcon", "amsupcon", "amsupcon_caa", "paper", "default"]
@@ -337,6 +333,176 @@ def yaml_top_keys(hparams_file):
         return {m.group(1) for m in re.finditer(r"^([A-Za-z_]\w*)\s*:", fin.read(), re.M)}
 
 
+def yaml_top_values(hparams_file):
+    """Top-level scalar settings of a recipe YAML, as written (no object is built).
+
+    Arguments
+    ---------
+    hparams_file : str
+        YAML path.
+
+    Returns
+    -------
+    dict
+        ``key -> value`` for every top-level key with a value on its own line
+        (numbers, booleans, null and strings are parsed; ``!ref`` expressions
+        are kept as text); keys that define objects (``!new:``, nested
+        mappings) are left out.
+
+    Example
+    -------
+    >>> v = yaml_top_values(DEFAULT_HPARAMS)
+    >>> v["attention_temperature"], isinstance(v["margin"], float), "embedding_model" in v
+    ('!ref 1 / <aam_scale>', True, False)
+    """
+    import yaml
+
+    values = {}
+    with open(hparams_file, encoding="utf-8") as fin:
+        for match in re.finditer(r"^([A-Za-z_]\w*):[ \t]*([^\n#]*?)[ \t]*(?:#.*)?$",
+                                 fin.read(), re.M):
+            key, text = match.groups()
+            if not text or text.startswith(("!new:", "!apply:", "!name:", "!PLACEHOLDER")):
+                continue
+            values[key] = text if text.startswith("!") else yaml.safe_load(text)
+    return values
+
+
+def run_settings(hparams_file, overrides):
+    """Every top-level scalar setting of one run: the YAML's, then ``overrides``.
+
+    Two runs with the same settings (and the same code) are the same
+    experiment; a stored run is reused only when these match.
+
+    Arguments
+    ---------
+    hparams_file : str
+        YAML path.
+    overrides : dict
+        Command-line overrides of the run.
+
+    Returns
+    -------
+    dict
+        JSON-compatible.
+
+    Example
+    -------
+    >>> s = run_settings(DEFAULT_HPARAMS, {"margin": 0.1, "seed": 3})
+    >>> s["margin"], s["seed"], s["temperature"]
+    (0.1, 3, 0.07)
+    """
+    settings = dict(yaml_top_values(hparams_file))
+    settings.update(overrides)
+    return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def code_version():
+    """The git commit of this checkout, ``+dirty`` when tracked files differ.
+
+    Returns
+    -------
+    str
+        ``unknown`` outside a git checkout.
+
+    Example
+    -------
+    >>> isinstance(code_version(), str)
+    True
+    """
+    import subprocess
+
+    def git(*cmd):
+        return subprocess.run(["git", "-C", ROOT, *cmd], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "sb_angcl", "recipes")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def trial_subsets(data_folder):
+    """The corpus's trial subsets: every ``meta/veri_test2_<name>.txt``.
+
+    Arguments
+    ---------
+    data_folder : str
+        A VoxCeleb1-layout corpus (e.g. ``shared/realvoices``' ``vox/``).
+
+    Returns
+    -------
+    dict
+        ``name -> set of (enrol, test)`` (IDs as in the trial list:
+        ``spk/session/utt.wav``); empty when the corpus has none.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp(); os.makedirs(os.path.join(d, "meta"))
+    >>> _ = open(os.path.join(d, "meta", "veri_test2_real.txt"), "w").write("1 a/s/1.wav a/t/2.wav\\n")
+    >>> trial_subsets(d)
+    {'real': {('a/s/1.wav', 'a/t/2.wav')}}
+    """
+    subsets = {}
+    meta = os.path.join(data_folder, "meta")
+    if not os.path.isdir(meta):
+        return subsets
+    for name in sorted(os.listdir(meta)):
+        match = re.fullmatch(r"veri_test2_(\w+)\.txt", name)
+        if not match:
+            continue
+        with open(os.path.join(meta, name), encoding="utf-8") as fin:
+            pairs = {tuple(line.split()[1:3]) for line in fin if line.strip()}
+        subsets[match.group(1)] = pairs
+    return subsets
+
+
+def subset_metrics(scores_file, subsets):
+    """EER and minDCF of a run's scores on each trial subset.
+
+    Arguments
+    ---------
+    scores_file : str
+        ``enrol test score label`` per line (the recipe's ``scores_file``).
+    subsets : dict
+        From :func:`trial_subsets`.
+
+    Returns
+    -------
+    dict
+        ``EER_subset=<name>``, ``minDCF_subset=<name>`` and
+        ``n_subset=<name>`` (trials found in the scores file).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "scores.txt")
+    >>> _ = open(path, "w").write("a x 0.9 1\\na y 0.1 0\\nb y 0.2 1\\nb x 0.8 0\\n")
+    >>> m = subset_metrics(path, {"s": {("a", "x"), ("a", "y")}, "t": {("b", "y"), ("b", "x")}})
+    >>> m["EER_subset=s"], m["EER_subset=t"], m["n_subset=t"]
+    (0.0, 1.0, 2)
+    """
+    from sb_angcl.metrics import compute_eer, compute_min_dcf
+
+    with open(scores_file, encoding="utf-8") as fin:
+        rows = [line.split() for line in fin if line.strip()]
+    out = {}
+    for name, pairs in subsets.items():
+        picked = [(float(r[2]), int(r[3])) for r in rows if (r[0], r[1]) in pairs]
+        out[f"n_subset={name}"] = len(picked)
+        labels = [lab for _, lab in picked]
+        if 0 < sum(labels) < len(labels):
+            scores = [sc for sc, _ in picked]
+            out[f"EER_subset={name}"] = float(compute_eer(scores, labels)[0])
+            out[f"minDCF_subset={name}"] = float(compute_min_dcf(scores, labels)[0])
+        else:
+            out[f"EER_subset={name}"] = out[f"minDCF_subset={name}"] = math.nan
+    return out
+
+
 def load_recipe_module(hparams_file):
     """The ``train.py`` module of the recipe that owns ``hparams_file``.
 
@@ -541,18 +707,28 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
                  "number_of_epochs": args.epochs, "export_folder": None}
     overrides.update(args.extra_overrides)
     overrides.update(args.all_variants[variant][1])
-    if not args.restart and os.path.isfile(result_file):
-        # A finished run of an earlier (perhaps killed) sweep with the same
-        # settings is reused: a sweep continues where it stopped.
-        with open(result_file, encoding="utf-8") as fin:
-            done = json.load(fin)
-        if done.get("overrides") == json.loads(json.dumps(overrides)):
-            return dict(done, reused=True)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    os.makedirs(run_dir)
     missing = [k for k in args.all_variants[variant][1] if k not in allowed_keys]
     if missing:
         raise KeyError(f"{args.hparams} lacks the keys {missing} that variant {variant!r} sets")
+    # Pinned values the YAML already has are not passed (the same run).
+    written = yaml_top_values(args.hparams)
+    overrides = {k: v for k, v in overrides.items() if k not in written or written[k] != v
+                 or k in ("data_folder", "output_folder", "seed", "number_of_epochs")}
+    settings = run_settings(args.hparams, overrides)
+    subsets = trial_subsets(data_folder)
+    if not args.restart and os.path.isfile(result_file):
+        # A finished run of an earlier (perhaps killed) sweep with the same
+        # resolved settings is reused: a sweep continues where it stopped.
+        # The report gives the commit each run ran at.
+        with open(result_file, encoding="utf-8") as fin:
+            done = json.load(fin)
+        if done.get("settings") == settings:
+            scores_file = os.path.join(run_dir, "scores.txt")
+            if subsets and os.path.isfile(scores_file):
+                done.update(subset_metrics(scores_file, subsets))
+            return dict(done, reused=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.makedirs(run_dir)
     argv = [args.hparams, f"--device={args.device}"]
     if args.no_progress:
         argv.append("--noprogressbar")
@@ -598,7 +774,12 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
     for row in table.itertuples():
         if row.condition not in ("all", "cross_language"):
             result[f"EER_{row.condition}={row.value}"] = float(row.EER)
+    scores_file = os.path.join(run_dir, "scores.txt")
+    if subsets and os.path.isfile(scores_file):
+        result.update(subset_metrics(scores_file, subsets))
+    result["commit"] = args.commit
     result["overrides"] = json.loads(json.dumps(overrides))
+    result["settings"] = settings
     with open(result_file, "w", encoding="utf-8") as fout:
         json.dump(result, fout, indent=1)
     return result
@@ -682,6 +863,47 @@ def results_table(results, variants, descriptions=None):
     return "\n".join(lines)
 
 
+def subset_table(results, variants):
+    """Mean ± std over seeds of EER and minDCF on each trial subset.
+
+    Arguments
+    ---------
+    results : list of dict
+        From :func:`run_one` (with ``EER_subset=<name>`` keys).
+    variants : list of str
+        Row order.
+
+    Returns
+    -------
+    str
+        A Markdown table, or ``""`` when the runs have no subsets.
+
+    Example
+    -------
+    >>> r = [{"variant": "aam", "seed": s, "EER_subset=real": e, "minDCF_subset=real": 0.5,
+    ...       "n_subset=real": 10} for s, e in ((1, 0.1), (2, 0.12))]
+    >>> print(subset_table(r, ["aam"]).splitlines()[-1])
+    | aam | 11.00 ± 1.41 / 0.500 ± 0.000 |
+    """
+    names = sorted({k.split("=", 1)[1] for r in results for k in r if k.startswith("EER_subset=")})
+    if not names:
+        return ""
+    sizes = {n: next(r[f"n_subset={n}"] for r in results if f"n_subset={n}" in r) for n in names}
+    lines = ["Trial subsets of the corpus (`meta/veri_test2_<name>.txt`), EER % / minDCF, "
+             "mean ± std over seeds:", "",
+             "| variant | " + " | ".join(f"{n} ({sizes[n]} trials)" for n in names) + " |",
+             "|" + "---|" * (len(names) + 1)]
+    for variant in variants:
+        rows = [r for r in results if r["variant"] == variant]
+        if not rows:
+            continue
+        cells = [f"{mean_std([r.get(f'EER_subset={n}', math.nan) for r in rows], 100)} / "
+                 f"{mean_std([r.get(f'minDCF_subset={n}', math.nan) for r in rows], digits=3)}"
+                 for n in names]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def cpu_model():
     """The CPU model name from ``/proc/cpuinfo`` (or ``platform``).
 
@@ -756,6 +978,15 @@ def report(results, args, corpus_line, command, wall_s):
     # trial list has them (per-language rows stay in each run's metrics.csv).
     extra = sorted({k for r in results for k in r if k.startswith("EER_session=")})
     metrics += [(k, k[4:].replace("_", " ") + " EER %", 100, 2) for k in extra]
+    # The corpus's own trial subsets (meta/veri_test2_<name>.txt), EER and minDCF.
+    for name in sorted({k.split("=", 1)[1] for r in results for k in r
+                        if k.startswith("EER_subset=")}):
+        metrics += [(f"EER_subset={name}", f"EER % {name}", 100, 2),
+                    (f"minDCF_subset={name}", f"minDCF {name}", 1, 3)]
+    commits = {}
+    for r in results:
+        commits.setdefault(r.get("commit", "unknown"), set()).add(r["variant"])
+    commit_line = "; ".join(f"`{c}`: {', '.join(sorted(v))}" for c, v in sorted(commits.items()))
     corpus = [f"{args.label_noise:g} of training utterances relabelled"] if args.label_noise else []
     if args.confusable_pairs:
         corpus.append(f"{args.confusable_pairs} confusable speaker pairs")
@@ -775,12 +1006,16 @@ def report(results, args, corpus_line, command, wall_s):
            if reused else ""),
         f"- Date: {datetime.date.today().isoformat()}; total wall time "
         f"{wall_s / 60:.1f} min",
+        f"- Code: the commit each run ran at ({'+dirty: uncommitted changes in sb_angcl/ or recipes/'}): "
+        f"{commit_line}",
         "",
         "Mean ± std over seeds (sample std); EER in %, minDCF at p_target 0.01 (normalised); "
         "cross-lang: trials whose enrolment and test utterances are in different languages; "
         "α: mean weight of the AAM-softmax loss over the last epoch's batches.",
         "",
         results_table(results, args.variants, args.all_variants),
+        "",
+        subset_table(results, args.variants),
         "",
         f"Paired by seed with `{args.reference}` (same seed: same initialisation, data "
         "order and dev split): mean difference variant − reference with its 95 % "
@@ -817,8 +1052,11 @@ def parse_args(argv=None):
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hparams", default=DEFAULT_HPARAMS, help="any recipe YAML")
-    parser.add_argument("--data_folder", "--data-folder", dest="data_folder", default=None,
-                        help="a real corpus (the recipe's data_folder); default: the built-in one")
+    parser.add_argument("--data_folder", "--data-folder", "--corpus", dest="data_folder",
+                        default=None,
+                        help="an external corpus (the recipe's data_folder, e.g. a real-voice "
+                        "corpus's vox/); its meta/veri_test2_<name>.txt trial subsets are "
+                        "reported too; default: the built-in synthetic corpus")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help=f"recipe seeds (default {DEFAULTS['seeds']})")
@@ -926,6 +1164,7 @@ def parse_args(argv=None):
         args.work_dir = os.path.join(tempfile.gettempdir(), f"sb_angcl_ablation{suffix}")
     if args.output is None:
         args.output = (os.path.join(args.work_dir, "ablation.md") if args.quick else DEFAULT_OUTPUT)
+    args.commit = code_version()
     args.hparams = os.path.abspath(args.hparams)
     if not os.path.isfile(args.hparams):
         parser.error(f"--hparams {args.hparams} not found")

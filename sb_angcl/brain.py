@@ -215,6 +215,9 @@ class AngularContrastiveBrain(sb.Brain):
             confidence = attention.confidence(cosine, flat_labels)
         else:
             confidence = None
+        head = getattr(self.modules, "contrastive_head", None)
+        if head is not None:
+            embeddings = head(embeddings)
         if self.hparams_get("gather_across_ranks", True) and world_size() > 1:
             embeddings = gather_with_grad(embeddings.reshape(embeddings.shape[0], -1))
             flat_labels = gather_no_grad(flat_labels)

@@ -230,3 +230,44 @@ class AngularSupConLoss(torch.nn.Module):
             log_prob = pos_logits - log_denominator[rows]
             per_anchor = torch.zeros_like(log_denominator).index_add(0, rows, log_prob)
             return -(per_anchor / pos_count).mean()
+
+
+class ProjectionHead(torch.nn.Module):
+    """Where AM-SupCon looks at the embedding: a small MLP, or the embedding itself.
+
+    SupCon (Khosla et al., 2020) computes its loss on a projection
+    ``Linear -> ReLU -> Linear`` of the representation and keeps the
+    representation for downstream use, so the contrastive geometry (a
+    sharp temperature, few negatives per batch) need not be the one the
+    verification scores see. With ``output_size = 0`` the head is the
+    identity and the loss acts on the speaker embedding (the paper's setting).
+
+    Arguments
+    ---------
+    input_size : int
+        Embedding size.
+    output_size : int
+        Projection size; ``0`` = no head.
+
+    Example
+    -------
+    >>> ProjectionHead(8, 4)(torch.randn(5, 1, 8)).shape
+    torch.Size([5, 4])
+    >>> ProjectionHead(8, 0)(torch.randn(5, 1, 8)).shape
+    torch.Size([5, 8])
+    """
+
+    def __init__(self, input_size, output_size=0):
+        super().__init__()
+        self.mlp = None
+        if output_size:
+            self.mlp = torch.nn.Sequential(
+                torch.nn.Linear(input_size, input_size),
+                torch.nn.ReLU(),
+                torch.nn.Linear(input_size, output_size),
+            )
+
+    def forward(self, embeddings):
+        """``[N, D]`` or ``[N, 1, D]`` embeddings to ``[N, output_size or D]``."""
+        flat = embeddings.reshape(embeddings.shape[0], -1)
+        return flat if self.mlp is None else self.mlp(flat)
