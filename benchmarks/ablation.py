@@ -174,7 +174,10 @@ def grid_variants(specs, base="default"):
         overrides = dict(VARIANTS[base][1])
         overrides.update(point)
         name = ",".join(f"{k}={yaml_value(v)}" for k, v in point)
-        variants[name] = (f"{base} + {name}", overrides)
+        description = f"{base} + {name}"
+        if base != "default":
+            name = f"{base}:{name}"
+        variants[name] = (description, overrides)
     return variants
 
 
@@ -1068,8 +1071,12 @@ def parse_args(argv=None):
     parser.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2",
                         help="add a variant for every combination of these YAML values, "
                         "on top of --grid-base (e.g. --grid alpha_min=0.2,0.5 temperature=0.1,0.2)")
+    parser.add_argument("--vary", nargs="+", default=[], metavar="KEY=V1,V2",
+                        help="one factor at a time: a variant for every value of every key, "
+                        "the other keys as in --grid-base (e.g. --vary alpha_min=0.5,0.8 "
+                        "projection_dim=96)")
     parser.add_argument("--grid-base", default="default", choices=list(VARIANTS),
-                        help="the variant the grid points start from (default: default)")
+                        help="the variant the grid and --vary points start from (default: default)")
     parser.add_argument("--reference", default="aam", choices=list(VARIANTS),
                         help="variant every other one is paired with by seed (default aam)")
     parser.add_argument("--label-noise", type=float, default=0.0,
@@ -1139,16 +1146,20 @@ def parse_args(argv=None):
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
     args.all_variants = dict(VARIANTS)
+    swept = {}
     try:
-        args.all_variants.update(grid_variants(args.grid, args.grid_base))
+        swept.update(grid_variants(args.grid, args.grid_base))
+        for spec in args.vary:
+            swept.update(grid_variants([spec], args.grid_base))
     except ValueError as err:
         parser.error(str(err))
-    chosen = list(args.variants or ([] if args.grid else DEFAULT_VARIANTS))
+    args.all_variants.update(swept)
+    chosen = list(args.variants or ([] if swept else DEFAULT_VARIANTS))
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown --variants {unknown}; choose from {list(VARIANTS)}")
-    chosen = set(chosen) | {args.reference} | set(grid_variants(args.grid, args.grid_base))
-    if not args.grid and not args.variants:
+    chosen = set(chosen) | {args.reference} | set(swept)
+    if not swept and not args.variants:
         chosen |= {"default"}
     args.variants = [v for v in args.all_variants if v in chosen]
     import yaml
