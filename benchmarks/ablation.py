@@ -676,6 +676,18 @@ def _tail(path, lines=40):
         return ""
 
 
+def run_folder_name(variant):
+    """A variant's folder name: no ``=`` (SpeechBrain's command line splits
+    ``--output_folder=a=b`` at it), ``,`` or ``:``.
+
+    Example
+    -------
+    >>> run_folder_name("amsupcon_caa:contrastive_weight=0.1,margin=0")
+    'amsupcon_caa+contrastive_weight-0.1_margin-0'
+    """
+    return variant.replace("=", "-").replace(",", "_").replace(":", "+")
+
+
 def run_one(variant, seed, args, data_folder, train, allowed_keys):
     """Train and score one variant with one seed; return its numbers.
 
@@ -704,7 +716,7 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
     """
     from sb_angcl.verification import run_verification
 
-    run_dir = os.path.join(args.work_dir, "runs", variant, f"seed{seed}")
+    run_dir = os.path.join(args.work_dir, "runs", run_folder_name(variant), f"seed{seed}")
     result_file = os.path.join(run_dir, "result.json")
     overrides = {"data_folder": data_folder, "output_folder": run_dir, "seed": seed,
                  "number_of_epochs": args.epochs, "export_folder": None}
@@ -1222,7 +1234,8 @@ def run_parallel(jobs, args, argv, data_folder):
         cmd = [sys.executable, os.path.abspath(__file__), *argv,
                f"--data_folder={data_folder}", "--no-progress", f"--worker={k}/{args.jobs}"]
         procs.append(subprocess.Popen(cmd))
-    files = [os.path.join(args.work_dir, "runs", v, f"seed{s}", "result.json") for v, s in jobs]
+    files = [os.path.join(args.work_dir, "runs", run_folder_name(v), f"seed{s}", "result.json")
+             for v, s in jobs]
     with tqdm(total=len(jobs), desc="Ablation runs", disable=args.no_progress,
               file=sys.stderr) as bar:
         while any(p.poll() is None for p in procs):
