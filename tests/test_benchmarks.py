@@ -84,7 +84,7 @@ def test_ablation_quick(tmp_path):
     out = run_script("ablation.py", "--quick", "--no-progress", "--work-dir", str(work),
                      "--output", str(output), "--variants", "aam", "--grid", "alpha_min=0.5")
     assert all(p.stat().st_mtime == t for p, t in stamp.items())
-    assert (work / "runs" / "alpha_min=0.5" / "seed1" / "result.json").is_file()
+    assert (work / "runs" / "alpha_min-0.5" / "seed1" / "result.json").is_file()
     assert "| alpha_min=0.5 | 1 | " in output.read_text(encoding="utf-8")
 
 
