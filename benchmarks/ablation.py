@@ -998,6 +998,10 @@ def report(results, args, corpus_line, command, wall_s):
                         if k.startswith("EER_subset=")}):
         metrics += [(f"EER_subset={name}", f"EER % {name}", 100, 2),
                     (f"minDCF_subset={name}", f"minDCF {name}", 1, 3)]
+    # Columns no run has a value for (e.g. cross-language on a corpus without
+    # language labels in its manifests) are left out.
+    metrics = [m for m in metrics
+               if any(math.isfinite(r.get(m[0], math.nan)) for r in results)]
     commits = {}
     for r in results:
         commits.setdefault(r.get("commit", "unknown"), set()).add(r["variant"])
