@@ -27,9 +27,11 @@ import argparse
 import logging
 import math
 import statistics
+import sys
 import time
 
 import torch
+from bench_report import recorded  # benchmarks/ is this script's folder
 
 from sb_angcl.attention import ClassAwareAttention
 from sb_angcl.losses import AngularSupConLoss
@@ -248,17 +250,37 @@ def main(argv=None):
     parser.add_argument("--utts-per-speaker", type=int, default=4)
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--temperature", type=float, default=0.07)
-    parser.add_argument("--attention-temperature", type=float, default=1.0)
+    parser.add_argument("--attention-temperature", type=float, default=1.0 / 30,
+                        help="T_att (default 1/30: the recipes' 1/s; the cost does not depend on it)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--profile", action="store_true", help="op breakdown at the largest N"
     )
+    parser.add_argument("--output", default=None, metavar="FILE.md",
+                        help="also write the printed output, under a header with the command, "
+                        "commit, CPU, nproc, threads, load average and date (bench_report.py)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    with recorded(args.output, __file__, argv):
+        return run(args)
 
+
+def run(args):
+    """Time both losses at every size, print the table; return the geometric-mean ratio.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        Parsed command line of :func:`main`.
+
+    Returns
+    -------
+    float
+    """
     steps = build_steps(args)
     results = time_sizes(args, steps)
     print(f"{'N':>6} {'ours ms':>10} {'pml ms':>10} {'ratio':>7}")

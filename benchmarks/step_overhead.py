@@ -35,10 +35,12 @@ import argparse
 import copy
 import logging
 import statistics
+import sys
 import time
 
 import speechbrain as sb
 import torch
+from bench_report import recorded  # benchmarks/ is this script's folder
 from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
@@ -336,6 +338,10 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: C=16, batch 8 x 0.5 s, 1 warm-up, 3 rounds")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--output", default=None, metavar="FILE.md",
+                        help="also write the printed output, under a header with the command, "
+                        "commit, CPU, nproc, threads, load average and date (bench_report.py)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.quick:
         args.channels, args.batch, args.seconds, args.n_mels = 16, 8, 0.5, 20
@@ -345,6 +351,22 @@ def main(argv=None):
         args.repeats = 3 if args.quick else 20
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    with recorded(args.output, __file__, argv):
+        return run(args)
+
+
+def run(args):
+    """Build the variants, time them, print the table; return the mgda_ub / aam ratio.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        Parsed command line of :func:`main`.
+
+    Returns
+    -------
+    float
+    """
     variants = [v for v in VARIANTS if v in set(args.variants) | {"aam", "mgda_ub"}]
 
     modules = build_modules(args.channels, args.n_mels, args.emb_dim, args.classes, args.seed)
