@@ -16,6 +16,7 @@ Authors
 import contextlib
 import datetime
 import io
+import math
 import os
 import platform
 import shlex
@@ -23,6 +24,47 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def median_ci(values, level=0.95):
+    """Median of ``values`` and a distribution-free confidence interval for it.
+
+    The interval is ``[x_(j), x_(n+1-j)]`` of the sorted values, with the
+    largest ``j`` such that ``P(Binomial(n, 1/2) < j) <= (1 - level) / 2``;
+    it covers the true median with probability at least ``level`` whatever
+    the distribution (a noisy, shared machine's timings included). With
+    fewer than 6 values no such ``j`` exists and the range is returned.
+
+    Arguments
+    ---------
+    values : sequence of float
+        E.g. per-round ratios of two variants timed side by side.
+    level : float
+        Coverage.
+
+    Returns
+    -------
+    tuple of float
+        ``(median, low, high)``.
+
+    Example
+    -------
+    >>> median_ci(range(1, 21))  # n = 20: the 6th and 15th values (coverage 0.959)
+    (10.5, 6, 15)
+    """
+    x = sorted(values)
+    n = len(x)
+    mid = (x[(n - 1) // 2] + x[n // 2]) / 2
+    tail, cumulative, j = (1 - level) / 2, 0.0, 0
+    while j < n:
+        cumulative += math.comb(n, j) / 2**n  # now P(B <= j)
+        if cumulative > tail:
+            break
+        j += 1
+    # P(B <= j - 1) <= tail < P(B <= j): the 1-based order statistics j and n + 1 - j
+    if j == 0:
+        return mid, x[0], x[-1]
+    return mid, x[j - 1], x[n - j]
 
 
 def cpu_model():

@@ -31,7 +31,7 @@ import sys
 import time
 
 import torch
-from bench_report import recorded  # benchmarks/ is this script's folder
+from bench_report import median_ci, recorded  # benchmarks/ is this script's folder
 
 from sb_angcl.attention import ClassAwareAttention
 from sb_angcl.losses import AngularSupConLoss
@@ -156,14 +156,16 @@ def time_sizes(args, steps):
     Returns
     -------
     dict
-        ``{n: {"ours": ms, "pml": ms}}``.
+        ``{n: {"ours": ms, "pml": ms, "paired": (median, low, high)}}``: the
+        medians, and the median of the per-repeat ratios ours / pml (both run
+        back to back) with a distribution-free 95 % interval.
 
     Example
     -------
     >>> ns = argparse.Namespace(margin=0.2, temperature=0.07, attention_temperature=1.0,
     ...     sizes=[8], dim=4, classes=10, utts_per_speaker=2, device="cpu", warmup=1, repeats=3)
     >>> sorted(time_sizes(ns, build_steps(ns))[8])
-    ['ours', 'pml']
+    ['ours', 'paired', 'pml']
     """
     results = {}
     names = list(steps)
@@ -184,6 +186,7 @@ def time_sizes(args, steps):
                 _sync(args.device)
                 times[name].append(1000.0 * (time.perf_counter() - start))
         results[n] = {name: statistics.median(t) for name, t in times.items()}
+        results[n]["paired"] = median_ci([a / b for a, b in zip(times["ours"], times["pml"])])
     return results
 
 
@@ -283,17 +286,19 @@ def run(args):
     """
     steps = build_steps(args)
     results = time_sizes(args, steps)
-    print(f"{'N':>6} {'ours ms':>10} {'pml ms':>10} {'ratio':>7}")
+    print(f"{'N':>6} {'ours ms':>10} {'pml ms':>10} {'ratio':>7}  paired median [95 % CI]")
     ratios = []
     for n, r in results.items():
         ratio = r["ours"] / r["pml"]
         ratios.append(ratio)
-        print(f"{n:>6} {r['ours']:>10.3f} {r['pml']:>10.3f} {ratio:>7.3f}")
+        mid, low, high = r["paired"]
+        print(f"{n:>6} {r['ours']:>10.3f} {r['pml']:>10.3f} {ratio:>7.3f}  "
+              f"{mid:.3f} [{low:.3f}, {high:.3f}]")
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
     print(
         f"device {args.device}, D={args.dim}, C={args.classes}, "
-        f"{args.utts_per_speaker} utts/speaker, median of {args.repeats}; "
-        "ratio = geometric mean over sizes"
+        f"{args.utts_per_speaker} utts/speaker, median of {args.repeats}; paired = per-repeat "
+        "ours/pml (run back to back); ratio = geometric mean over sizes"
     )
     if args.profile:
         profile(args, steps, max(args.sizes))

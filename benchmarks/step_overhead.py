@@ -40,7 +40,7 @@ import time
 
 import speechbrain as sb
 import torch
-from bench_report import recorded  # benchmarks/ is this script's folder
+from bench_report import median_ci, recorded  # benchmarks/ is this script's folder
 from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
@@ -296,6 +296,41 @@ def format_table(results, baseline="aam"):
     return "\n".join(lines)
 
 
+def format_paired(results, baseline="aam"):
+    """Per-round ratios to ``baseline``: median and a 95 % interval for it.
+
+    Every round times each variant once, back to back, so the ratio of two
+    variants within a round is little affected by the load on the machine
+    changing between rounds; the interval is distribution-free
+    (:func:`bench_report.median_ci`).
+
+    Arguments
+    ---------
+    results : dict
+        From :func:`time_variants`.
+    baseline : str
+        The denominator.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> print(format_paired({"aam": {"times": [10.0, 20.0]}, "mgda_ub": {"times": [11.0, 21.0]}}))
+    paired by round, time / aam: median [95 % CI of the median]
+      mgda_ub        1.075 [1.050, 1.100]
+    """
+    base = results[baseline]["times"]
+    lines = [f"paired by round, time / {baseline}: median [95 % CI of the median]"]
+    for name, r in results.items():
+        if name == baseline:
+            continue
+        mid, low, high = median_ci([t / b for t, b in zip(r["times"], base)])
+        lines.append(f"  {name:<12} {mid:>6.3f} [{low:.3f}, {high:.3f}]")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     """Command line entry point.
 
@@ -376,6 +411,7 @@ def run(args):
         brains, batch, args.warmup, args.repeats, args.device, progress=not args.no_progress
     )
     print(format_table(results))
+    print(format_paired(results))
     params = sum(p.numel() for p in modules["embedding_model"].parameters())
     print(
         f"device {args.device} ({torch.get_num_threads()} threads), ECAPA-TDNN C={args.channels} "

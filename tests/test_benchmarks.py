@@ -112,6 +112,11 @@ def test_step_overhead_quick(tmp_path):
                                 "description"]
     rows = {line.split()[0]: line.split() for line in lines[1:6]}
     assert list(rows) == ["aam", "supcon", "amsupcon_caa", "mgda_ub", "mgda"]
+    # the paired block: one line per variant but aam, median inside its interval
+    paired = lines.index("paired by round, time / aam: median [95 % CI of the median]")
+    for line, variant in zip(lines[paired + 1 : paired + 5], list(rows)[1:]):
+        name, mid, low, high = line.replace("[", " ").replace(",", " ").replace("]", " ").split()
+        assert name == variant and float(low) <= float(mid) <= float(high)
     median = {v: float(r[1]) for v, r in rows.items()}
     alpha = {v: float(r[4]) for v, r in rows.items()}
     for variant, row in rows.items():
@@ -143,13 +148,14 @@ def test_loss_speed_table_and_ratio_line(tmp_path):
                      "--threads", "1", "--output", str(output))
     ratio = final_ratio(out)
     lines = out.splitlines()
-    assert lines[0].split() == ["N", "ours", "ms", "pml", "ms", "ratio"]
-    rows = [line.split() for line in lines[1:3]]
+    assert lines[0].split()[:6] == ["N", "ours", "ms", "pml", "ms", "ratio"]
+    rows = [line.replace("[", " ").replace(",", " ").replace("]", " ").split() for line in lines[1:3]]
     assert [int(r[0]) for r in rows] == [8, 16]
     logs = []
-    for _, ours, pml, row_ratio in rows:
+    for _, ours, pml, row_ratio, paired, low_ci, high_ci in rows:
         low, high = quotient_bounds(float(ours), float(pml), 5e-4)
         assert low - 5e-4 <= float(row_ratio) <= high + 5e-4
+        assert float(low_ci) <= float(paired) <= float(high_ci)  # 3 repeats: their range
         logs.append(math.log(float(row_ratio)))
     # the ratio line is the geometric mean of the per-size ratios
     geo = math.exp(sum(logs) / len(logs))
