@@ -358,11 +358,11 @@ class Calibration:
         return features @ np.asarray(self.weights) + self.offset
 
     def score_threshold(self, p_target, c_miss=1.0, c_fa=1.0):
-        """The raw score whose LLR is the Bayes threshold (``linear`` only; None for ``qmf``).
+        """The raw score whose LLR is the Bayes threshold (None unless ``linear`` with a positive slope).
 
-        For a positive slope, ``llr > bayes_threshold`` is ``score > this``.
+        Then ``llr > bayes_threshold`` is ``score > this``.
         """
-        if self.method != "linear" or self.weights[0] == 0:
+        if self.method != "linear" or self.weights[0] <= 0:
             return None
         return (bayes_threshold(p_target, c_miss, c_fa) - self.offset) / self.weights[0]
 
@@ -479,6 +479,76 @@ def fit_calibration(scores, labels, prior, method="linear", enrol_seconds=None,
             "trials are (nearly) separated by the features. Calibrate on more trials."
         )
     return Calibration(method, tuple(params[:-1]), params[-1] - logit(prior), prior)
+
+
+def cross_fitted_llrs(scores, labels, enrol_fold, test_fold, prior, method="linear",
+                      enrol_seconds=None, test_seconds=None):
+    """LLRs of trials, each from a calibration fitted on trials of other speakers.
+
+    Speakers are grouped into folds; a trial between folds ``i`` and ``j``
+    (``i`` may equal ``j``) gets the map fitted (:func:`fit_calibration`) on
+    the trials whose two sides are both outside ``{i, j}``, so no speaker of
+    a trial is among those its calibration was fitted on. Every fold pair is
+    fitted once. It is how a calibration on unseen speakers is measured
+    when the only unseen speakers are the test's.
+
+    Arguments
+    ---------
+    scores, labels : array-like
+        Raw scores and 0/1 labels of all trials.
+    enrol_fold, test_fold : array-like of int
+        The fold of the speaker on each side of each trial.
+    prior : float
+        Effective prior of the fits.
+    method : str
+        ``linear`` or ``qmf``.
+    enrol_seconds, test_seconds : array-like or None
+        ``qmf``: durations of each side.
+
+    Returns
+    -------
+    llrs : numpy.ndarray
+        float64, one per trial.
+    fits : dict
+        ``(i, j)`` (``i <= j``) to its :class:`Calibration` and trial count.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.arange(600) % 3 == 0
+    >>> scores = rng.normal(size=600) + 2 * labels
+    >>> folds = np.arange(600) % 4
+    >>> llrs, fits = cross_fitted_llrs(scores, labels, folds, folds, 0.5)
+    >>> len(fits), sorted(fits)[:2]
+    (4, [(0, 0), (1, 1)])
+    """
+    scores, labels = _scores_labels(scores, labels)
+    enrol_fold = np.asarray(enrol_fold).reshape(-1)
+    test_fold = np.asarray(test_fold).reshape(-1)
+    if enrol_fold.shape != scores.shape or test_fold.shape != scores.shape:
+        raise ValueError("one enrolment fold and one test fold per trial are needed")
+    seconds = {}
+    if method == "qmf":
+        seconds = {"enrol_seconds": np.asarray(enrol_seconds, dtype=np.float64),
+                   "test_seconds": np.asarray(test_seconds, dtype=np.float64)}
+    low, high = np.minimum(enrol_fold, test_fold), np.maximum(enrol_fold, test_fold)
+    llrs = np.empty(len(scores))
+    fits = {}
+    for i, j in sorted(set(zip(low.tolist(), high.tolist()))):
+        apply = (low == i) & (high == j)
+        outside = ~np.isin(enrol_fold, (i, j)) & ~np.isin(test_fold, (i, j))
+        n_tar = int(labels[outside].sum())
+        if n_tar == 0 or n_tar == int(outside.sum()):
+            raise ValueError(
+                f"no {'target' if n_tar == 0 else 'non-target'} trial lies outside the speaker "
+                f"folds {i} and {j} ({int(outside.sum())} trials): too few speakers or folds "
+                "to calibrate each trial on other speakers' trials"
+            )
+        part = {k: v[outside] for k, v in seconds.items()}
+        cal = fit_calibration(scores[outside], labels[outside], prior, method, **part)
+        llrs[apply] = cal.llr(scores[apply], **{k: v[apply] for k, v in seconds.items()})
+        fits[(i, j)] = (cal, int(outside.sum()))
+    return llrs, fits
 
 
 # ------------------------------------------------------------- inference

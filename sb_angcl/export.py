@@ -532,8 +532,8 @@ def record_calibration(folder, values, summary):
         ``c_miss``, ``c_fa`` of the decision, ``sample_rate`` and
         ``max_seconds`` (the cap on durations, for ``qmf``).
     summary : Mapping
-        What it was fitted on: ``fitted_on``, ``trials``, ``targets``,
-        ``speakers``, ``built_from_split``.
+        What it was fitted on: ``fitted_on``, ``source`` (``test folds``,
+        ``dev`` or ``list``), ``trials``, ``targets``, ``speakers``, ``folds``.
 
     Returns
     -------
@@ -603,29 +603,42 @@ def _calibration_card_text(folder, cal, plain, summary, threshold):
     """The card's "Calibrated scores" section."""
     names = {"score": "cosine score", "log_enrol_seconds": "log seconds of the first file",
              "log_test_seconds": "log seconds of the second file"}
-    terms = " + ".join(f"{w:.4g} * ({names[f]})" for f, w in zip(plain["features"], cal.weights))
+    terms = " ".join(f"{'-' if w < 0 else '+'} {abs(w):.4g} * ({names[f]})"
+                     for f, w in zip(plain["features"], cal.weights))
     fitted = summary.get("fitted_on")
     what = (f"{summary.get('trials')} trials ({summary.get('targets')} targets"
             + (f", {summary['speakers']} speakers" if summary.get("speakers") else "")
             + f") of `{fitted}`")
-    origin = ("built from the validation split (held-out utterances of training speakers, "
-              "none of them in the test trials)" if summary.get("built_from_split")
-              else "the list given as `calibration_trials`")
+    kind = summary.get("source")
+    if kind == "test folds":
+        origin = "the test trials, whose speakers the encoder never saw"
+        note = ("The Cllr and actDCF in the results table are cross-fitted: each trial's LLR "
+                "came from the same kind of map fitted on trials of other speakers "
+                f"({summary.get('folds')} speaker folds), so they estimate how this map does "
+                "on new speakers.")
+    elif kind == "dev":
+        origin = "trials built from the validation split (held-out utterances of training speakers)"
+        note = ("The encoder has learnt these speakers and separates them better than new "
+                "ones, so this map is likely over-confident on new speakers.")
+    else:
+        origin = "the list given as `calibration_trials`"
+        note = ""
     score_threshold = cal.score_threshold(plain["p_target"], plain["c_miss"], plain["c_fa"])
     stock = (
         f"`SpeakerRecognition.from_hparams` still loads this folder and returns the cosine; "
         f"the same decision with it is `verify_batch(x, y, threshold={score_threshold:.4f})`."
         if score_threshold is not None else
-        "`SpeakerRecognition.from_hparams` still loads this folder and returns the cosine; the "
-        "`qmf` calibration needs the durations, so decide with `CalibratedSpeakerRecognition`."
+        "`SpeakerRecognition.from_hparams` still loads this folder and returns the cosine; "
+        "this map is not an increasing function of the cosine alone (`qmf` needs the "
+        "durations), so decide with `CalibratedSpeakerRecognition`."
     )
     source = os.path.abspath(folder)
     return f"""`{plain['method']}` calibration fitted {_now()} by `verify.py` at the effective prior
 {plain['prior']} on {what}, {origin}:
 
-    llr = {cal.offset:.4g} + {terms}
+    llr = {cal.offset:.4g} {terms}
 
-It is stored as `calibration` in `hyperparams.yaml`. The calibrated interface
+{note + chr(10) if note else ""}It is stored as `calibration` in `hyperparams.yaml`. The calibrated interface
 returns this log-likelihood ratio (LLR) and accepts when llr > {threshold:.4f}, the
 Bayes threshold for p_target {plain['p_target']} (costs 1): no threshold to tune. The
 results table above gives its Cllr and actual DCF on the test trials.

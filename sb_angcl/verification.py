@@ -9,9 +9,10 @@ speaker-averaged cohort of training embeddings), and writes:
 
 * the scores file (``enrol test score label`` per line);
 * unless ``calibration: none``, ``scores_calibrated.txt`` beside it: the same
-  trials scored as log-likelihood ratios by a calibration fitted on trials of
-  other speakers (:func:`fit_score_calibration`), and its parameters in
-  ``calibration.json``;
+  trials scored as log-likelihood ratios, each by a calibration fitted on
+  trials of other speakers (by default across speaker folds of the test
+  trials, :func:`cross_fit_test_calibration`; or on a given list,
+  :func:`fit_score_calibration`), and the parameters in ``calibration.json``;
 * ``metrics.csv``: EER and minDCF (p_target 0.01, normalised), Cllr, min Cllr
   and actual DCF (of the calibrated scores; of the raw scores taken as LLRs
   with ``calibration: none``) overall and per condition found in
@@ -37,7 +38,13 @@ import speechbrain as sb
 import torch
 from tqdm import tqdm
 
-from sb_angcl.calibration import METHODS, bayes_threshold, cllr, fit_calibration
+from sb_angcl.calibration import (
+    METHODS,
+    bayes_threshold,
+    cllr,
+    cross_fitted_llrs,
+    fit_calibration,
+)
 from sb_angcl.dataio import load_manifest, make_eval_pipeline
 from sb_angcl.export import MODEL_CARD, record_calibration, record_model_card_results
 from sb_angcl.hyperparams import load_trained_hparams, overrides_to_dict
@@ -245,7 +252,11 @@ def run_verification(argv, enrol_protocol=None):
         cohort = training_cohort(hparams, opts)
     calibration = None
     if method != "none":
-        calibration = fit_score_calibration(hparams, hparams_file, trials, test, cohort, opts)
+        calibration = {"method": method, "hparams_file": hparams_file,
+                       "prior": _required(hparams, "calibration_prior", hparams_file), "fixed": None}
+        if _required(hparams, "calibration_trials", hparams_file) is not None:
+            calibration["fixed"] = fit_score_calibration(hparams, hparams_file, trials, test,
+                                                         cohort, opts)
     protocols = ["concat", "average"] if protocol == "both" else [protocol]
     tables = {}
     for name in protocols:
@@ -310,9 +321,12 @@ def score_and_report(trials, enrol, test, cohort, hparams, protocol, calibration
     protocol : str
         Enrolment protocol name (suffix of the outputs unless ``concat``).
     calibration : dict or None
-        From :func:`fit_score_calibration`: the scores are also written as
-        LLRs (``scores_calibrated.txt``) and the Cllr / actDCF are theirs;
-        None: those of the raw scores taken as LLRs.
+        ``method``, ``prior``, ``hparams_file`` and ``fixed`` (a fit of
+        :func:`fit_score_calibration`, or None: calibrate across speaker folds
+        of these trials, :func:`cross_fit_test_calibration`): the scores are
+        also written as LLRs (``scores_calibrated.txt``, parameters in
+        ``calibration.json``) and the Cllr / actDCF are theirs. None: those of
+        the raw scores taken as LLRs.
 
     Returns
     -------
@@ -328,18 +342,25 @@ def score_and_report(trials, enrol, test, cohort, hparams, protocol, calibration
     suffix = "" if protocol == "concat" else f"_{protocol}"
     scores_file = hparams["scores_file"].replace(".txt", f"{suffix}.txt")
     write_scores(scores_file, trials["enrol"], trials["test"], scores, labels)
-    llrs = scores
+    llrs, fitted = scores, None
     if calibration is not None:
-        cal = calibration["calibration"]
         seconds = ()
-        if cal.method == "qmf":
+        if calibration["method"] == "qmf":
             seconds = (
                 _lookup(enrolment_seconds(protocol, hparams), trials["enrol"], "enrolment"),
                 _lookup(_manifest_seconds(hparams["test_annotation"], hparams), trials["test"], "test"),
             )
-        llrs = cal.llr(scores, *seconds)
+        if calibration["fixed"] is not None:
+            fitted = calibration["fixed"]
+            llrs = fitted["calibration"].llr(scores, *seconds)
+        else:
+            llrs, fitted = cross_fit_test_calibration(
+                trials, scores, protocol, hparams, calibration, seconds,
+                "AS-norm" if cohort is not None else "cosine")
         base, ext = os.path.splitext(hparams["scores_file"])
         write_scores(f"{base}_calibrated{suffix}{ext}", trials["enrol"], trials["test"], llrs, labels)
+        with open(os.path.join(out_dir, f"calibration{suffix}.json"), "w", encoding="utf-8") as fout:
+            json.dump(dict(fitted["calibration"].to_dict(), **fitted["summary"]), fout, indent=2)
     table = metrics_table(scores, labels, trial_conditions(trials), p_target=DECISION_PRIOR,
                           llrs=llrs)
     table.to_csv(os.path.join(out_dir, f"metrics{suffix}.csv"), index=False)
@@ -348,7 +369,7 @@ def score_and_report(trials, enrol, test, cohort, hparams, protocol, calibration
     for column in ("minDCF", "Cllr", "minCllr", "actDCF"):
         shown[column] = shown[column].round(4)
     scoring = "AS-norm" if cohort is not None else "cosine"
-    what = f"{calibration['calibration'].method} calibration" if calibration else "no calibration"
+    what = f"{calibration['method']} calibration" if calibration else "no calibration"
     print(f"\nVerification ({protocol} enrolment, {len(trials)} trials, {scoring}, {what}); "
           "EER in %; Cllr and actDCF of the "
           f"{'calibrated' if calibration else 'raw'} scores:")
@@ -358,9 +379,9 @@ def score_and_report(trials, enrol, test, cohort, hparams, protocol, calibration
           f"actDCF(0.01) {overall['actDCF']:.4f}  Cllr {overall['Cllr']:.4f}  "
           f"minCllr {overall['minCllr']:.4f}  [{protocol}] scores: {scores_file}")
     record_in_model_card(hparams, protocol, scoring, overall, compute_eer(scores, labels)[1],
-                         calibration["calibration"].method if calibration else "none")
-    if calibration is not None and protocol == "concat":
-        export_calibration(hparams, calibration, scoring)
+                         calibration["method"] if calibration else "none")
+    if fitted is not None and protocol == "concat":
+        export_calibration(hparams, fitted, scoring)
     try:
         plot_det(scores, labels, os.path.join(out_dir, f"det{suffix}.png"))
         plot_score_histogram(scores, labels, os.path.join(out_dir, f"scores_hist{suffix}.png"))
@@ -443,7 +464,8 @@ def export_calibration(hparams, calibration, scoring):
         Recipe hyperparameters (``export_folder``, ``sample_rate``,
         ``eval_max_seconds``).
     calibration : dict
-        From :func:`fit_score_calibration`.
+        ``calibration`` (the map to export), ``p_target``, ``summary``
+        (:func:`fit_score_calibration`, :func:`cross_fit_test_calibration`).
     scoring : str
         ``cosine`` or ``AS-norm``.
 
@@ -477,7 +499,8 @@ def _required(hparams, key, hparams_file):
     if key not in hparams:
         raise KeyError(
             f"{hparams_file} has no {key!r}: verify.py needs the calibration keys "
-            "(calibration, calibration_trials, calibration_prior, calibration_max_trials) "
+            "(calibration, calibration_trials, calibration_prior, calibration_folds, "
+            "calibration_max_trials) "
             "that the recipes' YAMLs carry in their evaluation section; copy them from there."
         )
     return hparams[key]
@@ -660,23 +683,23 @@ def _lookup(series, ids, side):
 
 
 def fit_score_calibration(hparams, hparams_file, test_trials, test, cohort, opts):
-    """Fit the YAML's score calibration on trials of speakers other than the test's.
+    """Fit the YAML's score calibration on a given trial list (``calibration_trials``).
 
-    The calibration trials are the YAML's ``calibration_trials`` list, or
-    (``null``) built by :func:`split_trials` from the validation manifest
-    ``dev.csv`` (at most ``calibration_max_trials``, seeded by ``seed``). Data
-    preparation fills ``dev.csv`` with held-out *utterances* of the
-    *training* speakers (the test speakers are kept out of training), so its
-    speakers are disjoint from the test trials', but the encoder has learnt
-    them: their targets score higher and their non-targets lower than new
-    speakers' do, and the fitted map tends to be over-confident (README,
-    "Calibrated scores"). A list may name any utterance of the run's manifests
-    (``test``, ``enrol``, ``dev``, ``train``) by its ID; speakers shared with
-    the test trials are reported (the test's calibration would then be
-    optimistic). The calibration trials are scored as the test trials are
-    (cosine, or AS-norm with the same cohort), and the map
-    (``calibration``: ``linear`` or ``qmf``) is fitted at the effective prior
-    ``calibration_prior``.
+    ``calibration_trials`` is a path to a list (:func:`read_trial_list`) that
+    may name any utterance of the run's manifests (``test``, ``enrol``,
+    ``dev``, ``train``) by its ID, or ``dev``: the trials :func:`split_trials`
+    builds from the validation manifest ``dev.csv`` (at most
+    ``calibration_max_trials``, seeded by ``seed``). Data preparation fills
+    ``dev.csv`` with held-out *utterances* of the *training* speakers (the test
+    speakers are kept out of training): speakers disjoint from the test
+    trials', but ones the encoder has learnt, so their trials are far easier
+    than new speakers' (on the real-voice corpus the trained encoder separates
+    them perfectly and the fit has no finite solution; README, "Calibrated
+    scores"). Speakers shared with the test trials are reported (the reported
+    Cllr and actDCF would then be optimistic). The calibration trials are
+    scored as the test trials are (cosine, or AS-norm with the same cohort),
+    and the map (``calibration``: ``linear`` or ``qmf``) is fitted at the
+    effective prior ``calibration_prior``.
 
     Arguments
     ---------
@@ -697,22 +720,20 @@ def fit_score_calibration(hparams, hparams_file, test_trials, test, cohort, opts
     -------
     dict
         ``calibration`` (:class:`~sb_angcl.calibration.Calibration`),
-        ``p_target`` (of the decision), ``summary`` (what it was fitted on,
-        also written with the parameters to ``calibration.json`` in the
-        output folder).
+        ``p_target`` (of the decision), ``summary`` (what it was fitted on).
     """
     method = hparams["calibration"]
     prior = _required(hparams, "calibration_prior", hparams_file)
     given = _required(hparams, "calibration_trials", hparams_file)
     manifests = [hparams[key] for key in ("test_annotation", "enrol_annotation",
                                           "valid_annotation", "train_annotation")]
-    if given:
-        source = given
-        trials = read_trial_list(given)
-    else:
+    if given == "dev":
         source = hparams["valid_annotation"]
         max_trials = _required(hparams, "calibration_max_trials", hparams_file)
         trials = split_trials(_read_manifest(source), int(max_trials), hparams["seed"], source)
+    else:
+        source = given
+        trials = read_trial_list(given)
     n_tar = int(trials["label"].sum())
     if n_tar == 0 or n_tar == len(trials):
         kind = "target (label 1)" if n_tar == 0 else "non-target (label 0)"
@@ -755,25 +776,147 @@ def fit_score_calibration(hparams, hparams_file, test_trials, test, cohort, opts
     try:
         cal = fit_calibration(scores, labels, prior, method, **seconds)
     except ValueError as err:
-        raise ValueError(f"calibration on {source}: {err}") from None
-    p_target = DECISION_PRIOR
+        raise ValueError(
+            f"calibration on {source}: {err}"
+            + (" (dev.csv holds training speakers, which the encoder separates far better than "
+               "new ones: leave calibration_trials null to calibrate across speaker folds of "
+               "the test trials)" if given == "dev" else "")
+        ) from None
     summary = {
         "fitted_on": source,
-        "built_from_split": not given,
+        "source": "dev" if given == "dev" else "list",
         "trials": int(len(trials)),
         "targets": n_tar,
         "speakers": int(listed["spk_id"].nunique()) if "spk_id" in listed else None,
         "scoring": "AS-norm" if cohort is not None else "cosine",
-        "cllr_on_calibration_trials": cllr(cal.llr(scores, **seconds), labels),
-        "bayes_threshold": bayes_threshold(p_target),
+        "cllr_on_fitted_trials": cllr(cal.llr(scores, **seconds), labels),
+        "bayes_threshold": bayes_threshold(DECISION_PRIOR),
     }
-    out_dir = os.path.dirname(hparams["scores_file"]) or "."
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "calibration.json"), "w", encoding="utf-8") as fout:
-        json.dump(dict(cal.to_dict(), **summary), fout, indent=2)
     logger.info("Calibration (%s) fitted on %d trials (%d targets) of %s: %s",
                 method, len(trials), n_tar, source, cal)
-    return {"calibration": cal, "p_target": p_target, "summary": summary}
+    return {"calibration": cal, "p_target": DECISION_PRIOR, "summary": summary}
+
+
+def trial_speakers(trials, protocol, hparams):
+    """The speaker on each side of each trial, from the manifests' ``spk_id``.
+
+    Arguments
+    ---------
+    trials : pandas.DataFrame
+        ``enrol`` and ``test`` ids.
+    protocol : str
+        ``concat`` (enrolment ids in ``enrol.csv``) or ``average`` (models
+        of ``enrol_average.csv``).
+    hparams : dict
+        Recipe hyperparameters.
+
+    Returns
+    -------
+    enrol, test : numpy.ndarray
+        Speaker ids (str).
+    """
+    enrol_csv = hparams["enrol_average_annotation"] if protocol == "average" \
+        else hparams["enrol_annotation"]
+    key = "model" if protocol == "average" else "ID"
+    out = []
+    for csv_path, ids, column in ((enrol_csv, trials["enrol"], key),
+                                  (hparams["test_annotation"], trials["test"], "ID")):
+        table = pd.read_csv(csv_path, dtype=str)
+        if "spk_id" not in table:
+            raise KeyError(f"{csv_path} has no spk_id column: calibrating across speaker folds "
+                           "needs the speakers; give calibration_trials instead.")
+        speaker = table.drop_duplicates(column).set_index(column)["spk_id"]
+        out.append(_lookup(speaker, ids.astype(str), f"speaker of the {os.path.basename(csv_path)}"))
+    return out[0].astype(str), out[1].astype(str)
+
+
+def speaker_folds(speakers, folds, seed):
+    """A seeded assignment of speakers to ``folds`` groups of (nearly) equal size.
+
+    Example
+    -------
+    >>> f = speaker_folds(["a", "b", "c", "d", "e"], 3, seed=0)
+    >>> sorted(f), sorted(list(f.values()).count(k) for k in range(3))
+    (['a', 'b', 'c', 'd', 'e'], [1, 2, 2])
+    """
+    if int(folds) < 3:
+        raise ValueError(f"calibration_folds must be at least 3 (a trial between two folds is "
+                         f"calibrated on the others), got {folds}")
+    names = sorted(set(speakers))
+    order = np.random.default_rng(seed).permutation(len(names))
+    return {names[k]: int(rank % folds) for rank, k in enumerate(order)}
+
+
+def cross_fit_test_calibration(trials, scores, protocol, hparams, calibration, seconds, scoring):
+    """Calibrate the test trials across speaker folds (``calibration_trials: null``).
+
+    The test speakers are the only ones the encoder has not learnt, so they
+    are what a calibration for new speakers is fitted on: the speakers are
+    split into ``calibration_folds`` seeded folds and each trial's LLR comes
+    from a map fitted on the trials of the other folds
+    (:func:`~sb_angcl.calibration.cross_fitted_llrs`): no trial is calibrated
+    on its own speakers. The map for the exported model is fitted on all test
+    trials; the cross-fitted Cllr and actDCF estimate how it does on new
+    speakers.
+
+    Arguments
+    ---------
+    trials : pandas.DataFrame
+        The test trials.
+    scores : numpy.ndarray
+        Their raw scores.
+    protocol : str
+        Enrolment protocol (where the enrolment speakers are listed).
+    hparams : dict
+        Recipe hyperparameters (``calibration_folds``, ``seed``).
+    calibration : dict
+        ``method``, ``prior``, ``hparams_file``.
+    seconds : tuple
+        ``(enrol_seconds, test_seconds)`` for ``qmf``, else empty.
+    scoring : str
+        ``cosine`` or ``AS-norm`` (recorded).
+
+    Returns
+    -------
+    llrs : numpy.ndarray
+        The cross-fitted LLRs.
+    fitted : dict
+        ``calibration`` (the map fitted on all trials), ``p_target``, ``summary``.
+    """
+    folds = int(_required(hparams, "calibration_folds", calibration["hparams_file"]))
+    method, prior = calibration["method"], calibration["prior"]
+    labels = trials["label"].to_numpy().astype(int)
+    spk_e, spk_t = trial_speakers(trials, protocol, hparams)
+    fold = speaker_folds(np.concatenate([spk_e, spk_t]), folds, hparams["seed"])
+    enrol_fold = np.array([fold[s] for s in spk_e])
+    test_fold = np.array([fold[s] for s in spk_t])
+    where = hparams["trials_annotation"]
+    try:
+        llrs, fits = cross_fitted_llrs(scores, labels, enrol_fold, test_fold, prior, method,
+                                       *seconds)
+        cal = fit_calibration(scores, labels, prior, method, *seconds)
+    except ValueError as err:
+        raise ValueError(
+            f"calibration across {folds} speaker folds of {where}: {err}. Give a list of other "
+            "speakers' trials as calibration_trials, fewer calibration_folds (at least 3), or "
+            "set calibration: none."
+        ) from None
+    summary = {
+        "fitted_on": where,
+        "source": "test folds",
+        "folds": folds,
+        "trials": int(len(trials)),
+        "targets": int(labels.sum()),
+        "speakers": len(fold),
+        "scoring": scoring,
+        "cllr_on_fitted_trials": cllr(cal.llr(scores, *seconds), labels),
+        "bayes_threshold": bayes_threshold(DECISION_PRIOR),
+        "fold_fits": [{"folds": [i, j], "fitted_on_trials": n, "weights": list(c.weights),
+                       "offset": c.offset} for (i, j), (c, n) in sorted(fits.items())],
+    }
+    logger.info("Calibration (%s) of %s across %d speaker folds; for the exported model: %s",
+                method, where, folds, cal)
+    return llrs, {"calibration": cal, "p_target": DECISION_PRIOR, "summary": summary}
 
 
 def _calibration_embeddings(found, test, hparams, opts):

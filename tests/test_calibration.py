@@ -28,13 +28,20 @@ from sb_angcl.calibration import (
     bayes_threshold,
     calibration_features,
     cllr,
+    cross_fitted_llrs,
     fit_calibration,
     min_cllr,
     pav_llrs,
 )
 from sb_angcl.metrics import compute_min_dcf, metrics_table
 from sb_angcl.scoring import EmbeddingTable
-from sb_angcl.verification import fit_score_calibration, read_trial_list, split_trials
+from sb_angcl.verification import (
+    cross_fit_test_calibration,
+    fit_score_calibration,
+    read_trial_list,
+    speaker_folds,
+    split_trials,
+)
 
 
 # ------------------------------------------------------------ references
@@ -263,6 +270,31 @@ def test_fit_errors_and_round_trip():
     assert cal.score_threshold(0.01) is None
 
 
+@pytest.mark.parametrize("method", ["linear", "qmf"])
+def test_cross_fitted_llrs_equal_a_fit_per_trial_without_its_speakers(method):
+    rng = np.random.default_rng(5)
+    n_spk, n = 12, 900
+    spk_e, spk_t = rng.integers(0, n_spk, n), rng.integers(0, n_spk, n)
+    spk_t[: n // 3] = spk_e[: n // 3]
+    labels = spk_e == spk_t
+    scores = rng.normal(size=n) + 2.0 * labels
+    dur_e, dur_t = rng.uniform(1, 10, n), rng.uniform(1, 10, n)
+    fold = rng.permutation(n_spk) % 4
+    seconds = (dur_e, dur_t) if method == "qmf" else (None, None)
+    llrs, fits = cross_fitted_llrs(scores, labels, fold[spk_e], fold[spk_t], 0.2, method, *seconds)
+    for k in rng.choice(n, 40, replace=False):  # the reference: one fit per trial
+        own = {fold[spk_e[k]], fold[spk_t[k]]}
+        others = np.array([fold[spk_e[m]] not in own and fold[spk_t[m]] not in own for m in range(n)])
+        part = [None if v is None else v[others] for v in seconds]
+        cal = fit_calibration(scores[others], labels[others], 0.2, method, *part)
+        one = [None if v is None else v[[k]] for v in seconds]
+        assert llrs[k] == pytest.approx(cal.llr(scores[[k]], *one)[0], abs=1e-8)
+        assert not {spk_e[k], spk_t[k]} & (set(spk_e[others]) | set(spk_t[others]))
+    assert len(fits) == 10  # 4 folds: 4 same-fold and 6 cross-fold pairs
+    with pytest.raises(ValueError, match="no target trial lies outside the speaker folds 0 and 0"):
+        cross_fitted_llrs(scores, labels, np.zeros(n, int), np.where(labels, 0, 1), 0.2)
+
+
 def test_metrics_table_with_llrs_per_condition():
     rng = np.random.default_rng(11)
     n = 500
@@ -338,7 +370,9 @@ def _hparams(tmp_path, given):
     (save / "dev.csv").write_text(rows + "d/v/1.wav,2.0,x,0,1,d\ne/v/1.wav,2.0,x,0,1,e\n")
     (save / "train.csv").write_text(rows + "d/v/2.wav,2.0,x,0,1,d\n")
     return {"calibration": "linear", "calibration_prior": 0.01, "calibration_trials": given,
-            "calibration_max_trials": 100, "seed": 1, "scores_file": str(tmp_path / "scores.txt"),
+            "calibration_max_trials": 100, "calibration_folds": 3, "seed": 1,
+            "scores_file": str(tmp_path / "scores.txt"),
+            "trials_annotation": str(save / "trials.csv"),
             "test_annotation": str(save / "test.csv"), "enrol_annotation": str(save / "enrol.csv"),
             "valid_annotation": str(save / "dev.csv"), "train_annotation": str(save / "train.csv")}
 
@@ -358,11 +392,77 @@ def test_calibration_list_errors_name_the_file_and_the_fix(tmp_path):
         fit_score_calibration(_hparams(tmp_path, str(listed)), "h.yaml", trials, test, None, {})
     # dev.csv has one utterance per speaker: no target can be built from it.
     with pytest.raises(ValueError, match=r"dev.csv: no speaker has two utterances"):
-        fit_score_calibration(_hparams(tmp_path, None), "h.yaml", trials, test, None, {})
-    hparams = _hparams(tmp_path, None)
+        fit_score_calibration(_hparams(tmp_path, "dev"), "h.yaml", trials, test, None, {})
+    hparams = _hparams(tmp_path, "dev")
     del hparams["calibration_prior"]
     with pytest.raises(KeyError, match="h.yaml has no 'calibration_prior'"):
         fit_score_calibration(hparams, "h.yaml", trials, test, None, {})
+
+
+def test_dev_calibration_reuses_embeddings_and_explains_a_separated_fit(tmp_path, caplog):
+    hparams = _hparams(tmp_path, "dev")
+    rows = "ID,duration,wav,start,stop,spk_id\n"
+    dev = [f"s{k}/v/{u}.wav,2.0,x,0,1,s{k}" for k in range(4) for u in range(3)]
+    (tmp_path / "save" / "dev.csv").write_text(rows + "\n".join(dev) + "\n")
+    ids = [line.split(",")[0] for line in dev]
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 8))
+    vectors = [centres[k] + 1.5 * rng.normal(size=8) for k in range(4) for _ in range(3)]
+    # The dev utterances are in the embedding table given: nothing is embedded.
+    test = EmbeddingTable(ids + ["t/v/1.wav", "t/w/2.wav"], np.r_[vectors, np.eye(8)[:2]])
+    trials = pd.DataFrame({"enrol": ["t/v/1.wav"], "test": ["t/w/2.wav"], "label": [1]})
+    fitted = fit_score_calibration(hparams, "h.yaml", trials, test, None, {})
+    summary = fitted["summary"]
+    assert summary["source"] == "dev" and summary["targets"] == 12 and summary["trials"] == 66
+    assert summary["speakers"] == 4 and fitted["calibration"].weights[0] > 0
+    # Separable trials: the error says why dev.csv is a poor source.
+    separated = [centres[k] + 0.01 * rng.normal(size=8) for k in range(4) for _ in range(3)]
+    test = EmbeddingTable(ids + ["t/v/1.wav", "t/w/2.wav"], np.r_[separated, np.eye(8)[:2]])
+    with pytest.raises(ValueError, match="perfectly separated.*training speakers.*speaker folds"):
+        fit_score_calibration(hparams, "h.yaml", trials, test, None, {})
+    # A list naming test utterances shares the test speakers: a warning says so.
+    listed = tmp_path / "cal.txt"
+    listed.write_text("1 s0/v/0.wav s0/v/1.wav\n0 s0/v/0.wav s1/v/0.wav\n1 s1/v/0.wav s1/v/1.wav\n"
+                      "0 s0/v/1.wav t/w/2.wav\n1 t/v/1.wav s2/v/1.wav\n0 s2/v/0.wav s3/v/1.wav\n")
+    test = EmbeddingTable(ids + ["t/v/1.wav", "t/w/2.wav"], np.r_[vectors, np.eye(8)[:2]])
+    with caplog.at_level("WARNING"):
+        fit_score_calibration(dict(hparams, calibration_trials=str(listed)), "h.yaml", trials,
+                              test, None, {})
+    assert "share 1 speaker(s) with the test trials" in caplog.text
+
+
+def test_cross_fit_test_calibration_over_speaker_folds(tmp_path):
+    hparams = _hparams(tmp_path, None)
+    rng = np.random.default_rng(1)
+    spk = [f"p{k}" for k in range(9)]
+    utts = [f"{s}/v/{u}.wav" for s in spk for u in range(4)]
+    rows = "ID,duration,wav,start,stop,spk_id\n"
+    listed = rows + "\n".join(f"{u},{2 + k % 3}.0,x,0,1,{u.split('/')[0]}" for k, u in enumerate(utts))
+    (tmp_path / "save" / "test.csv").write_text(listed + "\n")
+    (tmp_path / "save" / "enrol.csv").write_text(listed + "\n")
+    pairs = [(a, b) for i, a in enumerate(utts) for b in utts[i + 1:]]
+    trials = pd.DataFrame(pairs, columns=["enrol", "test"])
+    trials["label"] = (trials.enrol.str[:2] == trials.test.str[:2]).astype(int)
+    scores = rng.normal(size=len(trials)) + 2.5 * trials.label.to_numpy()
+    calibration = {"method": "linear", "prior": 0.01, "hparams_file": "h.yaml"}
+    llrs, fitted = cross_fit_test_calibration(trials, scores, "concat", hparams, calibration, (), "cosine")
+    fold = speaker_folds(spk, 3, seed=1)
+    f_e = trials.enrol.str[:2].map(fold).to_numpy()
+    f_t = trials.test.str[:2].map(fold).to_numpy()
+    expected, _ = cross_fitted_llrs(scores, trials.label, f_e, f_t, 0.01)
+    np.testing.assert_allclose(llrs, expected, atol=1e-12)
+    whole = fit_calibration(scores, trials.label, 0.01)
+    assert fitted["calibration"] == whole  # the exported map: all test trials
+    summary = fitted["summary"]
+    assert summary["source"] == "test folds" and summary["folds"] == 3 and summary["speakers"] == 9
+    assert len(summary["fold_fits"]) == 6
+    with pytest.raises(ValueError, match="calibration_folds must be at least 3"):
+        cross_fit_test_calibration(trials, scores, "concat", hparams | {"calibration_folds": 2},
+                                   calibration, (), "cosine")
+    few = trials[trials.enrol.str[:2].isin(["p0", "p1"]) & trials.test.str[:2].isin(["p0", "p1"])]
+    with pytest.raises(ValueError, match=r"speaker folds of .*trials.csv.*calibration_trials"):
+        cross_fit_test_calibration(few, scores[few.index], "concat", hparams, calibration, (),
+                                   "cosine")
 
 
 # ------------------------------------------------------------ end to end
@@ -409,6 +509,7 @@ def test_verify_writes_calibrated_scores_and_the_model_decides_with_them(corpus)
     assert len(llr) == len(trials) and (llr.enrol == raw.enrol).all() and (llr.label == raw.label).all()
     fitted = json.load(open(os.path.join(out, "calibration.json")))
     assert fitted["method"] == "linear" and fitted["fitted_on"] == cal_list
+    assert fitted["source"] == "list"
     assert fitted["targets"] == sum(1 for line in open(cal_list) if line.startswith("1 "))
     a, b = fitted["weights"][0], fitted["offset"]
     np.testing.assert_allclose(llr.score, a * raw.score + b, atol=1e-5 * (1 + abs(a)))
