@@ -222,10 +222,11 @@ def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_
     p_target, c_miss, c_fa : float
         DCF parameters (see :func:`compute_min_dcf`), for minDCF and actDCF.
     llrs : array-like, optional
-        One calibrated LLR per trial: adds ``Cllr``, ``minCllr`` (of the
-        LLRs, after the best monotone transform; for an increasing affine
-        calibration the same as of the scores) and ``actDCF`` (the Bayes
-        decision at ``p_target``, normalised as minDCF); see
+        One calibrated LLR per trial: adds ``Cllr`` and ``actDCF`` (the Bayes
+        decision at ``p_target``, normalised as minDCF) of the LLRs, and
+        ``minCllr``, the Cllr of the *scores* after their best monotone
+        transform (as minDCF is of the scores: ``Cllr - minCllr`` and
+        ``actDCF - minDCF`` are what the calibration loses); see
         :mod:`sb_angcl.calibration`.
 
     Returns
@@ -271,7 +272,7 @@ def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_
         if llrs is not None:
             lr = llrs if mask is None else llrs[mask]
             if both:
-                values += [cllr(lr, lab), min_cllr(lr, lab),
+                values += [cllr(lr, lab), min_cllr(s, lab),
                            act_dcf(lr, lab, p_target, c_miss, c_fa)]
             else:
                 values += [float("nan")] * 3

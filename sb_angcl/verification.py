@@ -44,6 +44,7 @@ from sb_angcl.calibration import (
     cllr,
     cross_fitted_llrs,
     fit_calibration,
+    sample_trials,
 )
 from sb_angcl.dataio import load_manifest, make_eval_pipeline
 from sb_angcl.export import MODEL_CARD, record_calibration, record_model_card_results
@@ -257,6 +258,10 @@ def run_verification(argv, enrol_protocol=None):
         if _required(hparams, "calibration_trials", hparams_file) is not None:
             calibration["fixed"] = fit_score_calibration(hparams, hparams_file, trials, test,
                                                          cohort, opts)
+        elif int(_required(hparams, "calibration_folds", hparams_file)) < 3:
+            raise ValueError(f"calibration_folds must be at least 3 (a trial between two folds "
+                             f"is calibrated on the others); {hparams_file} gives "
+                             f"{hparams['calibration_folds']}")
     protocols = ["concat", "average"] if protocol == "both" else [protocol]
     tables = {}
     for name in protocols:
@@ -354,13 +359,24 @@ def score_and_report(trials, enrol, test, cohort, hparams, protocol, calibration
             fitted = calibration["fixed"]
             llrs = fitted["calibration"].llr(scores, *seconds)
         else:
-            llrs, fitted = cross_fit_test_calibration(
-                trials, scores, protocol, hparams, calibration, seconds,
-                "AS-norm" if cohort is not None else "cosine")
-        base, ext = os.path.splitext(hparams["scores_file"])
-        write_scores(f"{base}_calibrated{suffix}{ext}", trials["enrol"], trials["test"], llrs, labels)
-        with open(os.path.join(out_dir, f"calibration{suffix}.json"), "w", encoding="utf-8") as fout:
+            try:
+                llrs, fitted = cross_fit_test_calibration(
+                    trials, scores, protocol, hparams, calibration, seconds,
+                    "AS-norm" if cohort is not None else "cosine")
+            except ValueError as err:  # the trial list's shape, not a setting: score anyway
+                logger.warning("No calibration: %s", err)
+                calibration = None
+    base, ext = os.path.splitext(hparams["scores_file"])
+    calibrated_file = f"{base}_calibrated{suffix}{ext}"
+    fitted_file = os.path.join(out_dir, f"calibration{suffix}.json")
+    if calibration is not None:
+        write_scores(calibrated_file, trials["enrol"], trials["test"], llrs, labels)
+        with open(fitted_file, "w", encoding="utf-8") as fout:
             json.dump(dict(fitted["calibration"].to_dict(), **fitted["summary"]), fout, indent=2)
+    else:  # no stale calibrated scores beside these scores
+        for path in (calibrated_file, fitted_file):
+            if os.path.exists(path):
+                os.remove(path)
     table = metrics_table(scores, labels, trial_conditions(trials), p_target=DECISION_PRIOR,
                           llrs=llrs)
     table.to_csv(os.path.join(out_dir, f"metrics{suffix}.csv"), index=False)
@@ -687,7 +703,8 @@ def fit_score_calibration(hparams, hparams_file, test_trials, test, cohort, opts
 
     ``calibration_trials`` is a path to a list (:func:`read_trial_list`) that
     may name any utterance of the run's manifests (``test``, ``enrol``,
-    ``dev``, ``train``) by its ID, or ``dev``: the trials :func:`split_trials`
+    ``dev``, ``train``) by its ID (at most ``calibration_max_trials`` of its
+    trials are used, a seeded sample), or ``dev``: the trials :func:`split_trials`
     builds from the validation manifest ``dev.csv`` (at most
     ``calibration_max_trials``, seeded by ``seed``). Data preparation fills
     ``dev.csv`` with held-out *utterances* of the *training* speakers (the test
@@ -734,6 +751,9 @@ def fit_score_calibration(hparams, hparams_file, test_trials, test, cohort, opts
     else:
         source = given
         trials = read_trial_list(given)
+        cap = int(_required(hparams, "calibration_max_trials", hparams_file))
+        keep = sample_trials(trials["label"].to_numpy(), cap, np.random.default_rng(hparams["seed"]))
+        trials = trials.iloc[keep].reset_index(drop=True)
     n_tar = int(trials["label"].sum())
     if n_tar == 0 or n_tar == len(trials):
         kind = "target (label 1)" if n_tar == 0 else "non-target (label 0)"
@@ -857,7 +877,8 @@ def cross_fit_test_calibration(trials, scores, protocol, hparams, calibration, s
     (:func:`~sb_angcl.calibration.cross_fitted_llrs`): no trial is calibrated
     on its own speakers. The map for the exported model is fitted on all test
     trials; the cross-fitted Cllr and actDCF estimate how it does on new
-    speakers.
+    speakers. Each fit uses at most ``calibration_max_trials`` trials (a
+    seeded sample, at most half targets).
 
     Arguments
     ---------
@@ -868,7 +889,8 @@ def cross_fit_test_calibration(trials, scores, protocol, hparams, calibration, s
     protocol : str
         Enrolment protocol (where the enrolment speakers are listed).
     hparams : dict
-        Recipe hyperparameters (``calibration_folds``, ``seed``).
+        Recipe hyperparameters (``calibration_folds``, ``calibration_max_trials``,
+        ``seed``).
     calibration : dict
         ``method``, ``prior``, ``hparams_file``.
     seconds : tuple
@@ -891,10 +913,13 @@ def cross_fit_test_calibration(trials, scores, protocol, hparams, calibration, s
     enrol_fold = np.array([fold[s] for s in spk_e])
     test_fold = np.array([fold[s] for s in spk_t])
     where = hparams["trials_annotation"]
+    max_trials = int(_required(hparams, "calibration_max_trials", calibration["hparams_file"]))
     try:
         llrs, fits = cross_fitted_llrs(scores, labels, enrol_fold, test_fold, prior, method,
-                                       *seconds)
-        cal = fit_calibration(scores, labels, prior, method, *seconds)
+                                       *seconds, max_trials=max_trials, seed=hparams["seed"])
+        chosen = sample_trials(labels, max_trials, np.random.default_rng(hparams["seed"]))
+        cal = fit_calibration(scores[chosen], labels[chosen], prior, method,
+                              *(v[chosen] for v in seconds))
     except ValueError as err:
         raise ValueError(
             f"calibration across {folds} speaker folds of {where}: {err}. Give a list of other "
@@ -907,6 +932,7 @@ def cross_fit_test_calibration(trials, scores, protocol, hparams, calibration, s
         "folds": folds,
         "trials": int(len(trials)),
         "targets": int(labels.sum()),
+        "fitted_on_trials": int(len(chosen)),
         "speakers": len(fold),
         "scoring": scoring,
         "cllr_on_fitted_trials": cllr(cal.llr(scores, *seconds), labels),

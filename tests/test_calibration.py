@@ -300,7 +300,7 @@ def test_metrics_table_with_llrs_per_condition():
     n = 500
     labels = rng.random(n) < 0.3
     scores = rng.normal(size=n) + 1.5 * labels
-    llrs = 2.0 * scores - 1.0
+    llrs = 2.0 * scores - 1.0 + 0.3 * rng.normal(size=n)  # not a monotone map of the scores
     genre = rng.choice(["a", "b"], size=n)
     genre[:4] = "solo"
     labels[:4] = True
@@ -310,7 +310,7 @@ def test_metrics_table_with_llrs_per_condition():
         row = table[(table.condition == "genre") & (table.value == value)].iloc[0]
         m = genre == value
         assert row.Cllr == pytest.approx(ref_cllr(llrs[m], labels[m]))
-        assert row.minCllr == pytest.approx(ref_min_cllr(llrs[m], labels[m]))
+        assert row.minCllr == pytest.approx(ref_min_cllr(scores[m], labels[m]))  # of the scores
         assert row.actDCF == pytest.approx(ref_act_dcf(llrs[m], labels[m], 0.01))
     assert table[table.value == "solo"][["Cllr", "minCllr", "actDCF"]].isna().all(axis=None)
     with pytest.raises(ValueError, match="LLRs for"):
@@ -449,13 +449,21 @@ def test_cross_fit_test_calibration_over_speaker_folds(tmp_path):
     fold = speaker_folds(spk, 3, seed=1)
     f_e = trials.enrol.str[:2].map(fold).to_numpy()
     f_t = trials.test.str[:2].map(fold).to_numpy()
-    expected, _ = cross_fitted_llrs(scores, trials.label, f_e, f_t, 0.01)
+    # Each fit on a seeded sample of at most calibration_max_trials (100 here) of its trials.
+    expected, fits = cross_fitted_llrs(scores, trials.label, f_e, f_t, 0.01, max_trials=100, seed=1)
     np.testing.assert_allclose(llrs, expected, atol=1e-12)
-    whole = fit_calibration(scores, trials.label, 0.01)
-    assert fitted["calibration"] == whole  # the exported map: all test trials
+    assert all(n <= 100 for _, n in fits.values())
+    uncapped, _ = cross_fitted_llrs(scores, trials.label, f_e, f_t, 0.01)
+    assert np.abs(uncapped - llrs).max() > 1e-6  # the cap did change something here
+    hparams_all = dict(hparams, calibration_max_trials=10**6)
+    llrs_all, fitted_all = cross_fit_test_calibration(trials, scores, "concat", hparams_all,
+                                                      calibration, (), "cosine")
+    np.testing.assert_allclose(llrs_all, uncapped, atol=1e-12)
+    # The exported map: all test trials (when they fit under the cap).
+    assert fitted_all["calibration"] == fit_calibration(scores, trials.label, 0.01)
     summary = fitted["summary"]
     assert summary["source"] == "test folds" and summary["folds"] == 3 and summary["speakers"] == 9
-    assert len(summary["fold_fits"]) == 6
+    assert len(summary["fold_fits"]) == 6 and summary["fitted_on_trials"] == 100
     with pytest.raises(ValueError, match="calibration_folds must be at least 3"):
         cross_fit_test_calibration(trials, scores, "concat", hparams | {"calibration_folds": 2},
                                    calibration, (), "cosine")
@@ -582,3 +590,14 @@ def test_verify_writes_calibrated_scores_and_the_model_decides_with_them(corpus)
     d1, d2 = (len(model.load_audio(p)) / 16000 for p in (wav1, wav2))
     assert float(score) == pytest.approx(
         w[0] * float(cosine) + w[1] * math.log(d1) + w[2] * math.log(d2) + b, abs=1e-3)
+
+    # The default (across speaker folds of the test trials) needs more test speakers than this
+    # corpus has: verify still scores, says why there is no calibration, and leaves no stale
+    # calibrated scores from the runs above.
+    _, proc = run_row("calibration_e2e", dict(rows["VoxCeleb_row_03"], test_debug_flags=flags))
+    assert "No calibration: calibration across 10 speaker folds" in proc.stdout + proc.stderr
+    assert not os.path.exists(os.path.join(out, "scores_calibrated.txt"))
+    assert not os.path.exists(os.path.join(out, "calibration.json"))
+    metrics = pd.read_csv(os.path.join(out, "metrics.csv"))
+    assert metrics.iloc[0].actDCF == pytest.approx(  # of the raw scores taken as LLRs
+        ref_act_dcf(raw.score.tolist(), raw.label.astype(bool).tolist(), 0.01))
