@@ -57,7 +57,16 @@ FEATURES = {
 
 
 def logit(p):
-    """``log(p / (1 - p))``.
+    """``log(p / (1 - p))``, the log-odds of a probability.
+
+    Arguments
+    ---------
+    p : float
+        A probability in (0, 1).
+
+    Returns
+    -------
+    float
 
     Example
     -------

@@ -681,6 +681,16 @@ def enrolment_seconds(protocol, hparams):
     -------
     pandas.Series
         Seconds by model id.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> path = os.path.join(folder, "enrol_average.csv")
+    >>> _ = open(path, "w").write("ID,duration,model\\nu1,20.0,m1\\nu2,45.0,m1\\nu3,9.0,m2\\n")
+    >>> enrolment_seconds("average", {"enrol_average_annotation": path,
+    ...                               "eval_max_seconds": 30.0}).to_dict()
+    {'m1': 50.0, 'm2': 9.0}
     """
     if protocol == "average":
         path = hparams["enrol_average_annotation"]
@@ -834,6 +844,18 @@ def trial_speakers(trials, protocol, hparams):
     -------
     enrol, test : numpy.ndarray
         Speaker ids (str).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> for name in ("enrol.csv", "test.csv"):
+    ...     _ = open(os.path.join(folder, name), "w").write("ID,spk_id\\na/1.wav,a\\nb/1.wav,b\\n")
+    >>> hp = {"enrol_annotation": os.path.join(folder, "enrol.csv"),
+    ...       "test_annotation": os.path.join(folder, "test.csv")}
+    >>> e, t = trial_speakers(pd.DataFrame({"enrol": ["a/1.wav"], "test": ["b/1.wav"]}), "concat", hp)
+    >>> e.tolist(), t.tolist()
+    (['a'], ['b'])
     """
     enrol_csv = hparams["enrol_average_annotation"] if protocol == "average" \
         else hparams["enrol_annotation"]
@@ -852,6 +874,20 @@ def trial_speakers(trials, protocol, hparams):
 
 def speaker_folds(speakers, folds, seed):
     """A seeded assignment of speakers to ``folds`` groups of (nearly) equal size.
+
+    Arguments
+    ---------
+    speakers : iterable of str
+        Speaker ids (repeats are fine).
+    folds : int
+        Number of folds, at least 3.
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    dict
+        Speaker to fold (0 .. folds - 1).
 
     Example
     -------

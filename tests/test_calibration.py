@@ -37,10 +37,12 @@ from sb_angcl.metrics import compute_min_dcf, metrics_table
 from sb_angcl.scoring import EmbeddingTable
 from sb_angcl.verification import (
     cross_fit_test_calibration,
+    enrolment_seconds,
     fit_score_calibration,
     read_trial_list,
     speaker_folds,
     split_trials,
+    trial_speakers,
 )
 
 
@@ -471,6 +473,29 @@ def test_cross_fit_test_calibration_over_speaker_folds(tmp_path):
     with pytest.raises(ValueError, match=r"speaker folds of .*trials.csv.*calibration_trials"):
         cross_fit_test_calibration(few, scores[few.index], "concat", hparams, calibration, (),
                                    "cosine")
+
+
+def test_trial_speakers_and_enrolment_seconds_of_both_cnceleb_protocols(tmp_path):
+    rows = "ID,duration,wav,start,stop,spk_id\n"
+    (tmp_path / "enrol.csv").write_text(rows + "m1-enroll,40.0,x,0,1,m1\nm2-enroll,9.0,x,0,1,m2\n")
+    (tmp_path / "test.csv").write_text(rows + "t/a.wav,3.0,x,0,1,m1\nt/b.wav,50.0,x,0,1,m3\n")
+    (tmp_path / "avg.csv").write_text(
+        "ID,duration,wav,start,stop,spk_id,model\n"
+        "m1/u1.wav,20.0,x,0,1,m1,m1-enroll\nm1/u2.wav,45.0,x,0,1,m1,m1-enroll\n"
+        "m2/u1.wav,9.0,x,0,1,m2,m2-enroll\n")
+    hparams = {"enrol_annotation": str(tmp_path / "enrol.csv"), "eval_max_seconds": 30.0,
+               "test_annotation": str(tmp_path / "test.csv"),
+               "enrol_average_annotation": str(tmp_path / "avg.csv")}
+    trials = pd.DataFrame({"enrol": ["m1-enroll", "m2-enroll"], "test": ["t/b.wav", "t/a.wav"]})
+    for protocol in ("concat", "average"):
+        enrol, test = trial_speakers(trials, protocol, hparams)
+        assert enrol.tolist() == ["m1", "m2"] and test.tolist() == ["m3", "m1"]
+    # Seconds the embedding sees: each utterance capped at eval_max_seconds, summed per model.
+    assert enrolment_seconds("concat", hparams).to_dict() == {"m1-enroll": 30.0, "m2-enroll": 9.0}
+    assert enrolment_seconds("average", hparams).to_dict() == {"m1-enroll": 50.0, "m2-enroll": 9.0}
+    bad = pd.DataFrame({"enrol": ["m9-enroll"], "test": ["t/a.wav"]})
+    with pytest.raises(KeyError, match="m9-enroll"):
+        trial_speakers(bad, "concat", hparams)
 
 
 # ------------------------------------------------------------ end to end
