@@ -31,8 +31,8 @@ import time
 
 import torch
 
-from sb_angcl.attention import ClassAwareAttention
-from sb_angcl.losses import AngularSupConLoss
+from sb_angcl.objective.attention import ClassAwareAttention
+from sb_angcl.objective.losses import AngularSupConLoss
 
 logger = logging.getLogger(__name__)
 

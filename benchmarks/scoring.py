@@ -5,7 +5,7 @@ Random 192-dim embeddings stand in for a CN-Celeb1 evaluation (200 enrolment
 models, 17,777 test utterances, 3,484,292 trials, a 2,800-speaker AS-norm cohort,
 top-k 300). The script times
 
-(a) ``sb_angcl.scoring`` and ``sb_angcl.metrics``: id mapping, cosine scoring and AS-norm of every trial,
+(a) ``sb_angcl.evaluation.scoring`` and ``sb_angcl.evaluation.metrics``: id mapping, cosine scoring and AS-norm of every trial,
     then EER and minDCF of all 3.5M scores;
 (b) a per-trial loop in the style of SpeechBrain's
     ``recipes/VoxCeleb/SpeakerRec/speaker_verification_cosine.py`` (cosine of the
@@ -34,8 +34,8 @@ import time
 import numpy as np
 import torch
 
-from sb_angcl.metrics import compute_eer, compute_min_dcf
-from sb_angcl.scoring import EmbeddingTable, score_trials, speaker_cohort
+from sb_angcl.evaluation.metrics import compute_eer, compute_min_dcf
+from sb_angcl.evaluation.scoring import EmbeddingTable, score_trials, speaker_cohort
 
 
 def peak_rss_mb():

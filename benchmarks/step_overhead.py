@@ -1,6 +1,6 @@
 """Training-step overhead of the contrastive objective and its balancers.
 
-Times one whole training step, :meth:`sb_angcl.brain.AngularContrastiveBrain.fit_batch`
+Times one whole training step, :meth:`sb_angcl.training.brain.AngularContrastiveBrain.fit_batch`
 (features, encoder forward, losses, balancing, backward, optimiser step), of
 the same small ECAPA-TDNN on the same fixed batch for five variants:
 
@@ -44,10 +44,10 @@ from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 from speechbrain.processing.features import InputNormalization
 
-from sb_angcl.attention import ClassAwareAttention
-from sb_angcl.balancing import make_balancer
-from sb_angcl.brain import AngularContrastiveBrain
-from sb_angcl.losses import AngularSupConLoss
+from sb_angcl.objective.attention import ClassAwareAttention
+from sb_angcl.objective.balancing import make_balancer
+from sb_angcl.objective.losses import AngularSupConLoss
+from sb_angcl.training.brain import AngularContrastiveBrain
 
 logger = logging.getLogger(__name__)
 

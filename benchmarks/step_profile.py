@@ -176,10 +176,10 @@ def profile(hparams_file, data_folder, augmentation, epochs, work_dir):
     total : float
         Wall seconds of ``fit``.
     """
-    from sb_angcl.brain import AngularContrastiveBrain
-    from sb_angcl.dataio import speaker_datasets
+    from sb_angcl.data.dataio import speaker_datasets
     from sb_angcl.hyperparams import load_hparams
     from sb_angcl.recipe import prepare_and_size, train_loader_kwargs
+    from sb_angcl.training.brain import AngularContrastiveBrain
 
     overrides = {"data_folder": data_folder, "output_folder": work_dir,
                  "number_of_epochs": epochs, "augmentation": augmentation,

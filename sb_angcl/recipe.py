@@ -28,7 +28,8 @@ import shutil
 
 from speechbrain.utils.distributed import run_on_main
 
-from sb_angcl.dataio import build_label_encoder, load_manifest
+from sb_angcl.data.dataio import build_label_encoder, load_manifest
+from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
 from sb_angcl.export import load_pretrained_encoder
 from sb_angcl.hyperparams import (
     LABEL_ENCODER_FILE,
@@ -36,7 +37,6 @@ from sb_angcl.hyperparams import (
     overrides_to_dict,
     plain_hparams,
 )
-from sb_angcl.sampler import SpeakerBalancedBatchSampler
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ def report_skipped(brain):
 
     Arguments
     ---------
-    brain : sb_angcl.brain.AngularContrastiveBrain
+    brain : sb_angcl.training.brain.AngularContrastiveBrain
         The trained Brain.
     """
     bad_files = getattr(brain, "nonfinite_audio_files", {})

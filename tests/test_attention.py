@@ -1,4 +1,4 @@
-"""Tests of :mod:`sb_angcl.attention` against a brute force of DESIGN.md.
+"""Tests of :mod:`sb_angcl.objective.attention` against a brute force of DESIGN.md.
 
 The oracle computes, in Python floats, ``a_j = softmax(cos_j / T_att)[y_j]``,
 ``A_in = min(a_i, a_n)`` and ``w_in = |N(i)| A_in / sum_n' A_in'`` over each
@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from sb_angcl.attention import (
+from sb_angcl.objective.attention import (
     ClassAwareAttention,
     class_confidence,
     negative_weight_percentiles,

@@ -1,11 +1,11 @@
-"""Tests of :mod:`sb_angcl.balancing` against grid searches and closed forms."""
+"""Tests of :mod:`sb_angcl.objective.balancing` against grid searches and closed forms."""
 
 import math
 
 import pytest
 import torch
 
-from sb_angcl.balancing import (
+from sb_angcl.objective.balancing import (
     FixedBalancer,
     MGDABalancer,
     gradient_dots,
@@ -13,7 +13,7 @@ from sb_angcl.balancing import (
     min_norm_alpha,
     min_norm_alpha_from_dots,
 )
-from sb_angcl.losses import AngularSupConLoss
+from sb_angcl.objective.losses import AngularSupConLoss
 
 GRID = torch.linspace(0.0, 1.0, 100001, dtype=torch.float64)
 

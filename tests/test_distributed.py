@@ -1,7 +1,7 @@
 """DDP tests on CPU (gloo): negatives gathered from every rank, same alpha, same weights.
 
 Two processes are spawned with a ``file://`` rendezvous; each drives
-:class:`~sb_angcl.brain.AngularContrastiveBrain` (SpeechBrain's own DDP
+:class:`~sb_angcl.training.brain.AngularContrastiveBrain` (SpeechBrain's own DDP
 wrapping) on its half of a global batch. The oracle is the same Brain in this
 (non-distributed) process on the concatenated batch: losses, ``alpha`` (for
 ``mgda_ub`` and ``mgda``) and the weights after a few SGD steps must match.
@@ -24,16 +24,16 @@ import torch.multiprocessing as mp
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-from sb_angcl.attention import ClassAwareAttention
-from sb_angcl.balancing import make_balancer
-from sb_angcl.brain import AngularContrastiveBrain
-from sb_angcl.distributed import (
+from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
+from sb_angcl.objective.attention import ClassAwareAttention
+from sb_angcl.objective.balancing import make_balancer
+from sb_angcl.objective.distributed import (
     gather_no_grad,
     gather_with_grad,
     wrap_distributed_modules,
 )
-from sb_angcl.losses import AngularSupConLoss
-from sb_angcl.sampler import SpeakerBalancedBatchSampler
+from sb_angcl.objective.losses import AngularSupConLoss
+from sb_angcl.training.brain import AngularContrastiveBrain
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -404,7 +404,7 @@ def test_nonfinite_loss_on_one_rank_is_skipped_by_every_rank():
         assert not ranks[r]["error"], (
             f"rank {r}: {ranks[r]['error']} -- AngularContrastiveBrain.fit_batch must "
             "decide to skip a non-finite loss on all ranks together "
-            "(sb_angcl.distributed.all_ranks_finite)"
+            "(sb_angcl.objective.distributed.all_ranks_finite)"
         )
         assert ranks[r]["skipped"] == 1
     for a, b in zip(ranks[0]["params"], ranks[1]["params"]):
@@ -443,7 +443,7 @@ def test_small_recipe_under_torchrun_two_processes(tmp_path):
     if AngularContrastiveBrain._wrap_distributed is sb.Brain._wrap_distributed:
         pytest.fail(
             "AngularContrastiveBrain must override _wrap_distributed with "
-            "sb_angcl.distributed.wrap_distributed_modules: SpeechBrain's own "
+            "sb_angcl.objective.distributed.wrap_distributed_modules: SpeechBrain's own "
             "wrapping converts BatchNorm to SyncBatchNorm, which fails on CPU."
         )
     python = sys.executable

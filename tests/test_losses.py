@@ -1,4 +1,4 @@
-"""Tests of :mod:`sb_angcl.losses` (AM-SupCon) against independent oracles.
+"""Tests of :mod:`sb_angcl.objective.losses` (AM-SupCon) against independent oracles.
 
 Oracles:
 
@@ -16,8 +16,8 @@ import math
 import pytest
 import torch
 
-from sb_angcl.attention import ClassAwareAttention
-from sb_angcl.losses import AngularSupConLoss, additive_angular_margin, pair_masks
+from sb_angcl.objective.attention import ClassAwareAttention
+from sb_angcl.objective.losses import AngularSupConLoss, additive_angular_margin, pair_masks
 
 pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
 

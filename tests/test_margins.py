@@ -10,11 +10,11 @@ import speechbrain as sb
 import torch
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-from sb_angcl.attention import ClassAwareAttention
-from sb_angcl.balancing import make_balancer
-from sb_angcl.brain import AngularContrastiveBrain
-from sb_angcl.losses import AngularSupConLoss
-from sb_angcl.margins import MarginWarmup, set_aam_margin
+from sb_angcl.objective.attention import ClassAwareAttention
+from sb_angcl.objective.balancing import make_balancer
+from sb_angcl.objective.losses import AngularSupConLoss
+from sb_angcl.objective.margins import MarginWarmup, set_aam_margin
+from sb_angcl.training.brain import AngularContrastiveBrain
 
 
 def test_set_aam_margin_equals_a_fresh_module():

@@ -24,10 +24,10 @@ from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 from speechbrain.processing.features import InputNormalization
 
-from sb_angcl.attention import ClassAwareAttention
-from sb_angcl.balancing import MGDABalancer, make_balancer
-from sb_angcl.brain import AngularContrastiveBrain
-from sb_angcl.losses import AngularSupConLoss
+from sb_angcl.objective.attention import ClassAwareAttention
+from sb_angcl.objective.balancing import MGDABalancer, make_balancer
+from sb_angcl.objective.losses import AngularSupConLoss
+from sb_angcl.training.brain import AngularContrastiveBrain
 
 SAMPLES = 4000  # 0.25 s at 16 kHz
 SPEAKERS = 3
@@ -121,7 +121,7 @@ def test_bf16_objectives_are_computed_in_float32():
     emb = out["embeddings"].detach().float()
     cosine = out["cosine"].detach().float()
     conf = brain.hparams.class_attention.confidence(cosine, labels.reshape(-1))
-    from sb_angcl.attention import pair_weights_from_confidence
+    from sb_angcl.objective.attention import pair_weights_from_confidence
 
     weights = pair_weights_from_confidence(conf, labels.reshape(-1))
     expected_con = brain.hparams.contrastive_loss(emb, labels, pair_weights=weights)

@@ -1,4 +1,4 @@
-"""Tests of the data preparation: sb_angcl.dataprep (and the modules it
+"""Tests of the data preparation: sb_angcl.data.preparation (and the modules it
 brings together) and both recipes' scripts.
 
 Every test writes its own tiny corpus (short sine/noise files) in tmp_path,
@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sb_angcl import audio_probe, dataprep
+from sb_angcl.data import audio_probe
+from sb_angcl.data import preparation as dataprep
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000

@@ -1,6 +1,6 @@
 """Property tests (hypothesis) of the objective on random and degenerate batches.
 
-AM-SupCon (:class:`~sb_angcl.losses.AngularSupConLoss`), with and without
+AM-SupCon (:class:`~sb_angcl.objective.losses.AngularSupConLoss`), with and without
 class-aware attention weights, the attention weights themselves and the MGDA
 balancer must stay finite, with finite gradients, on every batch a training
 run can produce: one speaker only, every speaker once, zero embeddings,
@@ -30,9 +30,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sb_angcl.attention import ClassAwareAttention, pair_weights_from_confidence
-from sb_angcl.balancing import MGDABalancer
-from sb_angcl.losses import AngularSupConLoss
+from sb_angcl.objective.attention import ClassAwareAttention, pair_weights_from_confidence
+from sb_angcl.objective.balancing import MGDABalancer
+from sb_angcl.objective.losses import AngularSupConLoss
 
 SETTINGS = settings(
     max_examples=50,

@@ -21,7 +21,7 @@ place)::
 ``CN-Celeb2_flac``); a list or comma-separated string of folders is searched
 in order, and a folder that *is* ``CN-Celeb_flac`` is accepted too.
 
-Outputs in ``save_folder`` (columns in :mod:`sb_angcl.manifests`):
+Outputs in ``save_folder`` (columns in :mod:`sb_angcl.data.manifests`):
 
 * ``train.csv``, ``dev.csv``: CN-Celeb1 speakers of ``dev/dev.lst`` and/or
   every CN-Celeb2 speaker (``train_sets``), minus any speaker of the
@@ -41,7 +41,7 @@ Outputs in ``save_folder`` (columns in :mod:`sb_angcl.manifests`):
 
 Short training utterances (CN-Celeb has many) follow
 ``short_utterance_rule``, applied before the ``min_duration`` rule of
-:mod:`sb_angcl.manifests`:
+:mod:`sb_angcl.data.manifests`:
 
 * ``"concat"`` (default): within one speaker *and* genre, files sorted by
   name, an utterance shorter than ``concat_min_duration`` is joined with the
@@ -68,7 +68,7 @@ from pathlib import Path
 
 from cnceleb_short_utterances import SHORT_RULES, apply_short_rule
 
-from sb_angcl import dataprep
+from sb_angcl.data import preparation as dataprep
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from sb_angcl import dataprep
+from sb_angcl.data import preparation as dataprep
 
 #: Values of ``short_utterance_rule``.
 SHORT_RULES = ("concat", "drop", "keep")
@@ -174,7 +174,7 @@ def concatenate_many(jobs, sample_rate, num_threads=None, desc="Concatenating"):
     sample_rate : int
         Output rate.
     num_threads : int, optional
-        Worker threads (default :data:`sb_angcl.audio_probe.PROBE_THREADS`).
+        Worker threads (default :data:`sb_angcl.data.audio_probe.PROBE_THREADS`).
     desc : str
         Label of the progress bar.
 
@@ -225,7 +225,7 @@ def apply_short_rule(rows, rule, target, sample_rate, out_dir, report):
         Rate of the concatenated audio.
     out_dir : Path
         Where concatenated runs are written (``<set>/<spk>/<name>.wav``).
-    report : sb_angcl.prep_report.PrepReport
+    report : sb_angcl.data.prep_report.PrepReport
         Counts dropped and concatenated files, and unreadable sources.
 
     Returns

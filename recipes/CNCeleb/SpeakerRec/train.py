@@ -20,9 +20,8 @@ from cnceleb_prepare import prepare_cnceleb
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from sb_angcl.augment import setup_noise_augmentation
-from sb_angcl.brain import AngularContrastiveBrain
-from sb_angcl.dataio import speaker_datasets
+from sb_angcl.data.augment import setup_noise_augmentation
+from sb_angcl.data.dataio import speaker_datasets
 from sb_angcl.export import export_inference_folder
 from sb_angcl.recipe import (
     log_to_experiment,
@@ -32,6 +31,7 @@ from sb_angcl.recipe import (
     train_loader_kwargs,
     valid_loader_kwargs,
 )
+from sb_angcl.training.brain import AngularContrastiveBrain
 
 
 def prepare(hparams):

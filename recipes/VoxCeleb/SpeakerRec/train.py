@@ -19,9 +19,8 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from voxceleb_prepare import prepare_voxceleb
 
-from sb_angcl.augment import setup_noise_augmentation
-from sb_angcl.brain import AngularContrastiveBrain
-from sb_angcl.dataio import speaker_datasets
+from sb_angcl.data.augment import setup_noise_augmentation
+from sb_angcl.data.dataio import speaker_datasets
 from sb_angcl.export import export_inference_folder
 from sb_angcl.recipe import (
     log_to_experiment,
@@ -31,6 +30,7 @@ from sb_angcl.recipe import (
     train_loader_kwargs,
     valid_loader_kwargs,
 )
+from sb_angcl.training.brain import AngularContrastiveBrain
 
 
 def prepare(hparams):

@@ -15,11 +15,11 @@ relative to the **first** root's ``wav/`` folder::
 
     1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav
 
-Outputs in ``save_folder`` (columns in :mod:`sb_angcl.manifests`):
+Outputs in ``save_folder`` (columns in :mod:`sb_angcl.data.manifests`):
 
 * ``train.csv``, ``dev.csv``: every utterance of every speaker that does not
   occur in the trial list (test speakers are left out of training), split per
-  speaker by :func:`sb_angcl.manifests.split_dev`. IDs are paths relative to
+  speaker by :func:`sb_angcl.data.manifests.split_dev`. IDs are paths relative to
   ``wav/`` (``id10001/1zcIwhmdeo4/00001.wav``); ``language`` comes from
   ``meta/languages.csv`` when present; ``session`` is the video folder
   (``1zcIwhmdeo4``). ``true_spk_id`` / ``label_noise`` come from
@@ -32,7 +32,7 @@ Outputs in ``save_folder`` (columns in :mod:`sb_angcl.manifests`):
 * ``prepare_summary.json`` and ``prepare_opts.json``.
 
 Short, unreadable and mis-sampled audio follow the rules in
-:mod:`sb_angcl.manifests` and :mod:`sb_angcl.audio_probe`.
+:mod:`sb_angcl.data.manifests` and :mod:`sb_angcl.data.audio_probe`.
 
 Authors
  * sb-angcl contributors 2025
@@ -48,7 +48,7 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from sb_angcl import dataprep
+from sb_angcl.data import preparation as dataprep
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ interrupted run leaves no half-written WAV.
 
 Usage::
 
-    python -m sb_angcl.convert_audio /data/voxceleb2 /data/VoxCeleb2 --jobs 8
+    python tools/convert_audio.py /data/voxceleb2 /data/VoxCeleb2 --jobs 8
 
 then train on both corpora with
 ``--data_folder=[/data/VoxCeleb1,/data/VoxCeleb2]``.
@@ -150,7 +150,7 @@ def convert_m4a_tree(src_root, dst_root, jobs=4, sample_rate=16000, ffmpeg="ffmp
 
 
 def main(argv=None):
-    """Command line: ``python -m sb_angcl.convert_audio SRC DST [--jobs N]``.
+    """Command line: ``python tools/convert_audio.py SRC DST [--jobs N]``.
 
     Arguments
     ---------

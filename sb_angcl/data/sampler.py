@@ -29,7 +29,7 @@ from speechbrain.utils.checkpoints import (
 )
 from torch.utils.data import Sampler
 
-from sb_angcl.epoch_plan import EpochPlanner, max_steps, session_codes
+from sb_angcl.data.epoch_plan import EpochPlanner, max_steps, session_codes
 
 logger = logging.getLogger(__name__)
 

@@ -177,7 +177,7 @@ class AngularSupConLoss(torch.nn.Module):
             ``[N]`` or ``[N, 1]`` speaker labels.
         pair_weights : torch.Tensor, optional
             ``[N, N]`` non-negative weights ``w_in`` of the negative pairs
-            (e.g. from :class:`sb_angcl.attention.ClassAwareAttention`).
+            (e.g. from :class:`sb_angcl.objective.attention.ClassAwareAttention`).
             Entries at non-negative pairs are ignored. ``None`` means 1.
 
         Returns

@@ -284,7 +284,7 @@ def balanced_steps_per_epoch(utterance_counts, speakers_per_batch, utterances_pe
 
     Each speaker with ``n`` utterances gives ``ceil(n / K)`` groups; a global
     step takes ``P * R`` groups (see
-    :class:`~sb_angcl.sampler.SpeakerBalancedBatchSampler`, whose exact count
+    :class:`~sb_angcl.data.sampler.SpeakerBalancedBatchSampler`, whose exact count
     can be a little lower when one speaker owns very many groups).
 
     Arguments

@@ -46,7 +46,7 @@ import random
 from collections import OrderedDict
 from pathlib import Path
 
-from sb_angcl.prep_report import format_file_list
+from sb_angcl.data.prep_report import format_file_list
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def audio_row(utt_id, info, spk_id, genre="", language="", session=""):
 
     Example
     -------
-    >>> from sb_angcl.audio_probe import AudioInfo
+    >>> from sb_angcl.data.audio_probe import AudioInfo
     >>> row = audio_row("u1", AudioInfo("/d/u1.wav", 24000, 16000, 1), "s1")
     >>> row["duration"], row["stop"], row["sample_rate"]
     (1.5, 24000, 16000)

@@ -5,13 +5,13 @@ corpus layout; they hand :func:`run_preparation` a ``setup`` and a ``build``
 step. This module holds that skeleton and the checks of a recipe's inputs
 (options, data folders, corpus paths, trial labels). The rest lives in:
 
-* :mod:`sb_angcl.audio_probe`: probing audio headers, unreadable and
+* :mod:`sb_angcl.data.audio_probe`: probing audio headers, unreadable and
   mis-sampled files (the ``on_wrong_sample_rate`` rule);
-* :mod:`sb_angcl.manifests`: the CSV columns, manifest rows, label noise, the
+* :mod:`sb_angcl.data.manifests`: the CSV columns, manifest rows, label noise, the
   ``min_duration`` rule, the speaker-ID validation split and CSV writing;
-* :mod:`sb_angcl.prep_report`: the report of skipped files, problem messages
+* :mod:`sb_angcl.data.prep_report`: the report of skipped files, problem messages
   and the summary counts;
-* :mod:`sb_angcl.prep_state`: the "already prepared" check.
+* :mod:`sb_angcl.data.prep_state`: the "already prepared" check.
 
 Their names are importable from here too (``dataprep.split_dev`` ...), as the
 recipes use them.
@@ -26,7 +26,7 @@ import logging
 import os
 from pathlib import Path
 
-from sb_angcl.audio_probe import (
+from sb_angcl.data.audio_probe import (
     PROBE_CHUNK,
     PROBE_THREADS,
     WRONG_RATE_CHOICES,
@@ -37,7 +37,7 @@ from sb_angcl.audio_probe import (
     probe_usable,
     unusable_items,
 )
-from sb_angcl.manifests import (
+from sb_angcl.data.manifests import (
     ITEM_FIELDS,
     LABEL_NOISE_COLUMNS,
     LABEL_NOISE_FIELDS,
@@ -50,7 +50,7 @@ from sb_angcl.manifests import (
     split_dev,
     write_csv,
 )
-from sb_angcl.prep_report import (
+from sb_angcl.data.prep_report import (
     PrepReport,
     announce_audio_problems,
     format_file_list,
@@ -59,7 +59,7 @@ from sb_angcl.prep_report import (
     split_stats,
     trial_stats,
 )
-from sb_angcl.prep_state import (
+from sb_angcl.data.prep_state import (
     OPTS_FILE,
     PREP_VERSION,
     SUMMARY_FILE,
@@ -78,7 +78,7 @@ __all__ = [
     "require_path",
     "resolve_audio",
     "parse_trial_label",
-    # sb_angcl.audio_probe
+    # sb_angcl.data.audio_probe
     "PROBE_CHUNK",
     "PROBE_THREADS",
     "WRONG_RATE_CHOICES",
@@ -88,7 +88,7 @@ __all__ = [
     "probe_files",
     "probe_usable",
     "unusable_items",
-    # sb_angcl.manifests
+    # sb_angcl.data.manifests
     "ITEM_FIELDS",
     "LABEL_NOISE_COLUMNS",
     "LABEL_NOISE_FIELDS",
@@ -100,7 +100,7 @@ __all__ = [
     "read_label_noise",
     "split_dev",
     "write_csv",
-    # sb_angcl.prep_report
+    # sb_angcl.data.prep_report
     "PrepReport",
     "announce_audio_problems",
     "format_file_list",
@@ -108,7 +108,7 @@ __all__ = [
     "missing_items_error",
     "split_stats",
     "trial_stats",
-    # sb_angcl.prep_state
+    # sb_angcl.data.prep_state
     "OPTS_FILE",
     "PREP_VERSION",
     "SUMMARY_FILE",

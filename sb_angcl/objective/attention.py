@@ -144,7 +144,7 @@ def negative_weight_percentiles(weights, labels, q=(0.05, 0.95)):
 
 
 class ClassAwareAttention(torch.nn.Module):
-    """Class-aware attention weights for :class:`~sb_angcl.losses.AngularSupConLoss`.
+    """Class-aware attention weights for :class:`~sb_angcl.objective.losses.AngularSupConLoss`.
 
     Arguments
     ---------

@@ -1,7 +1,7 @@
 """Training through non-finite values: skip the batch, name the file, give up in time.
 
 A batch whose loss or gradient is NaN/inf on any rank is skipped on every
-rank by :class:`~sb_angcl.brain.AngularContrastiveBrain`; :class:`SkippedBatches`
+rank by :class:`~sb_angcl.training.brain.AngularContrastiveBrain`; :class:`SkippedBatches`
 does the bookkeeping: it puts back the module buffers (BatchNorm statistics,
 already updated by the forward pass), counts the skips, warns, and raises
 :class:`NonFiniteLossError` after more than ``patience`` in a row.
@@ -65,7 +65,7 @@ class SkippedBatches:
     >>> skips.skip(["u1"], step=1, what="loss")
     Traceback (most recent call last):
      ...
-    sb_angcl.nonfinite.NonFiniteLossError: 1 consecutive batches had a non-finite loss. Check the data (silent or corrupt audio), lower the learning rate, raise the contrastive temperature, or use --precision=fp32; training resumes from the last checkpoint once fixed.
+    sb_angcl.training.nonfinite.NonFiniteLossError: 1 consecutive batches had a non-finite loss. Check the data (silent or corrupt audio), lower the learning rate, raise the contrastive temperature, or use --precision=fp32; training resumes from the last checkpoint once fixed.
     >>> float(norm.running_mean.abs().sum()), skips.total
     (0.0, 1)
     """
@@ -136,7 +136,7 @@ class SkippedBatches:
 def note_nonfinite_audio(batch, seen):
     """Warn once per file whose crop held NaN/inf samples (zeroed on load).
 
-    The data pipeline (:func:`sb_angcl.dataio.make_train_pipeline`) runs in
+    The data pipeline (:func:`sb_angcl.data.dataio.make_train_pipeline`) runs in
     worker processes; it replaces the samples and reports their count in
     ``sig_nonfinite``, so the other utterances of the batch train as usual
     and the training process keeps one list of the files for the whole run.

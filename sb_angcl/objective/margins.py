@@ -13,7 +13,7 @@ the margins alone. The margin reaches its target at the first step of epoch
 ``W + 1`` and stays there.
 
 Margins are set on the loss objects themselves: ``margin`` of
-:class:`~sb_angcl.losses.AngularSupConLoss` and the ``margin`` (with the
+:class:`~sb_angcl.objective.losses.AngularSupConLoss` and the ``margin`` (with the
 derived ``cos_m``, ``sin_m``, ``th``, ``mm``) of SpeechBrain's
 ``AdditiveAngularMargin``, so nothing in either loss changes.
 
@@ -86,13 +86,13 @@ class MarginWarmup:
         ``W``, the warm-up length in epochs; ``0`` = off.
     classification_loss : torch.nn.Module, optional
         Holding a SpeechBrain ``AdditiveAngularMargin``.
-    contrastive_loss : sb_angcl.losses.AngularSupConLoss, optional
+    contrastive_loss : sb_angcl.objective.losses.AngularSupConLoss, optional
         Its ``margin`` is warmed up too.
 
     Example
     -------
     >>> from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
-    >>> from sb_angcl.losses import AngularSupConLoss
+    >>> from sb_angcl.objective.losses import AngularSupConLoss
     >>> cls = LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30))
     >>> con = AngularSupConLoss(margin=0.3)
     >>> warm = MarginWarmup(2, cls, con)

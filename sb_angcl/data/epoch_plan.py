@@ -1,7 +1,7 @@
 """The plan of one epoch of speaker-balanced batches, in numpy.
 
 :class:`EpochPlanner` does the arithmetic behind
-:class:`~sb_angcl.sampler.SpeakerBalancedBatchSampler` (whose docstring
+:class:`~sb_angcl.data.sampler.SpeakerBalancedBatchSampler` (whose docstring
 describes the plan): each speaker's utterances cut into groups of ``K``
 (round-robin over sessions if asked), the groups dropped so that every step
 has ``G`` distinct speakers, the packing of steps, and :func:`max_steps`, the

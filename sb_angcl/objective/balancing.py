@@ -39,7 +39,7 @@ above stays available exactly as specified:
 Everything needed for ``alpha`` is a handful of dot products. Under DDP they
 are summed over ranks for ``mgda_ub`` (each rank holds different samples'
 embeddings); for ``mgda`` the parameter gradients themselves are summed first
-(the parameters are shared, see :mod:`sb_angcl.distributed`), so every replica
+(the parameters are shared, see :mod:`sb_angcl.objective.distributed`), so every replica
 applies the ``alpha`` of a single process on the concatenated batch. Gradients are
 taken of the *scaled* losses when a GradScaler scale is given (fp16 would
 otherwise underflow), and ``alpha`` does not depend on that common scale.
@@ -54,7 +54,7 @@ from typing import NamedTuple
 
 import torch
 
-from sb_angcl.distributed import all_reduce_sum, world_size
+from sb_angcl.objective.distributed import all_reduce_sum, world_size
 
 logger = logging.getLogger(__name__)
 

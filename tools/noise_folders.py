@@ -1,7 +1,7 @@
 """Small MUSAN- and RIRS_NOISES-shaped folders of synthetic audio.
 
 Tests and the demo exercise the real noise and reverberation code path
-(:mod:`sb_angcl.augment`) with these instead of the 11 GB MUSAN and the
+(:mod:`sb_angcl.data.augment`) with these instead of the 11 GB MUSAN and the
 RIRS_NOISES archive. The layouts are the real ones::
 
     <root>/musan/noise/free-sound/noise-free-sound-0000.wav     coloured noise, hum

@@ -29,12 +29,12 @@ import speechbrain as sb
 import torch
 from tqdm import tqdm
 
-from sb_angcl.dataio import load_manifest, make_eval_pipeline
+from sb_angcl.data.dataio import load_manifest, make_eval_pipeline
+from sb_angcl.evaluation.metrics import compute_eer, metrics_table
+from sb_angcl.evaluation.plots import plot_det, plot_score_histogram
+from sb_angcl.evaluation.scoring import EmbeddingTable, score_trials, speaker_cohort, write_scores
 from sb_angcl.export import MODEL_CARD, record_model_card_results
 from sb_angcl.hyperparams import load_trained_hparams, overrides_to_dict
-from sb_angcl.metrics import compute_eer, metrics_table
-from sb_angcl.plots import plot_det, plot_score_histogram
-from sb_angcl.scoring import EmbeddingTable, score_trials, speaker_cohort, write_scores
 
 logger = logging.getLogger(__name__)
 
@@ -340,7 +340,7 @@ def record_in_model_card(hparams, protocol, scoring, overall, threshold):
     scoring : str
         ``cosine`` or ``AS-norm``.
     overall : pandas.Series
-        The ``all`` row of :func:`~sb_angcl.metrics.metrics_table`.
+        The ``all`` row of :func:`~sb_angcl.evaluation.metrics.metrics_table`.
     threshold : float
         EER threshold (accept when score > threshold).
 

@@ -21,7 +21,7 @@ import os
 import numpy as np
 import torch
 
-from sb_angcl.metrics import compute_eer, compute_min_dcf, det_curve
+from sb_angcl.evaluation.metrics import compute_eer, compute_min_dcf, det_curve
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ classification loss of the global batch. Rank ``r`` back-propagates
   exactly the single-process gradient on the concatenated batch.
 
 The balancing weight must also agree, on every rank, with the single-process
-one (see :mod:`sb_angcl.balancing`):
+one (see :mod:`sb_angcl.objective.balancing`):
 
 * ``mgda_ub`` (gradients w.r.t. the embeddings): the rank-local gradients are
   ``W`` times the rows of the global ones, so the dot products summed over

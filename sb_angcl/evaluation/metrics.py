@@ -7,8 +7,8 @@ the operating points of SpeechBrain's ``speechbrain.utils.metric_stats.EER`` /
 gives the miss / false-alarm rates at every distinct score and
 :func:`metrics_table` the metrics per condition (e.g. CN-Celeb genre).
 
-Scores come from :mod:`sb_angcl.scoring`; the pictures (DET curve, score
-histogram) are in :mod:`sb_angcl.plots`.
+Scores come from :mod:`sb_angcl.evaluation.scoring`; the pictures (DET curve, score
+histogram) are in :mod:`sb_angcl.evaluation.plots`.
 
 Authors
  * sb-angcl contributors 2025

@@ -6,7 +6,7 @@ classifier's cosine logits; :meth:`~AngularContrastiveBrain.compute_objectives`
 gives the training loss: the AAM-softmax loss on the logits and the
 angular-margin supervised contrastive loss on the embeddings (with class-aware
 attention weights when enabled), combined by the YAML's balancer (a
-:class:`~sb_angcl.balancing.Balancer`: ``fixed``, ``mgda_ub``, ``mgda``). In
+:class:`~sb_angcl.objective.balancing.Balancer`: ``fixed``, ``mgda_ub``, ``mgda``). In
 validation it gives the AAM-softmax loss and the classification error.
 SpeechBrain's gradient accumulation, clipping, GradScaler, DDP and
 checkpointing are kept; the speaker-balanced sampler is used as is under DDP,
@@ -17,19 +17,19 @@ Reliability: :meth:`~AngularContrastiveBrain.fit_batch` adds what SpeechBrain
 lacks: a batch with a non-finite loss or gradient on any rank is skipped with
 a warning on every rank, leaving parameters, optimiser state and BatchNorm
 statistics as they were; more than ``nonfinite_patience`` (SpeechBrain's run
-option) in a row raise :class:`~sb_angcl.nonfinite.NonFiniteLossError`. Files whose audio held
-NaN/inf samples are named (:func:`~sb_angcl.nonfinite.note_nonfinite_audio`).
+option) in a row raise :class:`~sb_angcl.training.nonfinite.NonFiniteLossError`. Files whose audio held
+NaN/inf samples are named (:func:`~sb_angcl.training.nonfinite.note_nonfinite_audio`).
 Before resuming, checkpoints half-written by a killed run are set aside
-(:func:`~sb_angcl.checkpoints.discard_incomplete_checkpoints`).
+(:func:`~sb_angcl.training.checkpoints.discard_incomplete_checkpoints`).
 
 Hyperparameters it reads (``self.hparams``):
 
 * modules ``compute_features``, ``mean_var_norm``, ``embedding_model``,
   ``classifier`` (a cosine head such as ECAPA-TDNN's ``Classifier``);
 * ``classification_loss``: e.g. ``LogSoftmaxWrapper(AdditiveAngularMargin)``;
-* ``contrastive_loss``: :class:`~sb_angcl.losses.AngularSupConLoss` or ``None``;
-* ``class_attention``: :class:`~sb_angcl.attention.ClassAwareAttention` or ``None``;
-* ``balancer``: from :func:`~sb_angcl.balancing.make_balancer`;
+* ``contrastive_loss``: :class:`~sb_angcl.objective.losses.AngularSupConLoss` or ``None``;
+* ``class_attention``: :class:`~sb_angcl.objective.attention.ClassAwareAttention` or ``None``;
+* ``balancer``: from :func:`~sb_angcl.objective.balancing.make_balancer`;
 * optional ``wav_augment`` (SpeechBrain ``Augmenter``), ``lr_annealing``,
   ``gather_across_ranks`` (default True), ``error_stats``, ``train_logger``,
   ``epoch_counter``.
@@ -44,26 +44,26 @@ import math
 import speechbrain as sb
 import torch
 
-from sb_angcl.attention import negative_weight_percentiles, pair_weights_from_confidence
-from sb_angcl.augment import select_augmenters
-from sb_angcl.balancing import Balancer
-from sb_angcl.checkpoints import discard_incomplete_checkpoints, is_checkpointable
-from sb_angcl.distributed import (
+from sb_angcl.data.augment import select_augmenters
+from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
+from sb_angcl.objective.attention import negative_weight_percentiles, pair_weights_from_confidence
+from sb_angcl.objective.balancing import Balancer
+from sb_angcl.objective.distributed import (
     all_ranks_finite,
     gather_no_grad,
     gather_with_grad,
     world_size,
     wrap_distributed_modules,
 )
-from sb_angcl.epoch_stats import EpochStats
-from sb_angcl.margins import MarginWarmup
-from sb_angcl.nonfinite import (  # noqa: F401  (NonFiniteLossError: raised here)
+from sb_angcl.objective.margins import MarginWarmup
+from sb_angcl.training.checkpoints import discard_incomplete_checkpoints, is_checkpointable
+from sb_angcl.training.epoch_stats import EpochStats
+from sb_angcl.training.nonfinite import (  # noqa: F401  (NonFiniteLossError: raised here)
     NonFiniteLossError,
     SkippedBatches,
     gradients_finite,
     note_nonfinite_audio,
 )
-from sb_angcl.sampler import SpeakerBalancedBatchSampler
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +73,9 @@ class AngularContrastiveBrain(sb.Brain):
 
     Example
     -------
-    >>> from sb_angcl.losses import AngularSupConLoss
-    >>> from sb_angcl.attention import ClassAwareAttention
-    >>> from sb_angcl.balancing import make_balancer
+    >>> from sb_angcl.objective.losses import AngularSupConLoss
+    >>> from sb_angcl.objective.attention import ClassAwareAttention
+    >>> from sb_angcl.objective.balancing import make_balancer
     >>> from speechbrain.lobes.features import Fbank
     >>> from speechbrain.processing.features import InputNormalization
     >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
@@ -162,7 +162,7 @@ class AngularContrastiveBrain(sb.Brain):
         """The waveform and feature augmenters in force for ``stage``.
 
         Only training augments; the YAML's ``augmentation`` picks the domain
-        (see :func:`sb_angcl.augment.select_augmenters`).
+        (see :func:`sb_angcl.data.augment.select_augmenters`).
 
         Arguments
         ---------
@@ -243,7 +243,7 @@ class AngularContrastiveBrain(sb.Brain):
 
         In training, the classification and contrastive losses
         (:meth:`compute_loss_parts`) are combined by the YAML's ``balancer``
-        (a :class:`~sb_angcl.balancing.Balancer`) into
+        (a :class:`~sb_angcl.objective.balancing.Balancer`) into
         ``alpha * L_cls + (1 - alpha) * L_con``; with a balancer that gives
         the contrastive loss no weight the loss is ``L_cls`` (``alpha = 1``).
         The parts and ``alpha`` are kept for the epoch statistics, which
@@ -371,7 +371,7 @@ class AngularContrastiveBrain(sb.Brain):
         The training loader's length is kept for the margin warm-up's
         progress within an epoch, and a learning-rate schedule defined in
         epochs (one with ``set_steps_per_epoch``, e.g.
-        :class:`~sb_angcl.lr_schedule.WarmupDecayScheduler`) learns the
+        :class:`~sb_angcl.training.lr_schedule.WarmupDecayScheduler`) learns the
         optimiser steps of an epoch on this rank: the loader's length over
         the gradient accumulation factor.
 
@@ -415,7 +415,7 @@ class AngularContrastiveBrain(sb.Brain):
         SpeechBrain wraps any ``batch_sampler`` in a
         ``DistributedSamplerWrapper`` under DDP, which would split our
         batches a second time, and only calls ``set_epoch`` on samplers it
-        made itself. :class:`~sb_angcl.sampler.SpeakerBalancedBatchSampler`
+        made itself. :class:`~sb_angcl.data.sampler.SpeakerBalancedBatchSampler`
         already gives each rank its own speakers, so it is used as is and
         registered as the train sampler (``set_epoch`` every epoch,
         mid-epoch resume by batch count).
@@ -471,7 +471,7 @@ class AngularContrastiveBrain(sb.Brain):
 
         SpeechBrain 1.1 converts BatchNorm to ``SyncBatchNorm`` whatever the
         device, and PyTorch refuses that on CPU; see
-        :func:`sb_angcl.distributed.wrap_distributed_modules`.
+        :func:`sb_angcl.objective.distributed.wrap_distributed_modules`.
         """
         if not self.distributed_launch:
             return super()._wrap_distributed()
@@ -480,7 +480,7 @@ class AngularContrastiveBrain(sb.Brain):
     def on_fit_start(self):
         """Set up margins, statistics and checkpointed state, then SpeechBrain's start.
 
-        The balancer must be a :class:`~sb_angcl.balancing.Balancer`; one
+        The balancer must be a :class:`~sb_angcl.objective.balancing.Balancer`; one
         with state (MGDA's moving average of alpha) and a learning-rate
         schedule that keeps a step counter are registered with the
         checkpointer when the YAML's ``checkpointer`` does not list them, so
@@ -491,9 +491,9 @@ class AngularContrastiveBrain(sb.Brain):
         balancer = self.hparams_get("balancer")
         if not isinstance(balancer, Balancer):
             raise TypeError(
-                f"hparams balancer must be a sb_angcl.balancing.Balancer, got "
+                f"hparams balancer must be a sb_angcl.objective.balancing.Balancer, got "
                 f"{type(balancer).__name__}; build it in the YAML with "
-                "!apply:sb_angcl.balancing.make_balancer"
+                "!apply:sb_angcl.objective.balancing.make_balancer"
             )
         if getattr(self, "margin_warmup", None) is None:
             # Built once: it reads the target margins from the loss objects.

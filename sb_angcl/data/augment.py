@@ -38,7 +38,7 @@ import torch
 from speechbrain.augment.augmenter import Augmenter
 from speechbrain.augment.time_domain import AddNoise, AddReverb
 
-from sb_angcl.dataio import load_segment
+from sb_angcl.data.dataio import load_segment
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def prepare_augmentation(save_folder, musan_folder=None, rir_folder=None, segmen
     Example
     -------
     >>> import tempfile
-    >>> from sb_angcl.noise_folders import generate_noise_folders
+    >>> from tools.noise_folders import generate_noise_folders
     >>> folders = generate_noise_folders(tempfile.mkdtemp(), num_files=1, seconds=0.5)
     >>> sorted(prepare_augmentation(tempfile.mkdtemp(), **folders))
     ['music', 'noise', 'rir', 'speech']
@@ -232,7 +232,7 @@ class FileNoise:
     Example
     -------
     >>> import tempfile
-    >>> from sb_angcl.noise_folders import generate_noise_folders
+    >>> from tools.noise_folders import generate_noise_folders
     >>> folders = generate_noise_folders(tempfile.mkdtemp(), num_files=1, seconds=0.5)
     >>> csvs = prepare_augmentation(tempfile.mkdtemp(), folders["musan_folder"])
     >>> FileNoise(csvs["noise"])(torch.zeros(2, 3000)).shape

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import soundfile as sf
 from tqdm import tqdm
 
-from sb_angcl.prep_report import format_file_list
+from sb_angcl.data.prep_report import format_file_list
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def filter_probed(infos, report, sample_rate, on_wrong_sample_rate):
 
     Unreadable files are recorded in ``report`` (category ``unreadable``);
     the caller announces them once with
-    :meth:`~sb_angcl.prep_report.PrepReport.announce`. Files at another rate
+    :meth:`~sb_angcl.data.prep_report.PrepReport.announce`. Files at another rate
     are kept (``"resample"``, category ``resampled`` counted),
     skipped (``"skip"``, category ``wrong_sample_rate``) or make this function
     raise (``"error"``).
@@ -215,7 +215,7 @@ def filter_probed(infos, report, sample_rate, on_wrong_sample_rate):
 
     Example
     -------
-    >>> from sb_angcl.prep_report import PrepReport
+    >>> from sb_angcl.data.prep_report import PrepReport
     >>> infos = [AudioInfo("a", 16000, 16000, 1), AudioInfo("b", 8000, 8000, 1),
     ...          AudioInfo("c", 0, 0, 0, error="empty")]
     >>> report = PrepReport()
@@ -287,7 +287,7 @@ def probe_usable(paths, desc, report, sample_rate, on_wrong_sample_rate):
 
     Example
     -------
-    >>> from sb_angcl.prep_report import PrepReport
+    >>> from sb_angcl.data.prep_report import PrepReport
     >>> import tempfile, numpy, soundfile
     >>> p = tempfile.mkdtemp() + "/a.wav"
     >>> soundfile.write(p, numpy.zeros(800), 16000)
@@ -316,7 +316,7 @@ def unusable_items(items, usable, info_by_path):
     -------
     list of str
         ``"<name> (<reason>)"`` per unusable item, for
-        :func:`~sb_angcl.prep_report.missing_items_error`.
+        :func:`~sb_angcl.data.prep_report.missing_items_error`.
 
     Example
     -------
