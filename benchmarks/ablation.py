@@ -80,7 +80,7 @@ DEFAULT_OUTPUT = os.path.join(ROOT, "benchmarks", "results", "ablation.md")
 PINNED = {"balancing": "fixed", "contrastive_weight": 0.5, "gradient_normalization": "none",
           "alpha_min": 0.0, "alpha_max": 1.0, "alpha_smoothing": 0.0, "margin": 0.2,
           "temperature": 0.07, "attention_temperature": "!ref 1 / <aam_scale>",
-          "margin_warmup_epochs": 0, "positives_across_sessions": True, "projection_dim": 0}
+          "positives_across_sessions": True, "projection_dim": 0}
 PAPER_RULE = dict(PINNED, balancing="mgda_ub")
 
 

@@ -87,7 +87,7 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot(epochs, lrs, label=f"{type(sched).__name__} ({sched.decay})")
+    ax.plot(epochs, lrs, label=type(sched).__name__)
     if args.train_log:
         logged = logged_rates(args.train_log)
         ax.plot([e for e, _ in logged], [lr for _, lr in logged], "o", ms=3, label="train_log.txt")

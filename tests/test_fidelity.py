@@ -98,9 +98,6 @@ def test_schedule_hand_values_and_scaling():
     other = WarmupDecayScheduler(1e-3, 1e-5, 3, warmup_epochs=1, initial_lr=0.0)
     other.set_steps_per_epoch(40)
     assert other.lr_at(80) == pytest.approx(sched.lr_at(8))
-    cosine = WarmupDecayScheduler(1e-3, 1e-5, 3, warmup_epochs=1, decay="cosine")
-    cosine.set_steps_per_epoch(4)
-    assert cosine.lr_at(8) == pytest.approx((1e-3 + 1e-5) / 2)
     # Balanced sampler: ceil(n / K) groups, P * R groups a global step.
     assert balanced_steps_per_epoch([9, 4, 4, 3], 2, 4, num_gpus=1) == 3
     assert balanced_steps_per_epoch([9, 4, 4, 3], 1, 4, num_gpus=2) == 3

@@ -51,7 +51,6 @@ from speechbrain.utils.checkpoints import Checkpointer
 
 from sb_angcl.data.dataio import speaker_datasets
 from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
-from sb_angcl.objective.attention import ClassAwareAttention
 from sb_angcl.objective.balancing import make_balancer
 from sb_angcl.objective.losses import AngularSupConLoss
 from sb_angcl.synthetic import generate_corpus
@@ -275,9 +274,14 @@ def small_brain(
     }
     hp = {
         "classification_loss": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
-        "contrastive_loss": AngularSupConLoss(0.2, 0.07),
-        "class_attention": ClassAwareAttention(1.0),
+        "contrastive_loss": AngularSupConLoss(0.2, 0.07, attention_temperature=1.0),
         "balancer": make_balancer("mgda_ub"),
+        "gather_across_ranks": True,
+        "augmentation": "none",
+        "lr_annealing": None,
+        "error_stats": None,
+        "train_logger": None,
+        "checkpoints_to_keep": 1,
         **hparams,
     }
     if checkpointer is not None:
@@ -334,11 +338,14 @@ class PartsBrain(AngularContrastiveBrain):
         self.batch_ids.append(list(batch.id))
         return super().fit_batch(batch)
 
-    def _record(self, loss_cls, loss_con, alpha):
-        self.parts.append(
-            (float(loss_cls.detach()), float(loss_con.detach()), float(alpha))
-        )
-        super()._record(loss_cls, loss_con, alpha)
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        skipped = self.skips.skipping
+        super().on_fit_batch_end(batch, outputs, loss, should_step)
+        if not skipped:
+            parts = outputs["objective"]
+            self.parts.append(
+                (float(parts.loss_cls.detach()), float(parts.loss_con.detach()), float(parts.alpha))
+            )
 
 
 # -------------------------------------------- 2. degenerate speakers
@@ -387,9 +394,9 @@ def test_one_speaker_batch_trains_with_warning(caplog):
     brain = small_brain(3, brain_class=PartsBrain)
     brain.on_fit_start()
     before = state(brain)
-    with caplog.at_level(logging.WARNING, logger="sb_angcl.training.brain"):
+    with caplog.at_level(logging.WARNING, logger="sb_angcl.objective.losses"):
         loss = brain.fit_batch(make_batch([1, 1]))
-    messages = [r.getMessage() for r in caplog.records if r.name == "sb_angcl.training.brain"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "sb_angcl.objective.losses"]
     assert any("single speaker" in m and "no negatives" in m for m in messages)
     assert bool(torch.isfinite(loss))
     # Two utterances, no negatives: each anchor's only term is its positive,

@@ -1,28 +1,23 @@
-"""Noise (MUSAN) and reverberation (RIRS_NOISES) augmentation from local folders.
+"""Augmentation: MUSAN noise and RIRS_NOISES reverberation from local folders, the domain chosen.
 
-The anchors of the paper's system (SpeechBrain's ECAPA recipe, WeSpeaker, the
-authors' code) all train with MUSAN noise and simulated room impulse
-responses. Nothing is downloaded here: the YAML keys ``musan_folder`` and
-``rir_folder`` name local copies in their standard layouts (``null``, the
-default, turns each off)::
+The recipe YAMLs write every augmentation that runs. Their ``noise_augment``
+holds SpeechBrain's ``AddNoise`` (MUSAN noise at 0-15 dB SNR, babble of 3-7
+MUSAN speech files at 13-20 dB, music at 5-15 dB: the Kaldi/WeSpeaker settings
+the paper's authors use) and ``AddReverb`` (a random room impulse response);
+per batch, with probability ``noise_augment_prob``, one of them is applied,
+before the YAML's other waveform augmentations. Nothing is downloaded: the
+YAML keys ``musan_folder`` and ``rir_folder`` name local copies in their
+standard layouts (``null`` turns each off)::
 
     musan_folder/noise/**.wav   musan_folder/speech/**.wav   musan_folder/music/**.wav
     rir_folder/simulated_rirs/**.wav   rir_folder/real_rirs_isotropic_noises/*.wav
 
-:func:`prepare_augmentation` lists them in CSVs under
-``<save_folder>/augment`` (skipped when done for the same folders). Long MUSAN
-files are listed as segments of at most ``segment_seconds``, so one noise draw
-reads a few seconds, not a whole song, and the user's folders are never
-modified. Real RIRs whose name says ``noise`` (the isotropic noises) and
+:func:`prepare_augmentation` (the YAML's ``prepare_noise_lists``, run by
+``train.py``) lists them in CSVs, skipped when done for the same folders.
+Long MUSAN files are listed as segments of at most ``segment_seconds``, so one
+noise draw reads a few seconds, not a whole song, and the user's folders are
+never modified. Real RIRs whose name says ``noise`` (the isotropic noises) and
 multi-channel files are left out.
-
-:func:`build_noise_augmenter` gives a SpeechBrain ``Augmenter`` that applies,
-with probability ``augment_prob``, one of: MUSAN noise at 0-15 dB SNR, babble
-(3-7 MUSAN speech files summed) at 13-20 dB, music at 5-15 dB (SpeechBrain's
-``AddNoise``, which sets the SNR of every utterance), or reverberation with a
-random RIR (``AddReverb``). These are the Kaldi/WeSpeaker settings the
-paper's authors use. The recipe puts it before the YAML's ``wav_augment``
-(:func:`setup_noise_augmentation`).
 
 Authors
  * sb-angcl contributors
@@ -36,14 +31,19 @@ import os
 import soundfile as sf
 import torch
 from speechbrain.augment.augmenter import Augmenter
-from speechbrain.augment.time_domain import AddNoise, AddReverb
 
 from sb_angcl.data.dataio import load_segment
 
 logger = logging.getLogger(__name__)
 
-#: SNR range (dB) of each MUSAN category, as Kaldi/WeSpeaker recipes use them.
-MUSAN_SNR = {"noise": (0.0, 15.0), "speech": (13.0, 20.0), "music": (5.0, 15.0)}
+#: The CSVs :func:`prepare_augmentation` writes, by category (the YAMLs name them).
+LIST_FILES = {
+    "noise": "musan_noise.csv",
+    "speech": "musan_speech.csv",
+    "music": "musan_music.csv",
+    "rir": "rirs.csv",
+}
+MUSAN_CATEGORIES = ("noise", "speech", "music")
 
 MUSAN_LAYOUT = "musan_folder/{noise,speech,music}/**/*.wav (the MUSAN corpus as unpacked)"
 RIR_LAYOUT = (
@@ -85,7 +85,7 @@ def find_musan(musan_folder):
             f"musan_folder {musan_folder} does not exist; expected {MUSAN_LAYOUT}. Fix the "
             "path, or set musan_folder: null to train without noise."
         )
-    files = {c: _audio_files(os.path.join(musan_folder, c)) for c in MUSAN_SNR}
+    files = {c: _audio_files(os.path.join(musan_folder, c)) for c in MUSAN_CATEGORIES}
     empty = [c for c, found in files.items() if not found]
     if empty:
         raise FileNotFoundError(
@@ -149,48 +149,31 @@ def _write_segments(path, files, segment_seconds):
                                  stop, info.samplerate])
 
 
-def prepare_augmentation(save_folder, musan_folder=None, rir_folder=None, segment_seconds=10.0):
-    """Write the noise and RIR lists (skipped when done for the same folders).
+def prepare_augmentation(lists_folder, musan_folder=None, rir_folder=None, segment_seconds=10.0):
+    """Write the noise and RIR lists into ``lists_folder`` (skipped when done for the same folders).
 
-    Arguments
-    ---------
-    save_folder : str
-        The CSVs go to ``save_folder/augment``.
-    musan_folder : str or None
-        MUSAN root, or ``None``.
-    rir_folder : str or None
-        RIRS_NOISES root, or ``None``.
-    segment_seconds : float
-        Longest MUSAN segment listed.
-
-    Returns
-    -------
-    dict
-        CSV path of each of ``noise``, ``speech``, ``music``, ``rir`` that is on.
+    Writes the :data:`LIST_FILES` of each folder that is set (none when both
+    are None) and returns their paths by category; ``segment_seconds`` is the
+    longest MUSAN segment listed.
 
     Example
     -------
-    >>> import tempfile
-    >>> from tools.noise_folders import generate_noise_folders
-    >>> folders = generate_noise_folders(tempfile.mkdtemp(), num_files=1, seconds=0.5)
-    >>> sorted(prepare_augmentation(tempfile.mkdtemp(), **folders))
-    ['music', 'noise', 'rir', 'speech']
+    >>> prepare_augmentation("/unused")
+    {}
     """
-    out = os.path.join(save_folder, "augment")
-    os.makedirs(out, exist_ok=True)
+    if not musan_folder and not rir_folder:
+        return {}
+    os.makedirs(lists_folder, exist_ok=True)
     wanted = {"musan_folder": musan_folder and os.path.abspath(musan_folder),
               "rir_folder": rir_folder and os.path.abspath(rir_folder),
               "segment_seconds": segment_seconds}
-    paths = {}
-    if musan_folder:
-        paths.update({c: os.path.join(out, f"musan_{c}.csv") for c in MUSAN_SNR})
-    if rir_folder:
-        paths["rir"] = os.path.join(out, "rirs.csv")
-    marker = os.path.join(out, "prepared.json")
+    categories = (MUSAN_CATEGORIES if musan_folder else ()) + (("rir",) if rir_folder else ())
+    paths = {c: os.path.join(lists_folder, LIST_FILES[c]) for c in categories}
+    marker = os.path.join(lists_folder, "prepared.json")
     if os.path.isfile(marker) and all(map(os.path.isfile, paths.values())):
         with open(marker, encoding="utf-8") as fin:
             if json.load(fin) == wanted:
-                logger.info("Noise/RIR lists in %s are up to date; skipping.", out)
+                logger.info("Noise/RIR lists in %s are up to date; skipping.", lists_folder)
                 return paths
     if musan_folder:
         for category, files in find_musan(musan_folder).items():
@@ -209,43 +192,31 @@ def prepare_augmentation(save_folder, musan_folder=None, rir_folder=None, segmen
         logger.info("RIRs: %d listed in %s", len(rirs), paths["rir"])
     with open(marker, "w", encoding="utf-8") as fout:
         json.dump(wanted, fout)
+    logger.info("Noise/reverberation augmentation on: %s", ", ".join(sorted(paths)))
     return paths
 
 
 class FileNoise:
-    """Noise drawn from a segment list, for ``AddNoise(noise_funct=...)``.
+    """Noise drawn from a list of :func:`prepare_augmentation`, for ``AddNoise(noise_funct=...)``.
 
     Each utterance of the batch gets a random window of a random segment
-    (repeated when shorter), or the sum of ``mix`` such windows (babble).
-    ``AddNoise`` then scales it to the drawn SNR. Randomness comes from
-    torch's global generator (seeded by the recipe).
-
-    Arguments
-    ---------
-    csv_path : str
-        A list written by :func:`prepare_augmentation`.
-    sample_rate : int
-        Rate of the clean signals.
-    mix : tuple of int
-        ``(low, high)``: how many segments to sum (inclusive).
+    (repeated when shorter), or the sum of ``mix = (low, high)`` such windows
+    (babble); ``AddNoise`` then scales it to the drawn SNR. The list is read
+    at the first draw (the YAML builds this before ``train.py`` writes it);
+    randomness comes from torch's global generator (seeded by the recipe).
 
     Example
     -------
-    >>> import tempfile
-    >>> from tools.noise_folders import generate_noise_folders
-    >>> folders = generate_noise_folders(tempfile.mkdtemp(), num_files=1, seconds=0.5)
-    >>> csvs = prepare_augmentation(tempfile.mkdtemp(), folders["musan_folder"])
-    >>> FileNoise(csvs["noise"])(torch.zeros(2, 3000)).shape
-    torch.Size([2, 3000])
+    >>> noise = FileNoise("/not/written/yet.csv")  # nothing read until used
+    >>> noise.mix
+    (1, 1)
     """
 
     def __init__(self, csv_path, sample_rate=16000, mix=(1, 1)):
-        with open(csv_path, newline="", encoding="utf-8") as fin:
-            self.rows = [(r["wav"], int(r["start"]), int(r["stop"])) for r in csv.DictReader(fin)]
-        if not self.rows:
-            raise ValueError(f"{csv_path} lists no noise; rerun with the MUSAN folder filled.")
+        self.csv_path = csv_path
         self.sample_rate = sample_rate
-        self.mix = mix
+        self.mix = tuple(mix)
+        self.rows = None
 
     def _window(self, length):
         wav, start, stop = self.rows[int(torch.randint(len(self.rows), (1,)))]
@@ -257,6 +228,11 @@ class FileNoise:
 
     def __call__(self, waveforms):
         """Noise shaped like ``waveforms`` (``[batch, time]``)."""
+        if self.rows is None:
+            with open(self.csv_path, newline="", encoding="utf-8") as fin:
+                self.rows = [(r["wav"], int(r["start"]), int(r["stop"])) for r in csv.DictReader(fin)]
+            if not self.rows:
+                raise ValueError(f"{self.csv_path} lists no noise; rerun with the MUSAN folder filled.")
         batch, length = waveforms.shape[0], waveforms.shape[1]
         out = torch.zeros(batch, length)
         for b in range(batch):
@@ -266,56 +242,29 @@ class FileNoise:
         return out.to(waveforms.device, waveforms.dtype)
 
 
-def build_noise_augmenter(csvs, sample_rate=16000, augment_prob=0.6, snr=None, babble=(3, 7)):
-    """One of noise / babble / music / reverberation per batch, with SpeechBrain's modules.
+def augmenter_of_enabled(augmentations, enabled, **augmenter_kwargs):
+    """SpeechBrain's ``Augmenter`` of the ``augmentations`` whose ``enabled`` entry is set; None if none is.
 
-    Arguments
-    ---------
-    csvs : dict
-        From :func:`prepare_augmentation`.
-    sample_rate : int
-        Rate of the clean signals.
-    augment_prob : float
-        Probability that a batch is corrupted at all.
-    snr : dict or None
-        ``{category: (low, high)}`` overriding :data:`MUSAN_SNR`.
-    babble : tuple of int
-        How many speech files a babble sums.
+    ``enabled`` holds anything truthy or not (the YAML gives the folders, so
+    a ``null`` folder turns its augmentations off); the other arguments are
+    the ``Augmenter``'s.
 
-    Returns
+    Example
     -------
-    speechbrain.augment.augmenter.Augmenter or None
-        ``None`` when ``csvs`` is empty.
+    >>> from speechbrain.augment.time_domain import DropChunk, DropFreq
+    >>> augmenter_of_enabled([DropFreq(), DropChunk()], [None, None]) is None
+    True
+    >>> list(augmenter_of_enabled([DropFreq(), DropChunk()], ["/musan", None]).augmentations)
+    ['DropFreq0']
     """
-    snr = {**MUSAN_SNR, **(snr or {})}
-    augmentations = []
-    for category in ("noise", "speech", "music"):
-        if category in csvs:
-            mix = babble if category == "speech" else (1, 1)
-            low, high = snr[category]
-            augmentations.append(AddNoise(
-                snr_low=low, snr_high=high, noise_funct=FileNoise(csvs[category], sample_rate, mix),
-            ))
-    if "rir" in csvs:
-        augmentations.append(AddReverb(csvs["rir"], clean_sample_rate=sample_rate,
-                                       reverb_sample_rate=sample_rate))
-    if not augmentations:
-        return None
-    return Augmenter(
-        parallel_augment=False, concat_original=False, min_augmentations=1,
-        max_augmentations=1, augment_prob=augment_prob, augmentations=augmentations,
-    )
+    chosen = [a for a, on in zip(augmentations, enabled) if on]
+    if len(enabled) != len(augmentations):
+        raise ValueError("augmenter_of_enabled: one `enabled` entry per augmentation")
+    return Augmenter(augmentations=chosen, **augmenter_kwargs) if chosen else None
 
 
 class ChainedAugment(torch.nn.Module):
-    """Apply ``first`` then ``second`` (each an Augmenter-like module or None).
-
-    Arguments
-    ---------
-    first : torch.nn.Module or None
-        Applied first (e.g. noise and reverberation).
-    second : torch.nn.Module or None
-        Applied next (the YAML's ``wav_augment``).
+    """``first`` then ``second`` (each an Augmenter-like module, or None: skipped).
 
     Example
     -------
@@ -343,89 +292,36 @@ class ChainedAugment(torch.nn.Module):
         return labels
 
 
-def setup_noise_augmentation(hparams, run_on_main=None):
-    """Prepare the lists and chain the noise augmenter before ``wav_augment``.
+#: Values of the YAML's ``augmentation`` and the hparam each one uses.
+AUGMENTATION_DOMAINS = {"waveform": "wav_augment", "features": "feat_augment", "none": None}
 
-    Reads ``musan_folder``, ``rir_folder`` (``None`` or absent: off),
-    ``noise_augment_prob`` (default 0.6) and ``save_folder`` from ``hparams``
-    and replaces ``hparams["wav_augment"]`` when one of the folders is set.
 
-    Arguments
-    ---------
-    hparams : dict
-        Loaded recipe hyperparameters (modified).
-    run_on_main : callable or None
-        SpeechBrain's ``run_on_main`` (preparation on the main process only).
+def select_augmenters(choice, hparams):
+    """``(wav_augment, feat_augment)`` of a training step for the YAML's ``augmentation``.
 
-    Returns
-    -------
-    dict
-        The CSV paths (empty when both folders are off).
+    ``waveform``: the hparams' ``wav_augment``; ``features``: their
+    ``feat_augment`` (masks on the normalised filterbanks, nearly free);
+    ``none``: no augmentation.
 
     Example
     -------
-    >>> setup_noise_augmentation({"save_folder": "unused"})
-    {}
-    """
-    musan, rir = hparams.get("musan_folder"), hparams.get("rir_folder")
-    if not musan and not rir:
-        return {}
-    kwargs = {"save_folder": hparams["save_folder"], "musan_folder": musan, "rir_folder": rir}
-    if run_on_main is not None:
-        run_on_main(prepare_augmentation, kwargs=kwargs)
-    csvs = prepare_augmentation(**kwargs)  # done by now: only reads the marker
-    noise = build_noise_augmenter(
-        csvs, hparams.get("sample_rate", 16000), hparams.get("noise_augment_prob", 0.6)
-    )
-    hparams["wav_augment"] = ChainedAugment(noise, hparams.get("wav_augment"))
-    logger.info("Noise/reverberation augmentation on: %s", ", ".join(sorted(csvs)))
-    return csvs
-
-
-#: Values of the YAML's ``augmentation`` key.
-AUGMENTATION_DOMAINS = ("waveform", "features", "none")
-
-
-def select_augmenters(choice, wav_augment, feat_augment):
-    """The waveform and feature augmenters a training step uses.
-
-    Arguments
-    ---------
-    choice : str or None
-        The YAML's ``augmentation``: ``waveform`` (the ``wav_augment``
-        Augmenter), ``features`` (``feat_augment``, masks on the normalised
-        filterbanks, nearly free) or ``none``; None uses every augmenter the
-        YAML defines.
-    wav_augment : torch.nn.Module or None
-        The YAML's ``wav_augment``.
-    feat_augment : torch.nn.Module or None
-        The YAML's ``feat_augment``.
-
-    Returns
-    -------
-    tuple
-        ``(wav_augment, feat_augment)``, each an Augmenter or None.
-
-    Example
-    -------
-    >>> select_augmenters("features", "W", "F"), select_augmenters(None, "W", None)
-    ((None, 'F'), ('W', None))
-    >>> select_augmenters("waveform", None, "F")
+    >>> from types import SimpleNamespace
+    >>> select_augmenters("features", SimpleNamespace(feat_augment="F"))
+    (None, 'F')
+    >>> select_augmenters("waveform", SimpleNamespace(feat_augment="F"))
     Traceback (most recent call last):
      ...
     ValueError: augmentation: waveform needs `wav_augment` in the YAML
     """
-    if choice is None:
-        return wav_augment, feat_augment
     if choice not in AUGMENTATION_DOMAINS:
         raise ValueError(
             f"augmentation must be waveform, features or none, got {choice!r} "
             "(--augmentation=features)"
         )
-    chosen = {"waveform": wav_augment, "features": feat_augment}
-    if choice != "none" and chosen[choice] is None:
-        key = "wav_augment" if choice == "waveform" else "feat_augment"
+    key = AUGMENTATION_DOMAINS[choice]
+    if key is None:
+        return None, None
+    module = getattr(hparams, key, None)
+    if module is None:
         raise ValueError(f"augmentation: {choice} needs `{key}` in the YAML")
-    return (wav_augment if choice == "waveform" else None), (
-        feat_augment if choice == "features" else None
-    )
+    return (module, None) if choice == "waveform" else (None, module)

@@ -439,9 +439,9 @@ def speaker_datasets(hparams):
     >>> callable(speaker_datasets)
     True
     """
-    sample_rate = hparams.get("sample_rate", 16000)
-    train_data = load_manifest(hparams["train_annotation"], hparams.get("data_folder"))
-    valid_data = load_manifest(hparams["valid_annotation"], hparams.get("data_folder"))
+    sample_rate = hparams["sample_rate"]
+    train_data = load_manifest(hparams["train_annotation"], hparams["data_folder"])
+    valid_data = load_manifest(hparams["valid_annotation"], hparams["data_folder"])
     label_encoder = build_label_encoder(
         train_data, f"{hparams['save_folder']}/label_encoder.txt"
     )
@@ -455,8 +455,8 @@ def speaker_datasets(hparams):
             f"({unknown[:5]}...); validation must use training speakers."
         )
     train_pipeline = make_train_pipeline(
-        hparams["sentence_len"], sample_rate, seed=hparams.get("seed"),
-        epoch_source=hparams.get("epoch_counter"),
+        hparams["sentence_len"], sample_rate, seed=hparams["seed"],
+        epoch_source=hparams["epoch_counter"],
     )
     sb.dataio.dataset.add_dynamic_item([train_data], train_pipeline)
     valid_pipeline = make_train_pipeline(hparams["sentence_len"], sample_rate, seed=0)

@@ -24,12 +24,12 @@ gradient, so with AAM-softmax at scale 30 ``alpha`` sits near 0 (measured:
 additions keep both objectives in play, each off by default so that the rule
 above stays available exactly as specified:
 
-* ``normalization`` (Sener & Koltun's gradient normalisers, applied as they
-  define them): the min-norm problem is solved on ``g_t / n_t`` and the
-  resulting ``alpha`` weights the *raw* losses. ``l2`` (``n_t = ||g_t||``):
-  two unit vectors always meet at ``alpha = 1/2``, so for two objectives
-  ``l2`` is a fixed ``0.5`` weighting; ``loss`` (``n_t = L_t``): the
-  problem sees each gradient per unit of its loss;
+* ``normalization: loss`` (one of Sener & Koltun's gradient normalisers,
+  ``n_t = L_t``): the min-norm problem is solved on ``g_t / n_t``, each
+  gradient per unit of its loss, and the resulting ``alpha`` weights the
+  *raw* losses. (Their ``l2`` normaliser is not offered: two unit vectors
+  always meet at ``alpha = 1/2``, so for two objectives it is ``fixed``
+  with weight 0.5.);
 * ``alpha_min`` / ``alpha_max``: ``alpha`` is clipped into these bounds after
   the solve (e.g. ``alpha_min: 0.3`` never gives AAM-softmax less than 30 %);
 * ``alpha_smoothing``: an exponential moving average over steps,
@@ -59,7 +59,7 @@ from sb_angcl.objective.distributed import all_reduce_sum, world_size
 logger = logging.getLogger(__name__)
 
 BALANCING_STRATEGIES = ("fixed", "mgda_ub", "mgda")
-GRADIENT_NORMALIZATIONS = ("none", "l2", "loss")
+GRADIENT_NORMALIZATIONS = ("none", "loss")
 
 
 def _sum_flat_gradients(grads1, grads2, inputs):
@@ -154,32 +154,6 @@ def gradient_dots(grads1, grads2):
         total = torch.zeros(3, dtype=torch.float64, device=device)
     return total
 
-
-def min_norm_alpha(g1, g2):
-    """Closed-form weight of ``g1`` minimising ``||a g1 + (1 - a) g2||``.
-
-    Arguments
-    ---------
-    g1 : torch.Tensor
-        First gradient (any shape).
-    g2 : torch.Tensor
-        Second gradient, same shape.
-
-    Returns
-    -------
-    torch.Tensor
-        Float64 scalar in ``[0, 1]``; ``0.5`` when ``g1 == g2`` (then any
-        weight is optimal). If one gradient is zero the answer puts all weight
-        on it (the zero vector has the minimum norm).
-
-    Example
-    -------
-    >>> float(min_norm_alpha(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])))
-    0.5
-    >>> float(min_norm_alpha(torch.tensor([3.0, 0.0]), torch.tensor([-1.0, 0.0])))
-    0.25
-    """
-    return min_norm_alpha_from_dots(*gradient_dots([g1], [g2]).cpu())
 
 
 class BalanceResult(NamedTuple):
@@ -317,7 +291,7 @@ class MGDABalancer(Balancer):
         ``"mgda_ub"`` (gradients w.r.t. the shared embedding, passed as
         ``shared``) or ``"mgda"`` (gradients w.r.t. ``parameters``).
     normalization : str
-        ``"none"``, ``"l2"`` or ``"loss"`` (see the module docstring).
+        ``"none"`` or ``"loss"`` (see the module docstring).
     distributed : bool
         Sum the dot products over ranks when a process group is running.
     alpha_min, alpha_max : float
@@ -414,7 +388,7 @@ class MGDABalancer(Balancer):
 
         Example
         -------
-        >>> MGDABalancer(normalization="l2").solve(900.0, 0.0, 1.0, [5.0, 3.0])
+        >>> MGDABalancer(normalization="loss").solve(900.0, 0.0, 1.0, [30.0, 1.0])
         0.5
         """
         if g11 == 0.0 or g22 == 0.0:
@@ -422,9 +396,7 @@ class MGDABalancer(Balancer):
             # the min-norm answer would stop learning, so all weight goes to
             # the other objective.
             return 1.0 if g22 == 0.0 else 0.0
-        if self.normalization == "l2":
-            n1, n2 = g11 ** 0.5, g22 ** 0.5
-        elif self.normalization == "loss":
+        if self.normalization == "loss":
             n1, n2 = (max(abs(v), 1e-12) for v in losses)
         else:
             n1 = n2 = 1.0

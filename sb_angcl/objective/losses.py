@@ -1,4 +1,4 @@
-"""Angular-margin supervised contrastive loss (AM-SupCon).
+"""Angular-margin supervised contrastive loss (AM-SupCon) with class-aware attention.
 
 The contrastive half of the objective of Li, Mak & Meng (ICASSP 2023). For an
 anchor ``i`` with positives ``P(i)`` (same speaker, ``i`` excluded) and
@@ -13,10 +13,21 @@ negatives ``N(i)``::
 
 With ``m = 0`` and ``w = 1`` this is SupCon's "L_out" (Khosla et al., 2020).
 
+Class-aware attention (after Wang et al., AAAI 2019) gives the negative-pair
+weights ``w``. Each sample gets a confidence, the classifier's posterior for
+its own speaker at the attention temperature, without margin and detached::
+
+    a_j  = softmax(cos(z_j, W) / T_att)[y_j]
+    w_in = |N(i)| * min(a_i, a_n) / sum_{n' in N(i)} min(a_i, a_n')
+
+so the weights over one anchor's negatives have mean one: the attention
+reshapes the denominator without changing its scale, and ambiguous (hard or
+mislabelled) samples push less on the anchor. ``T_att -> inf`` gives ``w = 1``.
+
 Where the paper and the authors' public code differ we follow the paper's
 formula: the margin is an *angular* margin on the positive logits only (the
-code applies it to every pair), and the class-aware weights multiply the
-negative terms of the denominator (the code puts them inside the exponent).
+code applies it to every pair), and the weights multiply the negative terms
+of the denominator (the code puts the attention inside the exponent).
 
 Authors
  * sb-angcl contributors
@@ -52,52 +63,11 @@ def _flatten_inputs(embeddings, labels):
     return embeddings, labels
 
 
-def pair_masks(labels):
-    """Positive and negative pair masks of a batch.
-
-    Arguments
-    ---------
-    labels : torch.Tensor
-        Class labels, shape ``[N]``.
-
-    Returns
-    -------
-    positives : torch.Tensor
-        Bool ``[N, N]``, True where ``j != i`` has the label of ``i``.
-    negatives : torch.Tensor
-        Bool ``[N, N]``, True where ``j`` has another label than ``i``.
-
-    Example
-    -------
-    >>> pos, neg = pair_masks(torch.tensor([0, 0, 1]))
-    >>> pos.int().tolist()
-    [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
-    >>> neg.int().tolist()
-    [[0, 0, 1], [0, 0, 1], [1, 1, 0]]
-    """
-    same = labels.unsqueeze(0) == labels.unsqueeze(1)
-    eye = torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
-    return same & ~eye, ~same
-
-
 def additive_angular_margin(cosine, margin):
-    """``cos(theta + m)`` with the ArcFace fallback beyond ``pi``.
+    """``cos(theta + m)``, with the ArcFace fallback ``cos(theta) - m sin(m)`` beyond ``pi``.
 
-    Where ``theta + m > pi`` the value ``cos(theta) - m * sin(m)`` is used
-    instead (as SpeechBrain's ``AdditiveAngularMargin(easy_margin=False)``
-    does), so the result keeps decreasing as ``theta`` grows.
-
-    Arguments
-    ---------
-    cosine : torch.Tensor
-        Cosine similarities in ``[-1, 1]``.
-    margin : float
-        Additive angular margin ``m`` in radians.
-
-    Returns
-    -------
-    torch.Tensor
-        The margin-penalised cosines, same shape as ``cosine``.
+    The fallback (as in SpeechBrain's ``AdditiveAngularMargin(easy_margin=False)``)
+    keeps the result decreasing as ``theta`` grows.
 
     Example
     -------
@@ -120,85 +90,168 @@ def additive_angular_margin(cosine, margin):
     return torch.where(cosine > threshold, shifted, fallback)
 
 
+def class_confidence(cosine_logits, labels, temperature):
+    """``a_j``: the posterior of each sample's own class at ``temperature``, detached, float32.
+
+    Example
+    -------
+    >>> cos = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.9, 0.1]])
+    >>> class_confidence(cos, torch.tensor([0, 1, 1]), temperature=0.1).round(decimals=3)
+    tensor([1.0000, 0.9980, 0.0000])
+    """
+    if cosine_logits.dim() == 3:
+        cosine_logits = cosine_logits.squeeze(1)
+    labels = labels.reshape(-1).long()
+    with torch.no_grad():
+        logits = cosine_logits.detach().float() / temperature
+        posterior = torch.softmax(logits, dim=1)
+        return posterior.gather(1, labels.unsqueeze(1)).squeeze(1)
+
+
+def pair_weights_from_confidence(confidence, labels):
+    """``[N, N]`` weights ``w_in`` from the confidences ``a_j``; one off the negative pairs.
+
+    A row whose weights all underflow to zero keeps weight one.
+
+    Example
+    -------
+    >>> w = pair_weights_from_confidence(
+    ...     torch.tensor([0.9, 0.9, 0.1, 0.9]), torch.tensor([0, 0, 1, 2]))
+    >>> [round(v, 4) for v in w[0].tolist()]  # anchor 0: negatives 2 (ambiguous) and 3
+    [1.0, 1.0, 0.2, 1.8]
+    """
+    labels = labels.reshape(-1)
+    with torch.no_grad():
+        # Subnormal confidences (softmax at a very low T_att) would make the
+        # renormalisation overflow: they are raised to the smallest normal.
+        a = confidence.detach().float().reshape(-1).clamp_min(torch.finfo(torch.float32).tiny)
+        n = a.shape[0]
+        same = labels.unsqueeze(0) == labels.unsqueeze(1)
+        pair = torch.minimum(a.unsqueeze(0), a.unsqueeze(1)).masked_fill_(same, 0.0)
+        total = pair.sum(dim=1, keepdim=True)
+        # |N(i)| = N - (size of i's class), without another N x N pass.
+        _, inverse, class_size = torch.unique(labels, return_inverse=True, return_counts=True)
+        count = (n - class_size[inverse]).unsqueeze(1).to(pair.dtype)
+        usable = total > 0
+        scale = torch.where(usable, count / torch.where(usable, total, 1.0), 1.0)
+        pair.mul_(scale)
+        return pair.masked_fill_(same | ~usable, 1.0)
+
+
+def negative_weight_spread(confidence, labels, q=(0.05, 0.95)):
+    """Two quantiles of a batch's negative-pair weights: how much the attention acts.
+
+    ``(1, 1)``: every negative keeps weight one (inert attention); a wide
+    spread: some negatives are discounted, others count more. NaNs when the
+    batch has no negative pair.
+
+    Example
+    -------
+    >>> conf, labels = torch.tensor([0.9, 0.9, 0.1, 0.9]), torch.tensor([0, 0, 1, 2])
+    >>> [round(v, 3) for v in negative_weight_spread(conf, labels, q=(0.0, 1.0))]
+    [0.158, 1.8]
+    """
+    labels = labels.reshape(-1)
+    with torch.no_grad():
+        weights = pair_weights_from_confidence(confidence, labels)
+        values = weights[labels.unsqueeze(0) != labels.unsqueeze(1)]
+        if values.numel() == 0:
+            return float("nan"), float("nan")
+        if values.numel() > 1_000_000:  # torch.quantile's input limit is 16M
+            values = values[torch.randperm(values.numel(), device=values.device)[:1_000_000]]
+        low, high = torch.quantile(values, torch.tensor(q, device=values.device)).tolist()
+    return low, high
+
+
 class AngularSupConLoss(torch.nn.Module):
-    """Supervised contrastive loss with an additive angular margin.
+    """AM-SupCon, with class-aware attention on the negatives when ``attention_temperature`` is set.
 
-    Implements AM-SupCon (see the module docstring). Embeddings are
-    L2-normalised here and the loss is computed in float32 (float64 stays
-    float64) with autocast disabled, so it is safe under mixed precision.
-    The log-sum-exp of each row has its maximum subtracted, which keeps it
-    stable for temperatures down to 0.01.
-
-    Anchors without a positive in the batch are left out of the mean. A batch
-    with no positive pair at all returns a zero that keeps the graph (and
-    logs one warning), so training code needs no special case.
+    Embeddings are L2-normalised here and the loss is computed in float32
+    (float64 stays float64) with autocast disabled. Each row's log-sum-exp has
+    its maximum subtracted, which keeps it stable for temperatures down to
+    0.01. Anchors without a positive are left out of the mean; a batch with no
+    positive pair gives a zero that keeps the graph (and one warning).
 
     Arguments
     ---------
     margin : float
-        Additive angular margin ``m`` (radians) on every positive logit.
-        ``0`` gives plain SupCon.
+        Additive angular margin ``m`` (radians) on every positive logit; 0 is SupCon.
     temperature : float
         Temperature ``tau``.
+    attention_temperature : float or None
+        ``T_att``; ``None`` or ``inf``: no attention (every weight one).
 
     Example
     -------
-    >>> loss_fn = AngularSupConLoss(margin=0.2, temperature=0.07)
+    >>> loss_fn = AngularSupConLoss(margin=0.2, temperature=0.07, attention_temperature=1 / 30)
     >>> emb = torch.randn(8, 1, 16, requires_grad=True)
     >>> spk = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]).unsqueeze(1)
-    >>> loss = loss_fn(emb, spk)
+    >>> confidence = loss_fn.confidence(torch.rand(8, 1, 4), spk)
+    >>> loss = loss_fn(emb, spk, confidence)
     >>> loss.backward()
     >>> loss.dim(), bool(loss > 0), emb.grad.shape
     (0, True, torch.Size([8, 1, 16]))
     """
 
-    def __init__(self, margin=0.2, temperature=0.07):
+    def __init__(self, margin=0.2, temperature=0.07, attention_temperature=None):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0 <= margin < math.pi:
             raise ValueError(f"margin must be in [0, pi) radians, got {margin}")
+        if attention_temperature is not None and not attention_temperature > 0:
+            raise ValueError(
+                f"attention temperature must be > 0, got {attention_temperature}"
+            )
         self.margin = float(margin)
         self.temperature = float(temperature)
-        self._warned_no_positive = False
+        self.attention_temperature = attention_temperature
+        self._warned = set()
+
+    @property
+    def attention(self):
+        """Whether class-aware attention weights the negatives."""
+        return self.attention_temperature not in (None, float("inf"))
 
     def extra_repr(self):
         """Shown by ``print(module)``."""
-        return f"margin={self.margin}, temperature={self.temperature}"
+        return (
+            f"margin={self.margin}, temperature={self.temperature}, "
+            f"attention_temperature={self.attention_temperature}"
+        )
 
-    def forward(self, embeddings, labels, pair_weights=None):
-        """Compute the loss of one batch.
+    def confidence(self, cosine_logits, labels):
+        """The confidences ``a_j`` from the classifier's cosines (no margin); None without attention."""
+        if not self.attention:
+            return None
+        return class_confidence(cosine_logits, labels, self.attention_temperature)
 
-        Arguments
-        ---------
-        embeddings : torch.Tensor
-            ``[N, D]`` or ``[N, 1, D]``; need not be normalised.
-        labels : torch.Tensor
-            ``[N]`` or ``[N, 1]`` speaker labels.
-        pair_weights : torch.Tensor, optional
-            ``[N, N]`` non-negative weights ``w_in`` of the negative pairs
-            (e.g. from :class:`sb_angcl.objective.attention.ClassAwareAttention`).
-            Entries at non-negative pairs are ignored. ``None`` means 1.
+    def _warn_once(self, key, message):
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
 
-        Returns
-        -------
-        torch.Tensor
-            The scalar loss.
+    def forward(self, embeddings, labels, confidence=None):
+        """The loss of one batch (``[N, D]`` or ``[N, 1, D]`` embeddings, ``[N]`` labels).
+
+        ``confidence``: the ``[N]`` confidences of :meth:`confidence` (gathered
+        with the embeddings under DDP); the negatives are weighted by them.
         """
         embeddings, labels = _flatten_inputs(embeddings, labels)
         dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             z = F.normalize(embeddings.to(dtype), dim=1)
             same = labels.unsqueeze(0) == labels.unsqueeze(1)
+            if bool(same.all()):
+                self._warn_once("negatives", (
+                    "A training batch holds a single speaker: the contrastive loss "
+                    "has no negatives in it (only positives are pulled together)."))
             rows, cols = torch.nonzero(same.fill_diagonal_(False), as_tuple=True)
             if rows.numel() == 0:
-                if not self._warned_no_positive:
-                    logger.warning(
-                        "AngularSupConLoss: a batch has no positive pair (every "
-                        "speaker appears once); its contrastive loss is 0. Use "
-                        "the speaker-balanced sampler or augmented views."
-                    )
-                    self._warned_no_positive = True
+                self._warn_once("positives", (
+                    "AngularSupConLoss: a batch has no positive pair (every "
+                    "speaker appears once); its contrastive loss is 0. Use "
+                    "the speaker-balanced sampler or augmented views."))
                 return embeddings.sum() * 0.0
             same.fill_diagonal_(True)  # now: positives and the anchor itself
             n = labels.shape[0]
@@ -214,10 +267,10 @@ class AngularSupConLoss(torch.nn.Module):
                 / self.temperature
             )
             logits = cosine / self.temperature
-            if pair_weights is not None:
-                # w multiplies exp(s_in): log w joins the negative logits;
-                # log 0 = -inf removes a negative from the denominator.
-                logits = logits + torch.log(pair_weights.to(dtype))
+            if confidence is not None:
+                # w multiplies exp(s_in): log w joins the negative logits.
+                weights = pair_weights_from_confidence(confidence, labels)
+                logits = logits + torch.log(weights.to(dtype))
             # Denominator terms: negatives (weighted) and the margin positives.
             terms = logits.masked_fill(same, -math.inf).index_put((rows, cols), pos_logits)
             if not all_anchors:

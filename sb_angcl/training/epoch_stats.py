@@ -1,8 +1,4 @@
-"""What the Brain reports about a training epoch: mean losses, alpha, attention.
-
-:class:`EpochStats` adds up, over the optimised batches of an epoch, the two
-objectives, the balancer's ``alpha`` and the spread of the class-aware
-attention weights, and gives their means for the training log.
+"""What the Brain reports about a training epoch: mean losses, alpha, attention spread.
 
 Authors
  * sb-angcl contributors
@@ -15,12 +11,16 @@ import time
 class EpochStats:
     """Running sums over the optimised training batches of one epoch.
 
+    :meth:`means` gives ``loss_cls``, ``loss_con``, ``alpha`` and, when the
+    attention ran, ``w_p5`` and ``w_p95``: the mean over batches of the 5th and
+    95th percentiles of the negative-pair weights (1 and 1: attention inert).
+
     Example
     -------
+    >>> from sb_angcl.objective.joint import ObjectiveResult
     >>> stats = EpochStats()
-    >>> stats.add(2.0, 1.0, 0.5)
-    >>> stats.add(4.0, 3.0, 0.7)
-    >>> stats.add_weight_spread(0.8, 1.2)
+    >>> stats.add(ObjectiveResult(None, 2.0, 1.0, 0.5, (0.8, 1.2)))
+    >>> stats.add(ObjectiveResult(None, 4.0, 3.0, 0.7, None))
     >>> {k: round(v, 3) for k, v in stats.means().items()}
     {'loss_cls': 3.0, 'loss_con': 2.0, 'alpha': 0.6, 'w_p5': 0.8, 'w_p95': 1.2}
     """
@@ -32,46 +32,20 @@ class EpochStats:
         self.weighted_batches = 0
         self.start = time.time()
 
-    def add(self, loss_cls, loss_con, alpha):
-        """Count one optimised batch.
-
-        Arguments
-        ---------
-        loss_cls : torch.Tensor or float
-            Classification loss.
-        loss_con : torch.Tensor or float
-            Contrastive loss.
-        alpha : torch.Tensor or float
-            Weight of the classification loss.
-        """
-        for key, value in (("loss_cls", loss_cls), ("loss_con", loss_con), ("alpha", alpha)):
+    def add(self, result):
+        """Count one optimised batch (an :class:`~sb_angcl.objective.joint.ObjectiveResult`)."""
+        for key in self.sums:
+            value = getattr(result, key)
             self.sums[key] += float(value.detach() if hasattr(value, "detach") else value)
         self.batches += 1
-
-    def add_weight_spread(self, low, high):
-        """Count the 5th/95th percentiles of one batch's negative-pair weights.
-
-        Arguments
-        ---------
-        low : float
-            5th percentile (NaN when the batch had no negatives: not counted).
-        high : float
-            95th percentile.
-        """
-        if math.isfinite(low):
-            self.weight_sums[0] += low
-            self.weight_sums[1] += high
+        # NaN percentiles: the batch had no negatives, not counted.
+        if result.weight_spread is not None and math.isfinite(result.weight_spread[0]):
+            self.weight_sums[0] += result.weight_spread[0]
+            self.weight_sums[1] += result.weight_spread[1]
             self.weighted_batches += 1
 
     def means(self):
-        """Mean losses and alpha; the weight percentiles when attention ran.
-
-        Returns
-        -------
-        dict
-            ``loss_cls``, ``loss_con``, ``alpha`` and, with attention,
-            ``w_p5`` and ``w_p95`` (1 and 1: attention inert).
-        """
+        """The means of the epoch so far (see the class docstring)."""
         n = max(self.batches, 1)
         out = {key: value / n for key, value in self.sums.items()}
         if self.weighted_batches:
@@ -80,11 +54,5 @@ class EpochStats:
         return out
 
     def seconds(self):
-        """Wall seconds since the epoch started.
-
-        Returns
-        -------
-        float
-        """
+        """Wall seconds since the epoch started."""
         return time.time() - self.start
-

@@ -4,7 +4,7 @@ The full-size recipes used SpeechBrain's ``CyclicLRScheduler`` with a
 ``step_size`` in optimiser steps that had been tuned for batches of 32: with
 batches of 256 and VoxCeleb1 a 40-epoch run never left the first half cycle.
 :class:`WarmupDecayScheduler` is written in epochs instead (linear warm-up,
-then exponential or cosine decay to a final rate at the last epoch) and
+then exponential decay to a final rate at the last epoch) and
 converts them to steps from the *actual* number of optimiser steps per epoch
 (per rank under DDP, after gradient accumulation), which the recipe gives it
 from the training loader (:meth:`WarmupDecayScheduler.set_steps_per_epoch`).
@@ -21,7 +21,6 @@ Authors
 """
 
 import logging
-import math
 
 import torch
 from speechbrain.utils import checkpoints
@@ -31,15 +30,13 @@ logger = logging.getLogger(__name__)
 
 @checkpoints.register_checkpoint_hooks
 class WarmupDecayScheduler:
-    """Linear warm-up then exponential (or cosine) decay, defined in epochs.
+    """Linear warm-up then exponential decay, defined in epochs.
 
     With ``t = step / steps_per_epoch`` (epochs done, fractional), ``W =
     warmup_epochs`` and ``E = number_of_epochs``::
 
         t < W:   lr = initial_lr + (lr - initial_lr) * t / W
-        t >= W:  p = min((t - W) / (E - W), 1)
-                 exponential: lr * (final_lr / lr) ** p
-                 cosine:      final_lr + (lr - final_lr) * (1 + cos(pi p)) / 2
+        t >= W:  lr * (final_lr / lr) ** min((t - W) / (E - W), 1)
 
     The optimiser's rate is set before the first batch (``apply``) and after
     every optimiser step (``on_batch_end``, which the Brain calls), so batch
@@ -57,8 +54,6 @@ class WarmupDecayScheduler:
         Warm-up length in epochs (0: start at ``lr``).
     initial_lr : float
         Rate at step 0 of the warm-up.
-    decay : str
-        ``exponential`` or ``cosine``.
     steps_per_epoch : int or None
         Optimiser steps per epoch; normally set by the recipe from the
         training loader.
@@ -85,11 +80,8 @@ class WarmupDecayScheduler:
         number_of_epochs,
         warmup_epochs=0.0,
         initial_lr=0.0,
-        decay="exponential",
         steps_per_epoch=None,
     ):
-        if decay not in ("exponential", "cosine"):
-            raise ValueError(f"decay must be 'exponential' or 'cosine', got {decay!r}")
         if lr <= 0 or final_lr <= 0:
             raise ValueError(f"lr ({lr}) and final_lr ({final_lr}) must be positive")
         if number_of_epochs <= 0 or not 0 <= warmup_epochs < number_of_epochs:
@@ -102,7 +94,6 @@ class WarmupDecayScheduler:
         self.number_of_epochs = float(number_of_epochs)
         self.warmup_epochs = float(warmup_epochs)
         self.initial_lr = float(initial_lr)
-        self.decay = decay
         self.steps_per_epoch = None
         self.step = 0
         if steps_per_epoch is not None:
@@ -166,15 +157,13 @@ class WarmupDecayScheduler:
 
         Example
         -------
-        >>> WarmupDecayScheduler(1e-3, 1e-5, 3, decay="cosine").lr_at_epoch(1.5)
-        0.000505
+        >>> round(WarmupDecayScheduler(1e-3, 1e-5, 3).lr_at_epoch(1.5), 8)
+        0.0001
         """
         if epochs < self.warmup_epochs:
             return self.initial_lr + (self.lr - self.initial_lr) * epochs / self.warmup_epochs
         progress = min((epochs - self.warmup_epochs) / (self.number_of_epochs - self.warmup_epochs), 1.0)
-        if self.decay == "exponential":
-            return self.lr * (self.final_lr / self.lr) ** progress
-        return self.final_lr + (self.lr - self.final_lr) * (1 + math.cos(math.pi * progress)) / 2
+        return self.lr * (self.final_lr / self.lr) ** progress
 
     def lr_at(self, step):
         """The rate for the batch after ``step`` optimiser steps.
