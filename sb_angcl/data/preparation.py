@@ -1,20 +1,20 @@
-"""The data-preparation skeleton shared by the VoxCeleb and CN-Celeb recipes.
+"""The data-preparation skeleton both recipes share, its report and its saved state.
 
 The recipe scripts (``recipes/*/SpeakerRec/*_prepare.py``) only know their
 corpus layout; they hand :func:`run_preparation` a ``setup`` and a ``build``
-step. This module holds that skeleton and the checks of a recipe's inputs
-(options, data folders, corpus paths, trial labels). The rest lives in:
+step, and use the checks of a recipe's inputs here (options, data folders,
+corpus paths, trial labels) and the rows, probes and CSV writing of
+:mod:`sb_angcl.data.manifests`.
 
-* :mod:`sb_angcl.data.audio_probe`: probing audio headers, unreadable and
-  mis-sampled files (the ``on_wrong_sample_rate`` rule);
-* :mod:`sb_angcl.data.manifests`: the CSV columns, manifest rows, label noise, the
-  ``min_duration`` rule, the speaker-ID validation split and CSV writing;
-* :mod:`sb_angcl.data.prep_report`: the report of skipped files, problem messages
-  and the summary counts;
-* :mod:`sb_angcl.data.prep_state`: the "already prepared" check.
-
-Their names are importable from here too (``dataprep.split_dev`` ...), as the
-recipes use them.
+* **Report.** :class:`PrepReport` collects the files a preparation skipped or
+  changed and warns about each kind once (or raises, with ``strict=True``);
+  the messages and counts end up in the log and in ``prepare_summary.json``.
+* **Done work.** When every output exists and the stored ``prepare_opts.json``
+  equals the current options, preparation returns the stored
+  ``prepare_summary.json`` without rescanning (:func:`load_if_prepared`). The
+  options are removed before a preparation starts (:func:`forget_prepared`)
+  and written last (:func:`save_prepared`), so an interrupted run is never
+  reused.
 
 Authors
  * sb-angcl contributors 2025
@@ -22,104 +22,454 @@ Authors
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+from collections import OrderedDict
 from pathlib import Path
 
-from sb_angcl.data.audio_probe import (
-    PROBE_CHUNK,
-    PROBE_THREADS,
-    WRONG_RATE_CHOICES,
-    AudioInfo,
-    filter_probed,
-    probe_audio,
-    probe_files,
-    probe_usable,
-    unusable_items,
-)
-from sb_angcl.data.manifests import (
-    ITEM_FIELDS,
-    LABEL_NOISE_COLUMNS,
-    LABEL_NOISE_FIELDS,
-    TRAIN_FIELDS,
-    audio_row,
-    check_unique_ids,
-    drop_short,
-    mark_label_noise,
-    read_label_noise,
-    split_dev,
-    write_csv,
-)
-from sb_angcl.data.prep_report import (
-    PrepReport,
-    announce_audio_problems,
-    format_file_list,
-    log_summary,
-    missing_items_error,
-    split_stats,
-    trial_stats,
-)
-from sb_angcl.data.prep_state import (
-    OPTS_FILE,
-    PREP_VERSION,
-    SUMMARY_FILE,
-    file_digest,
-    forget_prepared,
-    load_if_prepared,
-    load_summary,
-    save_prepared,
-)
-
-__all__ = [
-    # this module
-    "run_preparation",
-    "check_options",
-    "parse_data_folders",
-    "require_path",
-    "resolve_audio",
-    "parse_trial_label",
-    # sb_angcl.data.audio_probe
-    "PROBE_CHUNK",
-    "PROBE_THREADS",
-    "WRONG_RATE_CHOICES",
-    "AudioInfo",
-    "filter_probed",
-    "probe_audio",
-    "probe_files",
-    "probe_usable",
-    "unusable_items",
-    # sb_angcl.data.manifests
-    "ITEM_FIELDS",
-    "LABEL_NOISE_COLUMNS",
-    "LABEL_NOISE_FIELDS",
-    "TRAIN_FIELDS",
-    "audio_row",
-    "check_unique_ids",
-    "drop_short",
-    "mark_label_noise",
-    "read_label_noise",
-    "split_dev",
-    "write_csv",
-    # sb_angcl.data.prep_report
-    "PrepReport",
-    "announce_audio_problems",
-    "format_file_list",
-    "log_summary",
-    "missing_items_error",
-    "split_stats",
-    "trial_stats",
-    # sb_angcl.data.prep_state
-    "OPTS_FILE",
-    "PREP_VERSION",
-    "SUMMARY_FILE",
-    "file_digest",
-    "forget_prepared",
-    "load_if_prepared",
-    "load_summary",
-    "save_prepared",
-]
+from sb_angcl.data.manifests import WRONG_RATE_CHOICES, format_file_list, write_csv
 
 logger = logging.getLogger(__name__)
+
+
+#: Version of the manifest format; part of the stored options, so a change
+#: here forces a fresh preparation.
+PREP_VERSION = 2
+
+OPTS_FILE = "prepare_opts.json"
+SUMMARY_FILE = "prepare_summary.json"
+
+
+def file_digest(path):
+    """SHA-256 of a file's content (used to notice an edited trial list).
+
+    Arguments
+    ---------
+    path : str or Path
+        The file.
+
+    Returns
+    -------
+    str
+        Hex digest.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "t.txt"
+    >>> _ = p.write_text("")
+    >>> file_digest(p)[:8]
+    'e3b0c442'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _normalise(opts):
+    return json.loads(json.dumps({"prep_version": PREP_VERSION, **opts}, default=str))
+
+
+def load_if_prepared(save_folder, outputs, opts):
+    """Returns the stored summary if this preparation was already done.
+
+    It was done if every output file exists and the ``prepare_opts.json``
+    stored by :func:`save_prepared` equals ``opts`` (after a JSON round trip,
+    so tuples and lists compare equal).
+
+    Arguments
+    ---------
+    save_folder : str or Path
+        Where the outputs are.
+    outputs : list of str
+        Output file names expected in ``save_folder``.
+    opts : dict
+        JSON-serialisable options of the current call.
+
+    Returns
+    -------
+    dict or None
+        The stored summary, or None if preparation must run.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> tmp = tempfile.mkdtemp()
+    >>> load_if_prepared(tmp, ["train.csv"], {"seed": 1}) is None
+    True
+    >>> _ = open(f"{tmp}/train.csv", "w").write("ID\\n")
+    >>> save_prepared(tmp, {"trials": 0}, {"seed": 1})
+    >>> load_if_prepared(tmp, ["train.csv"], {"seed": 1})
+    {'trials': 0}
+    >>> load_if_prepared(tmp, ["train.csv"], {"seed": 2}) is None
+    True
+    """
+    save_folder = Path(save_folder)
+    needed = list(outputs) + [OPTS_FILE, SUMMARY_FILE]
+    if not all((save_folder / name).is_file() for name in needed):
+        return None
+    try:
+        with open(save_folder / OPTS_FILE, encoding="utf-8") as f:
+            stored = json.load(f)
+        with open(save_folder / SUMMARY_FILE, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if stored != _normalise(opts):
+        return None
+    return summary
+
+
+def forget_prepared(save_folder):
+    """Removes the stored options, so an interrupted run is never reused.
+
+    Arguments
+    ---------
+    save_folder : str or Path
+        Where the outputs are.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> forget_prepared(tempfile.mkdtemp())
+    """
+    try:
+        os.remove(Path(save_folder) / OPTS_FILE)
+    except FileNotFoundError:
+        pass
+
+
+def save_prepared(save_folder, summary, opts):
+    """Writes ``prepare_summary.json``, then ``prepare_opts.json`` (last).
+
+    Arguments
+    ---------
+    save_folder : str or Path
+        Where the outputs are.
+    summary : dict
+        JSON-serialisable summary.
+    opts : dict
+        JSON-serialisable options of the call.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> save_prepared(tempfile.mkdtemp(), {}, {"seed": 1})
+    """
+    save_folder = Path(save_folder)
+    save_folder.mkdir(parents=True, exist_ok=True)
+    for name, content in ((SUMMARY_FILE, summary), (OPTS_FILE, _normalise(opts))):
+        tmp = save_folder / (name + ".part")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(content, f, indent=2, default=str)
+        os.replace(tmp, save_folder / name)
+
+
+def load_summary(save_folder):
+    """Reads ``prepare_summary.json`` if present (used with ``skip_prep``).
+
+    Arguments
+    ---------
+    save_folder : str or Path
+        Where the outputs are.
+
+    Returns
+    -------
+    dict
+        The stored summary, or an empty dict.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> load_summary(tempfile.mkdtemp())
+    {}
+    """
+    try:
+        with open(Path(save_folder) / SUMMARY_FILE, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+# At most this many names per category are stored in the summary file.
+_MAX_LISTED = 1000
+
+
+class PrepReport:
+    """Collects the files a preparation skipped, and reports each kind once.
+
+    Arguments
+    ---------
+    strict : bool
+        If True, :meth:`announce` raises for the kinds it is asked to treat
+        as errors under ``strict`` instead of warning.
+
+    Example
+    -------
+    >>> report = PrepReport()
+    >>> report.skip("unreadable", "/d/a.wav", "empty (0 samples)")
+    >>> report.count("too_short", 2)
+    >>> report.note("resampled")
+    >>> report.summary()["skipped"], report.summary()["adjusted"]
+    ({'unreadable': 1, 'too_short': 2}, {'resampled': 1})
+    >>> report.announce("unreadable", "unreadable file(s)", "Fix them.")
+    >>> strict = PrepReport(strict=True)
+    >>> strict.skip("unreadable", "/d/b.wav", "empty (0 samples)")
+    >>> try:
+    ...     strict.announce("unreadable", "unreadable file(s)", "Fix them.")
+    ... except ValueError as err:
+    ...     print(err)
+    1 unreadable file(s):
+      /d/b.wav (empty (0 samples))
+    Fix them. (or run with strict=False to skip them with a warning).
+    """
+
+    def __init__(self, strict=False):
+        self.strict = strict
+        self.files = OrderedDict()
+        self.counts = OrderedDict()
+        self.notes = OrderedDict()
+
+    def skip(self, category, path, reason=""):
+        """Records one skipped file.
+
+        Arguments
+        ---------
+        category : str
+            Why it was skipped (``unreadable``, ``wrong_sample_rate`` ...).
+        path : str
+            The file.
+        reason : str
+            Detail shown next to the file name.
+        """
+        self.files.setdefault(category, []).append((str(path), reason))
+        self.counts[category] = self.counts.get(category, 0) + 1
+
+    def count(self, category, n=1):
+        """Counts ``n`` skipped items without naming them.
+
+        Arguments
+        ---------
+        category : str
+            Why they were skipped.
+        n : int
+            How many.
+        """
+        self.counts[category] = self.counts.get(category, 0) + int(n)
+
+    def note(self, category, n=1):
+        """Counts ``n`` items kept but changed (resampled, concatenated ...).
+
+        Arguments
+        ---------
+        category : str
+            What was done.
+        n : int
+            How many.
+        """
+        self.notes[category] = self.notes.get(category, 0) + int(n)
+
+    def listing(self, category):
+        """The skipped files of one kind as ``path (reason)`` strings.
+
+        Arguments
+        ---------
+        category : str
+            The kind.
+
+        Returns
+        -------
+        list of str
+        """
+        return [
+            f"{path} ({reason})" if reason else path
+            for path, reason in self.files.get(category, [])
+        ]
+
+    def announce(self, category, what, fix, strict_applies=True):
+        """Warns once about the files of one kind (or raises if strict).
+
+        Arguments
+        ---------
+        category : str
+            The kind, as given to :meth:`skip`.
+        what : str
+            Description, e.g. "unreadable or empty audio file(s)".
+        fix : str
+            What the user can do about it.
+        strict_applies : bool
+            Whether ``strict=True`` turns this warning into an error.
+
+        Raises
+        ------
+        ValueError
+            If ``strict`` and ``strict_applies`` and there are such files.
+        """
+        listing = self.listing(category)
+        if not listing:
+            return
+        body = format_file_list(listing)
+        if self.strict and strict_applies:
+            raise ValueError(
+                f"{len(listing)} {what}:\n{body}\n{fix} "
+                "(or run with strict=False to skip them with a warning)."
+            )
+        logger.warning("Skipped %d %s:\n%s\n%s", len(listing), what, body, fix)
+
+    def summary(self):
+        """Counts per kind, and the (first 1000) skipped files per kind.
+
+        Returns
+        -------
+        dict
+            ``{"skipped": {kind: count}, "adjusted": {kind: count},
+            "skipped_files": {kind: [names]}}``.
+        """
+        return {
+            "skipped": dict(self.counts),
+            "adjusted": dict(self.notes),
+            "skipped_files": {k: self.listing(k)[:_MAX_LISTED] for k in self.files},
+        }
+
+
+def announce_audio_problems(report, sample_rate, fix_unreadable):
+    """Warns about (or, with ``strict``, raises on) unreadable and skipped audio.
+
+    Arguments
+    ---------
+    report : PrepReport
+        The report holding the skipped files.
+    sample_rate : int
+        The expected rate (named in the message).
+    fix_unreadable : str
+        What the user can do about unreadable files.
+
+    Example
+    -------
+    >>> announce_audio_problems(PrepReport(), 16000, "Delete them.")
+    """
+    report.announce("unreadable", "unreadable or empty audio file(s)", fix_unreadable)
+    report.announce(
+        "wrong_sample_rate",
+        f"audio file(s) not at {sample_rate} Hz (on_wrong_sample_rate='skip')",
+        "Use on_wrong_sample_rate='resample' to keep them.",
+        strict_applies=False,
+    )
+
+
+def missing_items_error(trial_file, problems):
+    """Builds the error for trial items that are missing or unusable.
+
+    Arguments
+    ---------
+    trial_file : str
+        The trial list.
+    problems : list of str
+        ``item (why)`` strings.
+
+    Returns
+    -------
+    ValueError
+
+    Example
+    -------
+    >>> print(missing_items_error("t.txt", ["a.wav (missing: /d/a.wav)"]))
+    t.txt names 1 utterance(s) that are missing or unusable:
+      a.wav (missing: /d/a.wav)
+    Check that data_folder points at the corpus the trial list belongs to.
+    """
+    return ValueError(
+        f"{trial_file} names {len(problems)} utterance(s) that are missing "
+        f"or unusable:\n{format_file_list(problems)}\n"
+        "Check that data_folder points at the corpus the trial list belongs to."
+    )
+
+
+def split_stats(rows):
+    """Counts speakers, utterances and hours of a manifest.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows with ``spk_id`` and ``duration``.
+
+    Returns
+    -------
+    dict
+        ``speakers``, ``utterances``, ``hours``.
+
+    Example
+    -------
+    >>> split_stats([{"spk_id": "a", "duration": 1800.0}, {"spk_id": "a", "duration": 1800.0}])
+    {'speakers': 1, 'utterances': 2, 'hours': 1.0}
+    """
+    return {
+        "speakers": len({r["spk_id"] for r in rows}),
+        "utterances": len(rows),
+        "hours": round(sum(float(r["duration"]) for r in rows) / 3600, 4),
+    }
+
+
+def trial_stats(labels):
+    """Counts target and non-target trials.
+
+    Arguments
+    ---------
+    labels : list of int
+        Trial labels (1 target, 0 non-target).
+
+    Returns
+    -------
+    dict
+        ``total``, ``target``, ``nontarget``.
+
+    Example
+    -------
+    >>> trial_stats([1, 0, 0])
+    {'total': 3, 'target': 1, 'nontarget': 2}
+    """
+    target = sum(1 for label in labels if label)
+    return {"total": len(labels), "target": target, "nontarget": len(labels) - target}
+
+
+def log_summary(summary):
+    """Logs a prepared corpus's counts in a few readable lines.
+
+    Arguments
+    ---------
+    summary : dict
+        With ``splits`` (name -> :func:`split_stats`), ``trials``,
+        ``skipped`` and ``adjusted``.
+
+    Example
+    -------
+    >>> log_summary({"corpus": "x", "splits": {"train": split_stats([])},
+    ...              "trials": {"total": 0}, "skipped": {}})
+    """
+    lines = [f"Prepared {summary.get('corpus', 'corpus')}:"]
+    for name, stats in summary.get("splits", {}).items():
+        lines.append(
+            f"  {name}: {stats['speakers']} speakers, "
+            f"{stats['utterances']} utterances, {stats['hours']:.2f} h"
+        )
+    trials = summary.get("trials", {})
+    if trials:
+        lines.append(
+            f"  trials: {trials.get('total', 0)} "
+            f"({trials.get('target', 0)} target, "
+            f"{trials.get('nontarget', 0)} non-target)"
+        )
+    for key in ("skipped", "adjusted"):
+        counts = summary.get(key, {})
+        if counts:
+            lines.append(
+                f"  {key}: " + ", ".join(f"{k}={v}" for k, v in counts.items())
+            )
+    logger.info("\n".join(lines))
 
 
 def run_preparation(corpus, save_folder, outputs, setup, build, skip_prep=False, strict=False):
