@@ -63,10 +63,6 @@ def prepare_and_size(hparams_file, overrides, prepare):
 
     Arguments
     ---------
-    hparams_file : str
-        The recipe YAML.
-    overrides : dict or str or None
-        The command line's overrides.
     prepare : callable
         The recipe's data preparation, ``prepare(hparams)``.
 
@@ -123,11 +119,6 @@ def log_to_experiment():
     held at INFO level and handed to its handlers when the block ends. Where
     no logging was set up (another DDP rank, or an error before it) the
     warnings go to standard error.
-
-    Example
-    -------
-    >>> with log_to_experiment():
-    ...     logger.info("held until the block ends")
     """
     root = logging.getLogger()
     held, level = _HeldRecords(), root.level
@@ -172,8 +163,6 @@ def adopt_label_encoder(pretrained_folder, save_folder):
     ---------
     pretrained_folder : str
         The trained run's inference (or save) folder.
-    save_folder : str
-        This run's save folder.
 
     Returns
     -------
@@ -216,11 +205,6 @@ def start_from_pretrained(hparams):
     The classifier is loaded too with ``pretrained_classifier: True``. SpeechBrain's
     fetching is safe to run on every rank at once.
 
-    Arguments
-    ---------
-    hparams : dict
-        Loaded hyperparameters.
-
     Returns
     -------
     list of str
@@ -242,13 +226,7 @@ def start_from_pretrained(hparams):
 
 
 def report_skipped(brain):
-    """Log, at the end of a run, the broken audio files and skipped batches.
-
-    Arguments
-    ---------
-    brain : sb_angcl.training.brain.AngularContrastiveBrain
-        The trained Brain.
-    """
+    """Log, at the end of a run, the broken audio files and skipped batches."""
     bad_files = getattr(brain, "nonfinite_audio_files", {})
     if bad_files:
         logger.warning(

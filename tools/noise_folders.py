@@ -107,8 +107,6 @@ def generate_noise_folders(root, num_files=3, seconds=4.0, sample_rate=16000, se
         Length of each MUSAN file.
     sample_rate : int
         Rate in Hz.
-    seed : int
-        Seed of everything drawn.
 
     Returns
     -------

@@ -63,11 +63,6 @@ def _audio_files(folder):
 def find_musan(musan_folder):
     """Audio files of each MUSAN category.
 
-    Arguments
-    ---------
-    musan_folder : str
-        The MUSAN root.
-
     Returns
     -------
     dict
@@ -97,15 +92,6 @@ def find_musan(musan_folder):
 
 def find_rirs(rir_folder):
     """Mono impulse responses of RIRS_NOISES (simulated, then real).
-
-    Arguments
-    ---------
-    rir_folder : str
-        The RIRS_NOISES root.
-
-    Returns
-    -------
-    list of str
 
     Example
     -------

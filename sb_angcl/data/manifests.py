@@ -140,16 +140,6 @@ def audio_row(utt_id, info, spk_id, genre="", language="", session=""):
 
     Arguments
     ---------
-    utt_id : str
-        Row ID.
-    info : AudioInfo
-        The probed file.
-    spk_id : str
-        Speaker label.
-    genre : str
-        Genre, if known.
-    language : str
-        Language, if known.
     session : str
         Session (recording), if known.
 
@@ -184,11 +174,6 @@ def read_label_noise(path):
     The list (``path,given_speaker,true_speaker``, written by the built-in
     corpus as ``meta/label_noise.csv``) names each file like the manifests'
     IDs; ``given_speaker`` must be the speaker folder the file is in.
-
-    Arguments
-    ---------
-    path : str or Path
-        The CSV file.
 
     Returns
     -------
@@ -268,8 +253,6 @@ def drop_short(rows, min_duration, report=None):
     ---------
     rows : list of dict
         Rows with a ``duration`` key.
-    min_duration : float
-        Threshold in seconds.
     report : PrepReport, optional
         Counts the dropped rows under ``too_short``.
 
@@ -312,14 +295,11 @@ def split_dev(rows, dev_fraction=0.05, seed=1234, min_utterances=3):
         Rows with ``ID`` and ``spk_id``.
     dev_fraction : float
         Fraction held out per speaker, in [0, 1).
-    seed : int
-        Random seed.
     min_utterances : int
         Speakers with fewer utterances stay entirely in training.
 
     Returns
     -------
-    train : list of dict
     dev : list of dict
         Both in the order of ``rows``.
 
@@ -360,12 +340,8 @@ def write_csv(path, rows, fields):
 
     Arguments
     ---------
-    path : str or Path
-        Output file.
     rows : list of dict
         Rows; missing keys are written empty, floats with 5 decimals.
-    fields : list of str
-        Columns, in order.
 
     Example
     -------
@@ -394,8 +370,6 @@ def format_file_list(items, limit=10):
     ---------
     items : list of str
         Names (with any reason already attached).
-    limit : int
-        How many to show.
 
     Returns
     -------
@@ -432,8 +406,6 @@ class AudioInfo:
 
     Arguments
     ---------
-    path : str
-        The file.
     frames : int
         Number of samples per channel (0 if unreadable).
     sample_rate : int
@@ -473,11 +445,6 @@ def probe_audio(path):
     """Reads the header of one audio file, and checks its last sample.
 
     Never raises for a bad file: the problem is returned in ``error``.
-
-    Arguments
-    ---------
-    path : str or Path
-        The audio file.
 
     Returns
     -------
@@ -574,12 +541,8 @@ def filter_probed(infos, report, sample_rate, on_wrong_sample_rate):
 
     Arguments
     ---------
-    infos : list of AudioInfo
-        Probe results.
     report : PrepReport
         Where skipped files are recorded.
-    sample_rate : int
-        The recipe's sampling rate.
     on_wrong_sample_rate : str
         ``"resample"``, ``"skip"`` or ``"error"``.
 
@@ -647,14 +610,8 @@ def probe_usable(paths, desc, report, sample_rate, on_wrong_sample_rate):
 
     Arguments
     ---------
-    paths : list of str
-        Audio files.
-    desc : str
-        Progress-bar label.
     report : PrepReport
         Collects unreadable and mis-sampled files.
-    sample_rate : int
-        Expected rate.
     on_wrong_sample_rate : str
         ``"resample"``, ``"skip"`` or ``"error"``.
 

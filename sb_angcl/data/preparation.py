@@ -45,16 +45,6 @@ SUMMARY_FILE = "prepare_summary.json"
 def file_digest(path):
     """SHA-256 of a file's content (used to notice an edited trial list).
 
-    Arguments
-    ---------
-    path : str or Path
-        The file.
-
-    Returns
-    -------
-    str
-        Hex digest.
-
     Example
     -------
     >>> import tempfile
@@ -83,8 +73,6 @@ def load_if_prepared(save_folder, outputs, opts):
 
     Arguments
     ---------
-    save_folder : str or Path
-        Where the outputs are.
     outputs : list of str
         Output file names expected in ``save_folder``.
     opts : dict
@@ -125,18 +113,7 @@ def load_if_prepared(save_folder, outputs, opts):
 
 
 def forget_prepared(save_folder):
-    """Removes the stored options, so an interrupted run is never reused.
-
-    Arguments
-    ---------
-    save_folder : str or Path
-        Where the outputs are.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> forget_prepared(tempfile.mkdtemp())
-    """
+    """Removes the stored options, so an interrupted run is never reused."""
     try:
         os.remove(Path(save_folder) / OPTS_FILE)
     except FileNotFoundError:
@@ -148,17 +125,8 @@ def save_prepared(save_folder, summary, opts):
 
     Arguments
     ---------
-    save_folder : str or Path
-        Where the outputs are.
-    summary : dict
-        JSON-serialisable summary.
     opts : dict
         JSON-serialisable options of the call.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> save_prepared(tempfile.mkdtemp(), {}, {"seed": 1})
     """
     save_folder = Path(save_folder)
     save_folder.mkdir(parents=True, exist_ok=True)
@@ -171,11 +139,6 @@ def save_prepared(save_folder, summary, opts):
 
 def load_summary(save_folder):
     """Reads ``prepare_summary.json`` if present (used with ``skip_prep``).
-
-    Arguments
-    ---------
-    save_folder : str or Path
-        Where the outputs are.
 
     Returns
     -------
@@ -241,8 +204,6 @@ class PrepReport:
         ---------
         category : str
             Why it was skipped (``unreadable``, ``wrong_sample_rate`` ...).
-        path : str
-            The file.
         reason : str
             Detail shown next to the file name.
         """
@@ -250,41 +211,15 @@ class PrepReport:
         self.counts[category] = self.counts.get(category, 0) + 1
 
     def count(self, category, n=1):
-        """Counts ``n`` skipped items without naming them.
-
-        Arguments
-        ---------
-        category : str
-            Why they were skipped.
-        n : int
-            How many.
-        """
+        """Counts ``n`` skipped items without naming them."""
         self.counts[category] = self.counts.get(category, 0) + int(n)
 
     def note(self, category, n=1):
-        """Counts ``n`` items kept but changed (resampled, concatenated ...).
-
-        Arguments
-        ---------
-        category : str
-            What was done.
-        n : int
-            How many.
-        """
+        """Counts ``n`` items kept but changed (resampled, concatenated ...)."""
         self.notes[category] = self.notes.get(category, 0) + int(n)
 
     def listing(self, category):
-        """The skipped files of one kind as ``path (reason)`` strings.
-
-        Arguments
-        ---------
-        category : str
-            The kind.
-
-        Returns
-        -------
-        list of str
-        """
+        """The skipped files of one kind as ``path (reason)`` strings."""
         return [
             f"{path} ({reason})" if reason else path
             for path, reason in self.files.get(category, [])
@@ -347,10 +282,6 @@ def announce_audio_problems(report, sample_rate, fix_unreadable):
         The expected rate (named in the message).
     fix_unreadable : str
         What the user can do about unreadable files.
-
-    Example
-    -------
-    >>> announce_audio_problems(PrepReport(), 16000, "Delete them.")
     """
     report.announce("unreadable", "unreadable or empty audio file(s)", fix_unreadable)
     report.announce(
@@ -366,14 +297,8 @@ def missing_items_error(trial_file, problems):
 
     Arguments
     ---------
-    trial_file : str
-        The trial list.
     problems : list of str
         ``item (why)`` strings.
-
-    Returns
-    -------
-    ValueError
 
     Example
     -------
@@ -444,11 +369,6 @@ def log_summary(summary):
     summary : dict
         With ``splits`` (name -> :func:`split_stats`), ``trials``,
         ``skipped`` and ``adjusted``.
-
-    Example
-    -------
-    >>> log_summary({"corpus": "x", "splits": {"train": split_stats([])},
-    ...              "trials": {"total": 0}, "skipped": {}})
     """
     lines = [f"Prepared {summary.get('corpus', 'corpus')}:"]
     for name, stats in summary.get("splits", {}).items():
@@ -548,8 +468,6 @@ def check_options(on_wrong_sample_rate, dev_fraction, min_duration, sample_rate)
         One of :data:`WRONG_RATE_CHOICES`.
     dev_fraction : float
         In [0, 1).
-    min_duration : float
-        Non-negative seconds.
     sample_rate : int
         Positive rate in Hz.
 
@@ -582,10 +500,6 @@ def parse_data_folders(data_folder):
     ---------
     data_folder : str, Path or list
         One folder, a comma-separated string of folders, or a list.
-
-    Returns
-    -------
-    list of Path
 
     Example
     -------
@@ -657,8 +571,6 @@ def resolve_audio(base, rel, extensions=(".flac", ".wav")):
         Folder the entry is relative to.
     rel : str
         The entry, e.g. ``test/id00800-singing-01-001.wav``.
-    extensions : tuple of str
-        Extensions tried, in order.
 
     Returns
     -------
@@ -688,8 +600,6 @@ def parse_trial_label(token, trial_file, line_no):
 
     Arguments
     ---------
-    token : str
-        The label field.
     trial_file : str
         The trial list (for the error message).
     line_no : int

@@ -119,18 +119,15 @@ class SpeakerBalancedBatchSampler(Sampler):
 
     Note
     ----
-    This sampler splits work between DDP ranks itself. Do not let
-    ``sb.Brain.make_dataloader`` wrap it in a ``DistributedSamplerWrapper``
-    (it does so for any ``batch_sampler`` under DDP, which would split the
-    batches a second time). Build the loader yourself, e.g.
-    ``SaveableDataLoader(dataset, batch_sampler=sampler, collate_fn=...)``,
-    add it (and, optionally, the sampler, which saves its epoch) to the
-    checkpointer for mid-epoch resume (``Brain.fit`` only does that for
-    loaders it builds), set ``brain.train_sampler = sampler`` after creating
-    the Brain (so ``fit`` calls ``set_epoch``), and pass the loader to
-    ``fit``. Mid-epoch resume works because SaveableDataLoader saves the
-    number of batches consumed and, on recovery, skips that many batches of
-    this sampler's (identical) plan.
+    This sampler splits work between DDP ranks itself: SpeechBrain's
+    ``Brain.make_dataloader`` would wrap it in a ``DistributedSamplerWrapper``
+    and split the batches a second time, so
+    :meth:`~sb_angcl.training.brain.AngularContrastiveBrain.make_dataloader`
+    makes its loader unwrapped (registered for mid-epoch resume, the sampler
+    as the Brain's ``train_sampler`` so that ``fit`` calls ``set_epoch``).
+    Mid-epoch resume works because SaveableDataLoader saves the number of
+    batches consumed and, on recovery, skips that many batches of this
+    sampler's (identical) plan.
 
     Arguments
     ---------
@@ -309,10 +306,6 @@ class SpeakerBalancedBatchSampler(Sampler):
         **kwargs : dict
             Passed to the constructor (``speakers_per_batch``,
             ``utterances_per_speaker``, ``seed``, ...).
-
-        Returns
-        -------
-        SpeakerBalancedBatchSampler
 
         Example
         -------
@@ -719,17 +712,6 @@ def max_steps(group_counts, width):
     Every step needs ``width`` distinct speakers, and a speaker can serve at
     most one step per group and at most ``T`` steps, so no plan has more
     steps; the packing in :meth:`EpochPlanner.plan` reaches it.
-
-    Arguments
-    ---------
-    group_counts : numpy.ndarray
-        Groups per speaker.
-    width : int
-        Distinct speakers per step.
-
-    Returns
-    -------
-    int
 
     Example
     -------

@@ -218,10 +218,6 @@ class Balancer(torch.nn.Module):
             The shared encoder's, when :attr:`needs_parameters`.
         grad_scale : float, optional
             The GradScaler scale (1 without one).
-
-        Returns
-        -------
-        BalanceResult
         """
         raise NotImplementedError
 
@@ -258,25 +254,7 @@ class FixedBalancer(Balancer):
         return self.contrastive_weight > 0.0
 
     def forward(self, loss_cls, loss_con, shared=None, parameters=None, grad_scale=1.0):
-        """Combine two losses with the constant weight.
-
-        Arguments
-        ---------
-        loss_cls : torch.Tensor
-            Classification loss.
-        loss_con : torch.Tensor
-            Contrastive loss.
-        shared : torch.Tensor, optional
-            Unused (same signature as :class:`MGDABalancer`).
-        parameters : list, optional
-            Unused.
-        grad_scale : float, optional
-            Unused.
-
-        Returns
-        -------
-        BalanceResult
-        """
+        """Combine two losses with the constant weight (the other arguments are unused)."""
         alpha = 1.0 - self.contrastive_weight
         loss = alpha * loss_cls + self.contrastive_weight * loss_con
         return BalanceResult(loss, torch.tensor(alpha, dtype=torch.float32))
@@ -418,10 +396,6 @@ class MGDABalancer(Balancer):
         grad_scale : float
             Current GradScaler scale (1 without one). Gradients are taken of
             the scaled losses to avoid fp16 underflow, then unscaled.
-
-        Returns
-        -------
-        BalanceResult
         """
         if self.mode == "mgda_ub":
             if shared is None:

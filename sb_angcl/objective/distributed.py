@@ -58,10 +58,6 @@ import torch.distributed as dist
 def world_size():
     """Number of DDP ranks (1 without a process group).
 
-    Returns
-    -------
-    int
-
     Example
     -------
     >>> world_size()

@@ -97,10 +97,6 @@ class JointObjective:
             The shared encoder, whose parameters ``mgda`` needs.
         grad_scale : float
             The GradScaler's scale (1 without one); MGDA differentiates the scaled losses.
-
-        Returns
-        -------
-        ObjectiveResult
         """
         loss_cls = self.classification_loss(cosine, labels)
         if self.contrastive_loss is None or not self.balancer.uses_contrastive:

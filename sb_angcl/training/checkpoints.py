@@ -68,11 +68,6 @@ def discard_incomplete_checkpoints(checkpointer):
     recoverables and data-loader states excepted, as SpeechBrain does), empty,
     or a ``torch.save`` archive without its index (cut short).
 
-    Arguments
-    ---------
-    checkpointer : speechbrain.utils.checkpoints.Checkpointer
-        With every recoverable registered.
-
     Returns
     -------
     list of str

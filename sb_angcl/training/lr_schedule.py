@@ -124,17 +124,7 @@ class WarmupDecayScheduler:
         self.steps_per_epoch = steps_per_epoch
 
     def epochs_at(self, step):
-        """Epochs done after ``step`` optimiser steps.
-
-        Arguments
-        ---------
-        step : int
-            Optimiser steps done.
-
-        Returns
-        -------
-        float
-        """
+        """Epochs done after ``step`` optimiser steps."""
         if self.steps_per_epoch is None:
             raise RuntimeError(
                 "WarmupDecayScheduler does not know the steps per epoch: call "
@@ -145,15 +135,6 @@ class WarmupDecayScheduler:
 
     def lr_at_epoch(self, epochs):
         """The rate after ``epochs`` (fractional) epochs.
-
-        Arguments
-        ---------
-        epochs : float
-            Epochs done.
-
-        Returns
-        -------
-        float
 
         Example
         -------
@@ -166,49 +147,21 @@ class WarmupDecayScheduler:
         return self.lr * (self.final_lr / self.lr) ** progress
 
     def lr_at(self, step):
-        """The rate for the batch after ``step`` optimiser steps.
-
-        Arguments
-        ---------
-        step : int
-            Optimiser steps done.
-
-        Returns
-        -------
-        float
-        """
+        """The rate for the batch after ``step`` optimiser steps."""
         return self.lr_at_epoch(self.epochs_at(step))
 
     def apply(self, optimizer):
-        """Set the optimiser's rate to the current step's (before training).
-
-        Arguments
-        ---------
-        optimizer : torch.optim.Optimizer
-            The optimiser.
-        """
+        """Set the optimiser's rate to the current step's (before training)."""
         _set_lr(optimizer, self.lr_at(self.step))
 
     def on_batch_end(self, optimizer):
-        """Count one optimiser step and set the rate for the next batch.
-
-        Arguments
-        ---------
-        optimizer : torch.optim.Optimizer
-            The optimiser.
-        """
+        """Count one optimiser step and set the rate for the next batch."""
         self.step += 1
         _set_lr(optimizer, self.lr_at(self.step))
 
     @checkpoints.mark_as_saver
     def save(self, path):
-        """Save the step counter (and the steps per epoch it counts in).
-
-        Arguments
-        ---------
-        path : str or pathlib.Path
-            Checkpoint file.
-        """
+        """Save the step counter (and the steps per epoch it counts in)."""
         torch.save({"step": self.step, "steps_per_epoch": self.steps_per_epoch}, path)
 
     @checkpoints.mark_as_loader
@@ -217,8 +170,6 @@ class WarmupDecayScheduler:
 
         Arguments
         ---------
-        path : str or pathlib.Path
-            Checkpoint file.
         end_of_epoch : bool
             Unused (SpeechBrain's loader signature).
         """
@@ -286,10 +237,6 @@ def balanced_steps_per_epoch(utterance_counts, speakers_per_batch, utterances_pe
         ``K``.
     num_gpus : int
         ``R``, the DDP world size.
-
-    Returns
-    -------
-    int
 
     Example
     -------
