@@ -5,11 +5,22 @@ PY := $(CURDIR)/$(VENV)/bin/python
 DEMO ?= $(CURDIR)/demo
 DEMO_ARGS ?=
 DEMO_CORPUS_ARGS ?=
-# Torch threads for the demo: `auto` takes every core when the machine is idle
-# (1-minute load average below 0.5 when the demo starts, before its own
-# install) and one otherwise: two threads per process collapse on this 2-core
-# machine as soon as anything else runs.
+# Torch threads for the demo: `auto` takes every core this process may run on
+# (os.sched_getaffinity), whatever the load; set DEMO_THREADS=1 on a busy
+# machine (two threads per process collapse on 2 cores as soon as anything
+# else runs).
 DEMO_THREADS ?= auto
+# The cores this process may run on, counted before OMP_NUM_THREADS is set
+# (GNU nproc reports OMP_NUM_THREADS when it is set).
+CORES_PY := import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+# One corpus and one results folder per layout and per DEMO_CORPUS_ARGS, so
+# that any sequence of demo targets works; the generator reuses a folder's
+# corpus when its settings match and replaces it otherwise (--replace-stale).
+DEMO_TAG := $(if $(strip $(DEMO_CORPUS_ARGS)),_$(shell printf '%s' '$(DEMO_CORPUS_ARGS)' | tr -cs 'A-Za-z0-9.' '_' | sed 's/^_//; s/_$$//'))
+VOX_CORPUS := $(DEMO)/corpus_voxceleb$(DEMO_TAG)
+CN_CORPUS := $(DEMO)/corpus_cnceleb$(DEMO_TAG)
+VOX_RESULTS := $(DEMO)/results$(DEMO_TAG)
+CN_RESULTS := $(DEMO)/results_cnceleb$(DEMO_TAG)
 VOX := recipes/VoxCeleb/SpeakerRec
 CN := recipes/CNCeleb/SpeakerRec
 
@@ -36,35 +47,42 @@ lint: venv
 # wall time of each stage (install, corpus, training, scoring).
 demo:
 	@t0=$$(date +%s); \
-	threads=$(DEMO_THREADS); load=$$(cut -d' ' -f1 /proc/loadavg); \
-	if [ "$$threads" = auto ]; then \
-	    threads=$$($(PYTHON) -c 'import os; print(os.cpu_count() if os.getloadavg()[0] < 0.5 else 1)'); fi; \
+	cores=$$($(PYTHON) -c '$(CORES_PY)'); threads=$(DEMO_THREADS); \
+	if [ "$$threads" = auto ]; then threads=$$cores; fi; \
 	$(MAKE) --no-print-directory venv || exit 1; t1=$$(date +%s); \
-	export OMP_NUM_THREADS=$$threads; echo "Demo: $$threads torch thread(s) (1-minute load average at the start: $$load)"; \
-	$(PY) -m sb_angcl.synthetic --output $(DEMO)/corpus --layout voxceleb $(DEMO_CORPUS_ARGS) || exit 1; \
+	export OMP_NUM_THREADS=$$threads; \
+	echo "Demo: $$threads torch thread(s) ($$cores core(s) available to this process; 1-minute load average $$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo ?))"; \
+	$(PY) -m sb_angcl.synthetic --output $(VOX_CORPUS) --layout voxceleb --replace-stale $(DEMO_CORPUS_ARGS) || exit 1; \
 	t2=$$(date +%s); cd $(VOX) && \
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
-	    --data_folder=$(DEMO)/corpus/VoxCeleb1 --output_folder=$(DEMO)/results $(DEMO_ARGS) || exit 1; \
+	    --data_folder=$(VOX_CORPUS)/VoxCeleb1 --output_folder=$(VOX_RESULTS) $(DEMO_ARGS) || exit 1; \
 	t3=$$(date +%s); \
 	$(PY) verify.py hparams/train_ecapa_angcl_small.yaml \
-	    --data_folder=$(DEMO)/corpus/VoxCeleb1 --output_folder=$(DEMO)/results $(DEMO_ARGS) || exit 1; \
+	    --data_folder=$(VOX_CORPUS)/VoxCeleb1 --output_folder=$(VOX_RESULTS) $(DEMO_ARGS) || exit 1; \
 	t4=$$(date +%s); \
-	echo "Exported model: $(DEMO)/results/inference (model card: README.md there; SpeakerRecognition.from_hparams(source=...))"; \
-	echo "Demo wall time: install $$((t1 - t0)) s, corpus $$((t2 - t1)) s, training $$((t3 - t2)) s, scoring $$((t4 - t3)) s; total $$((t4 - t0)) s ($$threads thread(s), nproc $$(nproc))"
+	echo "Exported model: $(VOX_RESULTS)/inference (model card: README.md there; SpeakerRecognition.from_hparams(source=...))"; \
+	echo "Demo wall time: install $$((t1 - t0)) s, corpus $$((t2 - t1)) s, training $$((t3 - t2)) s, scoring $$((t4 - t3)) s; total $$((t4 - t0)) s ($$threads thread(s), $$cores core(s))"
 
 # The same on the CN-Celeb layout (multi-genre, both enrolment protocols).
-demo-cnceleb: venv
-	@threads=$(DEMO_THREADS); [ "$$threads" = auto ] && threads=1; \
-	export OMP_NUM_THREADS=$$threads; start=$$(date +%s); \
-	$(PY) -m sb_angcl.synthetic --output $(DEMO)/corpus --layout cnceleb $(DEMO_CORPUS_ARGS) && \
-	cd $(CN) && \
+demo-cnceleb:
+	@t0=$$(date +%s); \
+	cores=$$($(PYTHON) -c '$(CORES_PY)'); threads=$(DEMO_THREADS); \
+	if [ "$$threads" = auto ]; then threads=$$cores; fi; \
+	$(MAKE) --no-print-directory venv || exit 1; t1=$$(date +%s); \
+	export OMP_NUM_THREADS=$$threads; \
+	echo "Demo: $$threads torch thread(s) ($$cores core(s) available to this process; 1-minute load average $$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo ?))"; \
+	$(PY) -m sb_angcl.synthetic --output $(CN_CORPUS) --layout cnceleb --replace-stale $(DEMO_CORPUS_ARGS) || exit 1; \
+	t2=$$(date +%s); cd $(CN) && \
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
-	    --data_folder=$(DEMO)/corpus --output_folder=$(DEMO)/results_cnceleb $(DEMO_ARGS) && \
+	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) $(DEMO_ARGS) || exit 1; \
+	t3=$$(date +%s); \
 	$(PY) verify.py hparams/train_ecapa_angcl_small.yaml \
-	    --data_folder=$(DEMO)/corpus --output_folder=$(DEMO)/results_cnceleb $(DEMO_ARGS) && \
+	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) $(DEMO_ARGS) || exit 1; \
 	$(PY) verify.py hparams/train_ecapa_angcl_small.yaml \
-	    --data_folder=$(DEMO)/corpus --output_folder=$(DEMO)/results_cnceleb --enrol_protocol=average $(DEMO_ARGS) && \
-	echo "Demo wall time: $$(( $$(date +%s) - start )) s"
+	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) --enrol_protocol=average $(DEMO_ARGS) || exit 1; \
+	t4=$$(date +%s); \
+	echo "Exported model: $(CN_RESULTS)/inference"; \
+	echo "Demo wall time: install $$((t1 - t0)) s, corpus $$((t2 - t1)) s, training $$((t3 - t2)) s, scoring $$((t4 - t3)) s; total $$((t4 - t0)) s ($$threads thread(s), $$cores core(s))"
 
 clean:
 	rm -rf $(DEMO) results

@@ -998,6 +998,10 @@ def report(results, args, corpus_line, command, wall_s):
                         if k.startswith("EER_subset=")}):
         metrics += [(f"EER_subset={name}", f"EER % {name}", 100, 2),
                     (f"minDCF_subset={name}", f"minDCF {name}", 1, 3)]
+    # Columns no run has a value for (e.g. cross-language on a corpus without
+    # language labels in its manifests) are left out.
+    metrics = [m for m in metrics
+               if any(math.isfinite(r.get(m[0], math.nan)) for r in results)]
     commits = {}
     for r in results:
         commits.setdefault(r.get("commit", "unknown"), set()).add(r["variant"])
@@ -1114,6 +1118,8 @@ def parse_args(argv=None):
     parser.add_argument("--output", default=None,
                         help=f"Markdown table (default {os.path.relpath(DEFAULT_OUTPUT, ROOT)}; "
                         "with --quick: in the work folder)")
+    parser.add_argument("--csv", default=None,
+                        help="per-run CSV (default: next to --output, <name>_runs.csv)")
     parser.add_argument("--resume", action="store_true",
                         help="(the default) reuse finished runs of an earlier, perhaps killed, "
                         "invocation with the same settings (their result.json)")
@@ -1318,11 +1324,19 @@ def main(argv=None):
 
     command = "python benchmarks/ablation.py " + " ".join(shlex.quote(a) for a in argv)
     text = report(results, args, corpus_line, command, wall_s)
+    # The headline: the recipe's default system against AAM-softmax alone
+    # (or, when the sweep has no default run, its first variant against the reference).
+    ref = "aam" if any(r["variant"] == "aam" for r in results) else args.reference
+    target = "default" if any(r["variant"] == "default" for r in results) else next(
+        (v for v in args.variants if v != ref), ref)
+    eer = {v: _mean([r["EER"] for r in results if r["variant"] == v]) for v in (ref, target)}
+    ratio = eer[target] / eer[ref] if eer[ref] > 0 else math.nan
+    text += f"\nratio {ratio:.3f}\n"
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as fout:
         fout.write(text)
-    csv_path = os.path.splitext(args.output)[0] + "_runs.csv"
-    skip = ("overrides", "reused")
+    csv_path = args.csv or os.path.splitext(args.output)[0] + "_runs.csv"
+    skip = ("overrides", "reused", "settings")
     keys = [k for k in results[0] if k not in skip]
     keys += sorted({k for r in results for k in r if k not in keys and k not in skip})
     import csv
@@ -1332,15 +1346,8 @@ def main(argv=None):
         writer.writerow(keys)
         for r in results:
             writer.writerow([r.get(k, "") for k in keys])
-    print(text)
+    print(text.rstrip("\n").rsplit("\n", 1)[0])
     print(f"Written: {args.output} and {csv_path}")
-    # The headline: the recipe's default system against AAM-softmax alone
-    # (or, when the sweep has no default run, its first variant against the reference).
-    ref = "aam" if any(r["variant"] == "aam" for r in results) else args.reference
-    target = "default" if any(r["variant"] == "default" for r in results) else next(
-        (v for v in args.variants if v != ref), ref)
-    eer = {v: _mean([r["EER"] for r in results if r["variant"] == v]) for v in (ref, target)}
-    ratio = eer[target] / eer[ref] if eer[ref] > 0 else math.nan
     print(f"ratio {ratio:.3f}")
     return ratio
 

@@ -21,7 +21,7 @@ Usage::
 
     python benchmarks/diagnose_runs.py --corpus DIR/vox \\
         --run aam=WORK/runs/aam/seed1986 --run default=WORK/runs/default/seed1986 \\
-        [--epochs] [--output diagnosis.md]
+        [--epochs 3] [--output diagnosis.md]
 
 Authors
  * sb-angcl contributors
@@ -177,7 +177,7 @@ def training_table(runs, folders):
     return "\n".join(lines)
 
 
-def epoch_eers(folder, subsets, device="cpu"):
+def epoch_eers(folder, subsets, every=1, device="cpu"):
     """Test EER (whole list and subsets) at every end-of-epoch checkpoint of a run.
 
     Arguments
@@ -186,6 +186,8 @@ def epoch_eers(folder, subsets, device="cpu"):
         A finished run (its ``hyperparams.yaml`` and ``save/CKPT+*``).
     subsets : dict
         From :func:`ablation.trial_subsets`.
+    every : int
+        Score epoch 1, every ``every``-th epoch and the last.
     device : str
         Torch device.
 
@@ -194,7 +196,7 @@ def epoch_eers(folder, subsets, device="cpu"):
     dict
         ``epoch -> {"all": EER, subset: EER, ...}``.
     """
-    from sb_angcl.evaluation.scoring import score_trials
+    from sb_angcl.evaluation.scoring import EmbeddingTable, score_trials
     from sb_angcl.evaluation.verification import embed_manifest
     from sb_angcl.hyperparams import load_trained_hparams
 
@@ -211,13 +213,22 @@ def epoch_eers(folder, subsets, device="cpu"):
             continue
         checkpointer.load_checkpoint(ckpt)
         epoch = int(hparams["epoch_counter"].current)
+        if epoch != 1 and epoch % every and epoch != hparams["number_of_epochs"]:
+            continue
         for name in ("compute_features", "mean_var_norm", "embedding_model"):
             hparams[name].to(device).eval()
-        ids = set(trials["enrol"]) | set(trials["test"])
-        table = embed_manifest(hparams["test_annotation"], hparams, device=device,
-                               batch_size=hparams["eval_batch_size"],
-                               max_seconds=hparams["eval_max_seconds"], limit_ids=ids,
-                               desc=f"epoch {epoch}")
+        # Each utterance once: the test manifest, then enrolment-only utterances.
+        wanted, ids, vectors = set(trials["enrol"]) | set(trials["test"]), [], []
+        for key in ("test_annotation", "enrol_annotation"):
+            if not wanted - set(ids):
+                break
+            table = embed_manifest(hparams[key], hparams, device=device,
+                                   batch_size=hparams["eval_batch_size"],
+                                   max_seconds=hparams["eval_max_seconds"],
+                                   limit_ids=wanted - set(ids), desc=f"epoch {epoch}")
+            ids += list(table.ids)
+            vectors.append(table.vectors)
+        table = EmbeddingTable(ids, np.concatenate(vectors))
         scores = score_trials(table, table, trials["enrol"].tolist(), trials["test"].tolist(),
                               progress=False)
         out[epoch] = {n: separation(scores[m], labels[m])["EER"] for n, m in masks.items()}
@@ -230,8 +241,9 @@ def main(argv=None):
     parser.add_argument("--corpus", required=True, help="VoxCeleb-layout corpus (with meta/)")
     parser.add_argument("--run", action="append", required=True, metavar="NAME=FOLDER",
                         help="a finished run folder (scores.txt, train_log.txt); repeatable")
-    parser.add_argument("--epochs", action="store_true",
-                        help="test EER at every end-of-epoch checkpoint the runs kept")
+    parser.add_argument("--epochs", type=int, default=0, metavar="EVERY",
+                        help="test EER at the end-of-epoch checkpoints the runs kept: epoch 1, "
+                        "every EVERY-th and the last")
     parser.add_argument("--output", default=None, help="also write the Markdown here")
     args = parser.parse_args(argv)
     folders = dict(item.split("=", 1) for item in args.run)
@@ -247,7 +259,7 @@ def main(argv=None):
         parts += ["", "## Mean score by trial condition", "", condition_table(runs, scores, info)]
     parts += ["", "## Training, per epoch", "", training_table(runs, folders)]
     if args.epochs:
-        eers = {r: epoch_eers(folders[r], subsets) for r in runs}
+        eers = {r: epoch_eers(folders[r], subsets, every=args.epochs) for r in runs}
         names = ["all", *sorted(subsets)]
         epochs = sorted({e for r in runs for e in eers[r]})
         parts += ["", "## Test EER % per epoch (end-of-epoch checkpoints)", "",

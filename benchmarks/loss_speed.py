@@ -27,9 +27,11 @@ import argparse
 import logging
 import math
 import statistics
+import sys
 import time
 
 import torch
+from bench_report import median_ci, recorded  # benchmarks/ is this script's folder
 
 from sb_angcl.objective.losses import AngularSupConLoss
 
@@ -154,14 +156,16 @@ def time_sizes(args, steps):
     Returns
     -------
     dict
-        ``{n: {"ours": ms, "pml": ms}}``.
+        ``{n: {"ours": ms, "pml": ms, "paired": (median, low, high)}}``: the
+        medians, and the median of the per-repeat ratios ours / pml (both run
+        back to back) with a distribution-free 95 % interval.
 
     Example
     -------
     >>> ns = argparse.Namespace(margin=0.2, temperature=0.07, attention_temperature=1.0,
     ...     sizes=[8], dim=4, classes=10, utts_per_speaker=2, device="cpu", warmup=1, repeats=3)
     >>> sorted(time_sizes(ns, build_steps(ns))[8])
-    ['ours', 'pml']
+    ['ours', 'paired', 'pml']
     """
     results = {}
     names = list(steps)
@@ -182,6 +186,7 @@ def time_sizes(args, steps):
                 _sync(args.device)
                 times[name].append(1000.0 * (time.perf_counter() - start))
         results[n] = {name: statistics.median(t) for name, t in times.items()}
+        results[n]["paired"] = median_ci([a / b for a, b in zip(times["ours"], times["pml"])])
     return results
 
 
@@ -248,30 +253,52 @@ def main(argv=None):
     parser.add_argument("--utts-per-speaker", type=int, default=4)
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--temperature", type=float, default=0.07)
-    parser.add_argument("--attention-temperature", type=float, default=1.0)
+    parser.add_argument("--attention-temperature", type=float, default=1.0 / 30,
+                        help="T_att (default 1/30: the recipes' 1/s; the cost does not depend on it)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--profile", action="store_true", help="op breakdown at the largest N"
     )
+    parser.add_argument("--output", default=None, metavar="FILE.md",
+                        help="also write the printed output, under a header with the command, "
+                        "commit, CPU, nproc, threads, load average and date (bench_report.py)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    with recorded(args.output, __file__, argv):
+        return run(args)
 
+
+def run(args):
+    """Time both losses at every size, print the table; return the geometric-mean ratio.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        Parsed command line of :func:`main`.
+
+    Returns
+    -------
+    float
+    """
     steps = build_steps(args)
     results = time_sizes(args, steps)
-    print(f"{'N':>6} {'ours ms':>10} {'pml ms':>10} {'ratio':>7}")
+    print(f"{'N':>6} {'ours ms':>10} {'pml ms':>10} {'ratio':>7}  paired median [95 % CI]")
     ratios = []
     for n, r in results.items():
         ratio = r["ours"] / r["pml"]
         ratios.append(ratio)
-        print(f"{n:>6} {r['ours']:>10.3f} {r['pml']:>10.3f} {ratio:>7.3f}")
+        mid, low, high = r["paired"]
+        print(f"{n:>6} {r['ours']:>10.3f} {r['pml']:>10.3f} {ratio:>7.3f}  "
+              f"{mid:.3f} [{low:.3f}, {high:.3f}]")
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
     print(
         f"device {args.device}, D={args.dim}, C={args.classes}, "
-        f"{args.utts_per_speaker} utts/speaker, median of {args.repeats}; "
-        "ratio = geometric mean over sizes"
+        f"{args.utts_per_speaker} utts/speaker, median of {args.repeats}; paired = per-repeat "
+        "ours/pml (run back to back); ratio = geometric mean over sizes"
     )
     if args.profile:
         profile(args, steps, max(args.sizes))

@@ -18,12 +18,16 @@ top-k 300). The script times
     quadratically).
 
 It prints a table, the peak resident memory, and ends with the line
-``ratio <loop time / our time>`` for the full scoring (a vs b).
+``ratio <loop time / our time>`` for the full scoring (a vs b). The rows
+"(a) parts" time the steps of (a) one by one (id mapping, cosine of the
+trials, the cohort products and the top-k selection of AS-norm), so that the
+table says where the time of (a) goes.
 
 Usage::
 
     python benchmarks/scoring.py            # full CN-Celeb size
     python benchmarks/scoring.py --quick    # small sizes, a few seconds
+    python benchmarks/scoring.py --output benchmarks/results/scoring.md
 """
 
 import argparse
@@ -33,9 +37,17 @@ import time
 
 import numpy as np
 import torch
+from bench_report import recorded  # benchmarks/ is this script's folder
 
 from sb_angcl.evaluation.metrics import compute_eer, compute_min_dcf
-from sb_angcl.evaluation.scoring import EmbeddingTable, score_trials, speaker_cohort
+from sb_angcl.evaluation.scoring import (
+    EmbeddingTable,
+    _cosine,
+    _l2_normalize,
+    _used_rows,
+    score_trials,
+    speaker_cohort,
+)
 
 
 def peak_rss_mb():
@@ -127,12 +139,64 @@ def main(argv=None):
         help="scores given to SpeechBrain's minDCF (O(N^2) memory)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each step of (a); the table gives the median")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--output", default=None, metavar="FILE.md",
+                        help="also write the printed output, under a header with the command, "
+                        "commit, CPU, nproc, threads, load average and date (bench_report.py)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.quick:
         args.n_enrol, args.n_test, args.n_trials = 20, 1000, 19000
         args.n_cohort, args.top_k, args.loop_trials = 300, 50, 300
         args.metric_scores, args.sb_eer_scores, args.sb_dcf_scores = 10000, 4000, 2000
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with recorded(args.output, __file__, argv):
+        return run(args)
 
+
+def median_time(fn, repeats):
+    """Median wall seconds of ``repeats`` calls of ``fn``, and its last result."""
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), result
+
+
+def time_parts(enrol, test, cohort, enrol_ids, test_ids, top_k):
+    """Seconds of each step of ``score_trials`` with AS-norm, run one by one.
+
+    The same steps as :func:`sb_angcl.evaluation.scoring.score_trials` (which runs the
+    cohort part in blocks of rows and selects with several threads), here
+    whole and timed apart.
+    """
+    parts = {}
+    t0 = time.perf_counter()
+    ei, ti = enrol.indices(enrol_ids), test.indices(test_ids)
+    parts["id mapping (2 x trials)"] = time.perf_counter() - t0
+    E = torch.from_numpy(_l2_normalize(enrol.vectors))
+    T = torch.from_numpy(_l2_normalize(test.vectors))
+    C = torch.from_numpy(_l2_normalize(cohort.vectors))
+    t0 = time.perf_counter()
+    _cosine(E, T, ei, ti, 2**24, "auto", False)
+    parts["cosine of the trials"] = time.perf_counter() - t0
+    rows = torch.cat([E[_used_rows(ei, len(E))[0]], T[_used_rows(ti, len(T))[0]]])
+    t0 = time.perf_counter()
+    S = (rows @ C.T).numpy()
+    parts[f"cohort products ({len(rows)} x {len(C)})"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    S.partition(S.shape[1] - top_k, axis=1)
+    parts[f"top-{top_k} selection (1 thread)"] = time.perf_counter() - t0
+    return parts
+
+
+def run(args):
+    """Time (a), (b), (c) and print the table; return loop time / our time."""
     rng = np.random.default_rng(args.seed)
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, python {sys.version.split()[0]}"
@@ -155,25 +219,26 @@ def main(argv=None):
         )
     )
 
-    t0 = time.perf_counter()
-    score_trials(enrol, test, enrol_ids, test_ids, progress=False)
-    t_cos = time.perf_counter() - t0
-    rows.append(("ours: cosine only", f"{n} trials", t_cos, ""))
+    t_cos, _ = median_time(
+        lambda: score_trials(enrol, test, enrol_ids, test_ids, progress=False), args.repeats
+    )
+    rows.append(("ours: cosine only", f"{n} trials", t_cos, f"median of {args.repeats}"))
 
-    t0 = time.perf_counter()
-    scores = score_trials(
-        enrol,
-        test,
-        enrol_ids,
-        test_ids,
-        cohort=cohort,
-        top_k=args.top_k,
-        progress=False,
+    t_ours, scores = median_time(
+        lambda: score_trials(
+            enrol, test, enrol_ids, test_ids, cohort=cohort, top_k=args.top_k, progress=False
+        ),
+        args.repeats,
     )
-    t_ours = time.perf_counter() - t0
     rows.append(
-        ("(a) ours: cosine + AS-norm", f"{n} trials", t_ours, "ids mapped, all trials")
+        ("(a) ours: cosine + AS-norm", f"{n} trials", t_ours,
+         f"ids mapped, all trials; median of {args.repeats}")
     )
+    parts = [time_parts(enrol, test, cohort, enrol_ids, test_ids, args.top_k)
+             for _ in range(max(1, args.repeats))]
+    for name in parts[0]:
+        sec = float(np.median([p[name] for p in parts]))
+        rows.append(("(a) part: " + name, "", sec, f"timed alone; median of {args.repeats}"))
 
     t0 = time.perf_counter()
     eer, _ = compute_eer(scores, labels)
@@ -302,11 +367,12 @@ def main(argv=None):
 
     # report ---------------------------------------------------------------------
     print()
-    print(f"{'step':<38} {'size':>26} {'time [s]':>12}  note")
-    print("-" * 100)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'step':<{width}} {'size':>26} {'time [s]':>12}  note")
+    print("-" * (width + 62))
     for name, size, sec, note in rows:
-        print(f"{name:<38} {size:>26} {sec:>12.3f}  {note}")
-    print("-" * 100)
+        print(f"{name:<{width}} {size:>26} {sec:>12.3f}  {note}")
+    print("-" * (width + 62))
     print(f"peak RSS after data generation      {rss_data:10.0f} MiB")
     print(
         f"peak RSS after our scoring (a)      {rss_ours:10.0f} MiB  "
@@ -322,6 +388,7 @@ def main(argv=None):
         f" (SB time partly extrapolated, see table)"
     )
     print(f"ratio {t_loop / t_ours:.1f}")
+    return t_loop / t_ours
 
 
 if __name__ == "__main__":

@@ -35,10 +35,12 @@ import argparse
 import copy
 import logging
 import statistics
+import sys
 import time
 
 import speechbrain as sb
 import torch
+from bench_report import median_ci, recorded  # benchmarks/ is this script's folder
 from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
@@ -298,6 +300,41 @@ def format_table(results, baseline="aam"):
     return "\n".join(lines)
 
 
+def format_paired(results, baseline="aam"):
+    """Per-round ratios to ``baseline``: median and a 95 % interval for it.
+
+    Every round times each variant once, back to back, so the ratio of two
+    variants within a round is little affected by the load on the machine
+    changing between rounds; the interval is distribution-free
+    (:func:`bench_report.median_ci`).
+
+    Arguments
+    ---------
+    results : dict
+        From :func:`time_variants`.
+    baseline : str
+        The denominator.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> print(format_paired({"aam": {"times": [10.0, 20.0]}, "mgda_ub": {"times": [11.0, 21.0]}}))
+    paired by round, time / aam: median [95 % CI of the median]
+      mgda_ub        1.075 [1.050, 1.100]
+    """
+    base = results[baseline]["times"]
+    lines = [f"paired by round, time / {baseline}: median [95 % CI of the median]"]
+    for name, r in results.items():
+        if name == baseline:
+            continue
+        mid, low, high = median_ci([t / b for t, b in zip(r["times"], base)])
+        lines.append(f"  {name:<12} {mid:>6.3f} [{low:.3f}, {high:.3f}]")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     """Command line entry point.
 
@@ -340,6 +377,10 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: C=16, batch 8 x 0.5 s, 1 warm-up, 3 rounds")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--output", default=None, metavar="FILE.md",
+                        help="also write the printed output, under a header with the command, "
+                        "commit, CPU, nproc, threads, load average and date (bench_report.py)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.quick:
         args.channels, args.batch, args.seconds, args.n_mels = 16, 8, 0.5, 20
@@ -349,6 +390,22 @@ def main(argv=None):
         args.repeats = 3 if args.quick else 20
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    with recorded(args.output, __file__, argv):
+        return run(args)
+
+
+def run(args):
+    """Build the variants, time them, print the table; return the mgda_ub / aam ratio.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        Parsed command line of :func:`main`.
+
+    Returns
+    -------
+    float
+    """
     variants = [v for v in VARIANTS if v in set(args.variants) | {"aam", "mgda_ub"}]
 
     modules = build_modules(args.channels, args.n_mels, args.emb_dim, args.classes, args.seed)
@@ -358,6 +415,7 @@ def main(argv=None):
         brains, batch, args.warmup, args.repeats, args.device, progress=not args.no_progress
     )
     print(format_table(results))
+    print(format_paired(results))
     params = sum(p.numel() for p in modules["embedding_model"].parameters())
     print(
         f"device {args.device} ({torch.get_num_threads()} threads), ECAPA-TDNN C={args.channels} "

@@ -32,12 +32,14 @@ import contextlib
 import logging
 import os
 import platform
+import sys
 import tempfile
 import time
 
 import speechbrain as sb
 import torch
 from ablation import load_recipe_module  # benchmarks/ is this script's folder
+from bench_report import recorded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SpeakerRec")
@@ -269,16 +271,36 @@ def main(argv=None):
     parser.add_argument("--speakers", type=int, default=40)
     parser.add_argument("--utterances", type=int, default=24)
     parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "sb_angcl_profile"))
+    parser.add_argument("--output", default=None, metavar="FILE.md",
+                        help="also write the printed output, under a header with the command, "
+                        "commit, CPU, nproc, threads, load average and date (bench_report.py)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
+    with recorded(args.output, __file__, argv):
+        return run(args)
+
+
+def run(args):
+    """Profile each augmentation domain, print the table; return the last / first epoch time.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        Parsed command line of :func:`main`.
+
+    Returns
+    -------
+    float
+    """
     data_folder = args.data_folder
     if data_folder is None:
         from sb_angcl.synthetic import generate_corpus
 
         corpus = generate_corpus(os.path.join(args.work_dir, "corpus"), layout="voxceleb",
                                  num_speakers=args.speakers, num_utterances=args.utterances,
-                                 progress=False)
+                                 progress=False, replace_stale=True)
         data_folder = corpus["voxceleb"]["root"]
     results = {}
     for domain in args.augmentation:

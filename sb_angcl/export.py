@@ -9,6 +9,9 @@ resolved), ``embedding_model.ckpt``, ``classifier.ckpt``, the label encoder,
 ``README.md`` (training data and recipe, settings, date, how to load the model
 and verify two files, and a results section that
 :func:`record_model_card_results` fills when ``verify.py`` scores the trials).
+:func:`record_calibration` adds a score calibration fitted by ``verify.py``: a
+``calibration`` mapping in ``hyperparams.yaml``, the calibrated interface as
+``custom.py`` and a section of the card.
 :func:`load_pretrained_encoder` does the converse: it starts an encoder from
 such a folder (ours, or a downloaded ``spkrec-ecapa-voxceleb``) through
 SpeechBrain's ``Pretrainer``.
@@ -238,8 +241,25 @@ _RESULT_COLUMNS = (
     "EER (%)",
     "minDCF (p=0.01)",
     "EER threshold",
+    "calibration",
+    "Cllr",
+    "minCllr",
+    "actDCF (p=0.01)",
     "date",
 )
+
+#: File name of the calibrated interface (a copy of :mod:`sb_angcl.calibration`).
+CUSTOM_MODULE = "custom.py"
+
+_CALIBRATION_START = "<!-- calibration: filled in by verify.py -->"
+_CALIBRATION_END = "<!-- end of calibration -->"
+_NO_CALIBRATION = (
+    "Not calibrated yet: `verify_files` returns a cosine score. The recipe's `verify.py`\n"
+    "(with `calibration: linear` or `qmf` and cosine scoring) fits a map from cosine to\n"
+    "log-likelihood ratio and describes it here.\n"
+)
+_YAML_START = "# --- score calibration: written by sb-angcl verify.py (README.md of this folder) ---"
+_YAML_END = "# --- end of score calibration ---"
 
 # Training settings listed on the card when the YAML defines them.
 _CARD_SETTINGS = (
@@ -389,13 +409,20 @@ embedding = model.encode_batch(signal)  # shape (1, 1, {tree.get('emb_dim', 'emb
 
 `verify_files` decides with a fixed threshold of 0.25. To decide at the EER
 operating point of the trials above, compare the score with the "EER
-threshold" of a `cosine` row (an AS-norm threshold is on another scale).
+threshold" of a `cosine` row (an AS-norm threshold is on another scale);
+for scores that mean the same on any data, see "Calibrated scores".
 The model was trained on {tree.get('sample_rate', 16000)} Hz audio.
+
+## Calibrated scores
+
+{_CALIBRATION_START}
+{_NO_CALIBRATION}{_CALIBRATION_END}
 
 ## Files
 
 `hyperparams.yaml`, `embedding_model.ckpt`, `classifier.ckpt` (training
-speakers), `label_encoder.ckpt`/`.txt`, `{TRAIN_YAML}`, this `{MODEL_CARD}`.
+speakers), `label_encoder.ckpt`/`.txt`, `{TRAIN_YAML}`, this `{MODEL_CARD}`
+(and, once calibrated, `{CUSTOM_MODULE}`).
 """
     path = os.path.join(folder, MODEL_CARD)
     with open(path, "w", encoding="utf-8") as fout:
@@ -422,7 +449,8 @@ def record_model_card_results(folder, row):
         An exported folder holding a card written by :func:`write_model_card`.
     row : Mapping
         Values for the columns ``trials, enrolment, scoring, trials (targets),
-        EER (%), minDCF (p=0.01), EER threshold``; ``date`` is filled in.
+        EER (%), minDCF (p=0.01), EER threshold, calibration, Cllr, minCllr,
+        actDCF (p=0.01)`` (missing ones stay empty); ``date`` is filled in.
 
     Returns
     -------
@@ -462,6 +490,9 @@ def record_model_card_results(folder, row):
     cells = [str(row.get(c, "")).replace("|", "/") for c in _RESULT_COLUMNS[:-1]] + [_now()]
     lines = [line for line in block.splitlines() if line.startswith("|")]
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines[2:]]
+    if lines:  # rows of an older card: their cells by column name
+        header = [c.strip() for c in lines[0].strip().strip("|").split("|")]
+        rows = [[dict(zip(header, r)).get(c, "") for c in _RESULT_COLUMNS] for r in rows]
     same = [k for k, r in enumerate(rows) if r[:3] == cells[:3]]
     if same:
         rows[same[0]] = cells
@@ -472,3 +503,155 @@ def record_model_card_results(folder, row):
     with open(path, "w", encoding="utf-8") as fout:
         fout.write(head + _RESULTS_START + "\n" + "\n".join(table) + "\n" + _RESULTS_END + tail)
     return path
+
+
+def _replace_between(text, start, end, body):
+    """``text`` with what lies between the markers replaced by ``body``."""
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    return head + start + "\n" + body + end + tail
+
+
+def record_calibration(folder, values, summary):
+    """Puts a score calibration into an exported folder.
+
+    Writes the ``calibration`` mapping into ``hyperparams.yaml`` (between two
+    marker comments, replacing an earlier one; plain values, so
+    ``SpeakerRecognition.from_hparams`` still loads the folder with SpeechBrain
+    alone, and a copy of the folder, a hub upload or ``LocalStrategy.COPY``
+    keep it), copies :mod:`sb_angcl.calibration` into the folder as
+    ``custom.py`` (for SpeechBrain's ``foreign_class`` where sb-angcl is not
+    installed) and describes the calibration in the card.
+
+    Arguments
+    ---------
+    folder : str
+        An exported folder (``hyperparams.yaml``, ``README.md``).
+    values : Mapping
+        :meth:`sb_angcl.calibration.Calibration.to_dict` plus ``p_target``,
+        ``c_miss``, ``c_fa`` of the decision, ``sample_rate`` and
+        ``max_seconds`` (the cap on durations, for ``qmf``).
+    summary : Mapping
+        What it was fitted on: ``fitted_on``, ``source`` (``test folds``,
+        ``dev`` or ``list``), ``trials``, ``targets``, ``speakers``, ``folds``.
+
+    Returns
+    -------
+    str
+        The path of ``hyperparams.yaml``.
+
+    Example
+    -------
+    >>> import tempfile, yaml
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(folder, "hyperparams.yaml"), "w").write("n_mels: 80\\n")
+    >>> values = {"method": "linear", "weights": [10.0], "offset": -5.0, "prior": 0.01,
+    ...           "p_target": 0.01, "c_miss": 1.0, "c_fa": 1.0, "sample_rate": 16000,
+    ...           "max_seconds": None}
+    >>> path = record_calibration(folder, values, {"fitted_on": "dev.csv", "trials": 10,
+    ...                                            "targets": 4, "speakers": 3})
+    >>> path = record_calibration(folder, dict(values, offset=-6.0), {"fitted_on": "dev.csv"})
+    >>> loaded = yaml.safe_load(open(path))
+    >>> loaded["n_mels"], loaded["calibration"]["offset"], open(path).read().count("\\ncalibration:")
+    (80, -6.0, 1)
+    """
+    import yaml
+
+    from sb_angcl import calibration as calibration_module
+
+    cal = calibration_module.Calibration.from_dict(values)
+    keys = ("method", "features", "weights", "offset", "prior", "p_target", "c_miss", "c_fa",
+            "sample_rate", "max_seconds")
+    plain = dict(cal.to_dict(), **{k: values[k] for k in keys[5:]})
+    plain = {k: plain[k] for k in keys}
+    threshold = calibration_module.bayes_threshold(values["p_target"], values["c_miss"],
+                                                   values["c_fa"])
+    block = "\n".join([
+        _YAML_START,
+        "# llr = offset + sum(weights * features); features: the cosine score (and the log",
+        "# seconds of enrolment and test for qmf). CalibratedSpeakerRecognition (custom.py)",
+        f"# returns the LLR and accepts when llr > {threshold:.4f} (the Bayes threshold at p_target).",
+        yaml.safe_dump({"calibration": plain}, sort_keys=False, default_flow_style=None).rstrip(),
+        _YAML_END,
+    ]) + "\n"
+    path = os.path.join(folder, "hyperparams.yaml")
+    with open(path, encoding="utf-8") as fin:
+        text = fin.read()
+    if _YAML_START in text and _YAML_END in text:
+        head, rest = text.split(_YAML_START, 1)
+        text = head + block.rstrip("\n") + rest.split(_YAML_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    with open(path, "w", encoding="utf-8") as fout:
+        fout.write(text)
+    shutil.copyfile(calibration_module.__file__, os.path.join(folder, CUSTOM_MODULE))
+    card = os.path.join(folder, MODEL_CARD)
+    if os.path.isfile(card):
+        with open(card, encoding="utf-8") as fin:
+            text = fin.read()
+        if _CALIBRATION_START in text and _CALIBRATION_END in text:
+            body = _calibration_card_text(folder, cal, plain, summary, threshold)
+            with open(card, "w", encoding="utf-8") as fout:
+                fout.write(_replace_between(text, _CALIBRATION_START, _CALIBRATION_END, body))
+        else:
+            logger.warning("%s has no calibration section (exported by an older version); "
+                           "the calibration is in hyperparams.yaml only", card)
+    return path
+
+
+def _calibration_card_text(folder, cal, plain, summary, threshold):
+    """The card's "Calibrated scores" section."""
+    names = {"score": "cosine score", "log_enrol_seconds": "log seconds of the first file",
+             "log_test_seconds": "log seconds of the second file"}
+    terms = " ".join(f"{'-' if w < 0 else '+'} {abs(w):.4g} * ({names[f]})"
+                     for f, w in zip(plain["features"], cal.weights))
+    fitted = summary.get("fitted_on")
+    what = (f"{summary.get('trials')} trials ({summary.get('targets')} targets"
+            + (f", {summary['speakers']} speakers" if summary.get("speakers") else "")
+            + f") of `{fitted}`")
+    kind = summary.get("source")
+    if kind == "test folds":
+        origin = "the test trials, whose speakers the encoder never saw"
+        note = ("The Cllr and actDCF in the results table are cross-fitted: each trial's LLR "
+                "came from the same kind of map fitted on trials of other speakers "
+                f"({summary.get('folds')} speaker folds), so they estimate how this map does "
+                "on new speakers.")
+    elif kind == "dev":
+        origin = "trials built from the validation split (held-out utterances of training speakers)"
+        note = ("The encoder has learnt these speakers and separates them better than new "
+                "ones, so this map is likely over-confident on new speakers.")
+    else:
+        origin = "the list given as `calibration_trials`"
+        note = ""
+    score_threshold = cal.score_threshold(plain["p_target"], plain["c_miss"], plain["c_fa"])
+    stock = (
+        f"`SpeakerRecognition.from_hparams` still loads this folder and returns the cosine; "
+        f"the same decision with it is `verify_batch(x, y, threshold={score_threshold:.4f})`."
+        if score_threshold is not None else
+        "`SpeakerRecognition.from_hparams` still loads this folder and returns the cosine; "
+        "this map is not an increasing function of the cosine alone (`qmf` needs the "
+        "durations), so decide with `CalibratedSpeakerRecognition`."
+    )
+    source = os.path.abspath(folder)
+    return f"""`{plain['method']}` calibration fitted {_now()} by `verify.py` at the effective prior
+{plain['prior']} on {what}, {origin}:
+
+    llr = {cal.offset:.4g} {terms}
+
+{note + chr(10) if note else ""}It is stored as `calibration` in `hyperparams.yaml`. The calibrated interface
+returns this log-likelihood ratio (LLR) and accepts when llr > {threshold:.4f}, the
+Bayes threshold for p_target {plain['p_target']} (costs 1): no threshold to tune. The
+results table above gives its Cllr and actual DCF on the test trials.
+
+```python
+from speechbrain.inference.interfaces import foreign_class
+
+model = foreign_class(
+    source="{source}", pymodule_file="{CUSTOM_MODULE}",
+    classname="CalibratedSpeakerRecognition", savedir="pretrained_models/sb_angcl_calibrated",
+)  # or, with sb-angcl installed: sb_angcl.calibration.CalibratedSpeakerRecognition.from_hparams(...)
+llr, same = model.verify_files("speaker1.wav", "speaker2.wav")
+```
+
+{stock}
+"""

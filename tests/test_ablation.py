@@ -71,6 +71,8 @@ def test_ablation_on_external_corpus_reports_every_subset(tmp_path, external_cor
     ratio = final_ratio(out)
     assert ratio == pytest.approx(float(rows["default"]["EER"]) / float(rows["aam"]["EER"]),
                                   abs=1e-3)
+    # the written report ends with the same ratio line
+    assert final_ratio(text) == ratio
 
     # Each run records the commit it ran at and its resolved settings.
     stored = json.loads((work / "runs" / "aam" / "seed1" / "result.json").read_text())

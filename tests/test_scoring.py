@@ -12,6 +12,7 @@ from sb_angcl.evaluation.scoring import (
     EmbeddingTable,
     _cosine,
     _l2_normalize,
+    _top_k_stats,
     score_trials,
     speaker_cohort,
     write_scores,
@@ -222,3 +223,22 @@ def test_write_scores(tmp_path):
     assert path.read_text() == "e1 t1 0.250000\n"
     with pytest.raises(ValueError):
         write_scores(path, ["e1", "e2"], ["t1", "t2"], [0.25])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_top_k_stats_by_partition_equal_torch_topk(threads):
+    """AS-norm's cohort statistics (blocks of rows, in-place partition, threads over
+    row slices when torch has several) equal torch.topk's on the same products."""
+    rng = np.random.default_rng(5)
+    X = torch.from_numpy(_l2_normalize(rng.normal(size=(700, 16)).astype(np.float32)))
+    C = torch.from_numpy(_l2_normalize(rng.normal(size=(90, 16)).astype(np.float32)))
+    top = torch.topk(X @ C.T, 25, dim=1).values.double()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for chunk in (90 * 300, 1 << 20):  # 300-row blocks (the last one short), one block
+            mu, sd = _top_k_stats(X, C, 25, chunk, progress=False)
+            np.testing.assert_allclose(mu, top.mean(dim=1).numpy(), rtol=0, atol=1e-12)
+            np.testing.assert_allclose(sd, top.std(dim=1).numpy(), rtol=0, atol=1e-12)
+    finally:
+        torch.set_num_threads(before)

@@ -8,6 +8,7 @@ log-mel front end and EER so it does not depend on the project's scoring code.
 
 import csv
 import filecmp
+import json
 import os
 import re
 
@@ -404,6 +405,34 @@ def test_reuse_and_overwrite(tmp_path):
     assert not third.get("reused")
     assert not os.path.exists(os.path.join(out, "VoxCeleb1"))  # replaced, not mixed
     assert os.path.isdir(os.path.join(out, "CN-Celeb_flac"))
+
+
+def test_replace_stale_reuses_a_match_and_replaces_the_rest(tmp_path):
+    """``make demo``'s folders: never FileExistsError, reuse when the settings match."""
+    out = str(tmp_path)
+    first = syn.generate_corpus(out, layout="voxceleb", seed=0, replace_stale=True, **TINY)
+    marker = os.path.join(out, "synthetic_corpus.json")
+    stamp = os.stat(marker).st_mtime_ns
+    again = syn.generate_corpus(out, layout="voxceleb", seed=0, replace_stale=True, **TINY)
+    assert again["reused"] and os.stat(marker).st_mtime_ns == stamp
+    assert again["num_utterances"] == first["num_utterances"]
+    # other settings: replaced (the plain call would raise FileExistsError)
+    other = syn.generate_corpus(out, layout="cnceleb", seed=1, replace_stale=True, **TINY)
+    assert not other.get("reused")
+    assert not os.path.exists(os.path.join(out, "VoxCeleb1"))
+    assert os.path.isdir(os.path.join(out, "CN-Celeb_flac"))
+    # an unfinished run (marker not complete): replaced as well
+    with open(marker, encoding="utf-8") as f:
+        record = json.load(f)
+    record["complete"] = False
+    with open(marker, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    with pytest.raises(FileExistsError):
+        syn.generate_corpus(out, layout="cnceleb", seed=1, **TINY)
+    redone = syn.generate_corpus(out, layout="cnceleb", seed=1, replace_stale=True, **TINY)
+    assert not redone.get("reused")
+    with open(marker, encoding="utf-8") as f:
+        assert json.load(f)["complete"]
 
 
 def test_cli_prints_summary(tmp_path, capsys):

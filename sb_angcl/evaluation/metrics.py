@@ -8,7 +8,9 @@ gives the miss / false-alarm rates at every distinct score and
 :func:`metrics_table` the metrics per condition (e.g. CN-Celeb genre).
 
 Scores come from :mod:`sb_angcl.evaluation.scoring`; the pictures (DET curve, score
-histogram) are in :mod:`sb_angcl.evaluation.plots`.
+histogram) are in :mod:`sb_angcl.evaluation.plots`; the calibration measures (Cllr, min
+Cllr, actual DCF) are in :mod:`sb_angcl.calibration`, and :func:`metrics_table`
+adds them per condition when it is given LLRs.
 
 Authors
  * sb-angcl contributors 2025
@@ -18,7 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sb_angcl.calibration import act_dcf, cllr, min_cllr
+
 _METRIC_COLUMNS = ("condition", "value", "n_trials", "n_target", "EER", "minDCF")
+
+#: Columns :func:`metrics_table` adds when it is given LLRs.
+_CALIBRATION_COLUMNS = ("Cllr", "minCllr", "actDCF")
 
 
 def _scores_labels(scores, labels):
@@ -200,8 +207,9 @@ def compute_min_dcf(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
     return best / min(c_miss * p_target, c_fa * (1 - p_target)), threshold
 
 
-def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_fa=1.0):
-    """EER and minDCF for all trials and per condition value (e.g. CN-Celeb genre).
+def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_fa=1.0,
+                  llrs=None):
+    """EER and minDCF (and, given LLRs, Cllr, min Cllr, actual DCF) for all trials and per condition.
 
     Arguments
     ---------
@@ -212,13 +220,21 @@ def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_
     conditions : Mapping[str, array-like], optional
         Condition name to one label per trial (e.g. ``{"genre": genres}``).
     p_target, c_miss, c_fa : float
-        minDCF parameters (see :func:`compute_min_dcf`).
+        DCF parameters (see :func:`compute_min_dcf`), for minDCF and actDCF.
+    llrs : array-like, optional
+        One calibrated LLR per trial: adds ``Cllr`` and ``actDCF`` (the Bayes
+        decision at ``p_target``, normalised as minDCF) of the LLRs, and
+        ``minCllr``, the Cllr of the *scores* after their best monotone
+        transform (as minDCF is of the scores: ``Cllr - minCllr`` and
+        ``actDCF - minDCF`` are what the calibration loses); see
+        :mod:`sb_angcl.calibration`.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``condition, value, n_trials, n_target, EER, minDCF``; the first
-        row is ``("all", "all", ...)``. EER is a fraction (x100 for %). Subsets
+        Columns ``condition, value, n_trials, n_target, EER, minDCF`` (then
+        ``Cllr, minCllr, actDCF`` with ``llrs``); the first row is
+        ``("all", "all", ...)``. EER is a fraction (x100 for %). Subsets
         without target or without non-target trials get NaN metrics.
 
     Example
@@ -230,20 +246,37 @@ def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_
     0       all   all         6         3  0.333333
     1     genre     a         4         2  0.000000
     2     genre     b         2         1  1.000000
+    >>> df = metrics_table([0.9, 0.3], [1, 0], llrs=[6.0, -6.0])
+    >>> df[["Cllr", "minCllr", "actDCF"]].round(4).values.tolist()
+    [[0.0036, 0.0, 0.0]]
     """
     scores, labels = _scores_labels(scores, labels)
     n = len(scores)
+    columns = list(_METRIC_COLUMNS)
+    if llrs is not None:
+        llrs = np.asarray(llrs, dtype=np.float64).reshape(-1)
+        if len(llrs) != n:
+            raise ValueError(f"{len(llrs)} LLRs for {n} trials")
+        columns += list(_CALIBRATION_COLUMNS)
 
     def row(name, value, mask):
         s = scores if mask is None else scores[mask]
         lab = labels if mask is None else labels[mask]
         n_t = int(lab.sum())
-        if 0 < n_t < len(lab):
-            eer = compute_eer(s, lab)[0]
-            dcf = compute_min_dcf(s, lab, p_target, c_miss, c_fa)[0]
+        both = 0 < n_t < len(lab)
+        values = [name, value, len(lab), n_t]
+        if both:
+            values += [compute_eer(s, lab)[0], compute_min_dcf(s, lab, p_target, c_miss, c_fa)[0]]
         else:
-            eer = dcf = float("nan")
-        return dict(zip(_METRIC_COLUMNS, (name, value, len(lab), n_t, eer, dcf)))
+            values += [float("nan")] * 2
+        if llrs is not None:
+            lr = llrs if mask is None else llrs[mask]
+            if both:
+                values += [cllr(lr, lab), min_cllr(s, lab),
+                           act_dcf(lr, lab, p_target, c_miss, c_fa)]
+            else:
+                values += [float("nan")] * 3
+        return dict(zip(columns, values))
 
     rows = [row("all", "all", None)]
     for name, values in (conditions or {}).items():
@@ -253,4 +286,4 @@ def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_
         codes, uniques = pd.factorize(values, sort=True)
         for k, value in enumerate(uniques):
             rows.append(row(str(name), value, codes == k))
-    return pd.DataFrame(rows, columns=list(_METRIC_COLUMNS))
+    return pd.DataFrame(rows, columns=columns)

@@ -5,8 +5,9 @@ Everything here works on whole trial lists at once, so that a CN-Celeb1 evaluati
 AS-norm in seconds rather than the hours a per-trial loop takes. The module offers
 
 * :class:`EmbeddingTable`: one float32 vector per id; trial ids are mapped to row
-  indices in one hash lookup (``pandas.Index.get_indexer``); utterances average
-  into models (CN-Celeb's averaged enrolment);
+  indices by one dict lookup per id in C (``map`` over ``dict.__getitem__``,
+  about twice as fast as ``pandas.Index.get_indexer`` on a list of 3.5 million
+  ids); utterances average into models (CN-Celeb's averaged enrolment);
 * :func:`speaker_cohort`: the AS-norm cohort, one normalised mean per speaker;
 * :func:`score_trials`: the one way to score a trial list, cosine, AS-normalised
   when a cohort is given;
@@ -23,6 +24,7 @@ Authors
 import logging
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -96,7 +98,7 @@ class EmbeddingTable:
             )
         self.ids = ids
         self.vectors = np.ascontiguousarray(vectors)
-        self._index = index
+        self._row = {i: k for k, i in enumerate(ids)}
 
     @property
     def dim(self):
@@ -107,7 +109,7 @@ class EmbeddingTable:
         return len(self.ids)
 
     def __contains__(self, item):
-        return str(item) in self._index
+        return str(item) in self._row
 
     def __getitem__(self, item):
         return self.vectors[self.indices([item])[0]]
@@ -146,11 +148,15 @@ class EmbeddingTable:
         """
         if isinstance(ids, str):
             raise TypeError("indices() takes a sequence of ids, not one str")
-        idx = self._index.get_indexer(ids)
+        try:
+            return np.fromiter(map(self._row.__getitem__, ids), dtype=np.int64, count=len(ids))
+        except (KeyError, TypeError):
+            pass  # an unknown id, or ids that are not str: the slow path says which
+        row = self._row
+        idx = np.array([row.get(str(i), -1) for i in ids], dtype=np.int64)
         missing = idx < 0
         if missing.any():
-            arr = np.asarray(ids, dtype=object)[missing]
-            unknown = pd.unique(arr)
+            unknown = pd.unique(np.asarray([str(i) for i in ids], dtype=object)[missing])
             raise KeyError(
                 f"{len(unknown)} unknown id(s) (of {len(idx)} looked up) not in "
                 f"this EmbeddingTable of {len(self)} ids, e.g. "
@@ -158,7 +164,7 @@ class EmbeddingTable:
                 f"the embeddings come from the same data set and that ids are "
                 f"spelled alike (extension, speaker prefix)."
             )
-        return idx.astype(np.int64, copy=False)
+        return idx
 
     def average(self, groups, normalize=False):
         """Averages groups of rows into one row per model (e.g. CN-Celeb enrolment).
@@ -424,16 +430,39 @@ def _cosine(E, T, ei, ti, chunk_size, method="auto", progress=True):
 
 
 def _top_k_stats(X, C, top_k, chunk_size, progress=True):
-    """float64 mean and unbiased std of the ``top_k`` highest ``X @ C.T`` per row of ``X``."""
-    n = X.shape[0]
+    """float64 mean and unbiased std of the ``top_k`` highest ``X @ C.T`` per row of ``X``.
+
+    Each block of rows is one BLAS product; its rows are then partitioned in
+    place (``ndarray.partition``, an O(cohort) selection that releases the
+    GIL) by ``torch.get_num_threads()`` threads, which at CN-Celeb size costs
+    about half of ``torch.topk`` on one thread. The top ``k`` values are the
+    same set either way; only the order of the float64 sums differs.
+    """
+    n, m = X.shape[0], C.shape[0]
     mu = np.empty(n, dtype=np.float64)
     sd = np.empty(n, dtype=np.float64)
     Ct = C.T.contiguous()
-    rows = max(1, chunk_size // C.shape[0])
-    for s in _bar(range(0, n, rows), "AS-norm cohort", progress):
-        top = torch.topk(X[s : s + rows] @ Ct, top_k, dim=1, sorted=False).values.double()
-        mu[s : s + rows] = top.mean(dim=1).numpy()
-        sd[s : s + rows] = top.std(dim=1).numpy()
+    rows = max(1, chunk_size // m)
+    kth = m - top_k
+    workers = max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+    pool = ThreadPoolExecutor(workers) if workers > 1 and n > 256 else None
+
+    def select(block):
+        block.partition(kth, axis=1)
+
+    try:
+        for s in _bar(range(0, n, rows), "AS-norm cohort", progress):
+            S = (X[s : s + rows] @ Ct).numpy()
+            if pool is None:
+                select(S)
+            else:
+                list(pool.map(select, np.array_split(S, workers)))
+            top = S[:, kth:].astype(np.float64)
+            mu[s : s + rows] = top.mean(axis=1)
+            sd[s : s + rows] = top.std(axis=1, ddof=1)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return mu, sd
 
 

@@ -109,6 +109,7 @@ def main(argv=None):
             label_noise=args.label_noise,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            replace_stale=args.replace_stale,
         )
     except (ValueError, FileExistsError) as err:
         parser.exit(2, f"error: {err}\n")
@@ -186,6 +187,12 @@ def build_parser():
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier corpus in --output"
+    )
+    parser.add_argument(
+        "--replace-stale",
+        action="store_true",
+        help="reuse a complete corpus made with the same arguments, replace anything else "
+        "in --output (make demo's folders)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser

@@ -66,11 +66,13 @@ def _corpus_files_present(output):
         return False
 
 
-def _check_output(output, config, overwrite):
+def _check_output(output, config, overwrite, replace_stale=False):
     """Decide whether ``output`` holds a reusable corpus; clear it if asked.
 
     Returns True to reuse. A corpus made by this generator with the same
-    arguments but with files missing is regenerated without asking.
+    arguments but with files missing is regenerated without asking; with
+    ``replace_stale`` anything else in the way (another corpus, an unfinished
+    run) is replaced too, so only ``overwrite`` forces a regeneration.
     """
     marker = os.path.join(output, _MARKER)
     present = [p for p in _OWNED if os.path.exists(os.path.join(output, p))]
@@ -87,7 +89,7 @@ def _check_output(output, config, overwrite):
                 return True
             logger.warning("Synthetic corpus in %s has missing files: regenerating it", output)
             overwrite = True
-    if not overwrite:
+    if not overwrite and not replace_stale:
         raise FileExistsError(
             f"{output} already holds {', '.join(present)} from another or an unfinished run of the "
             "synthetic corpus generator; pass overwrite=True (--overwrite) to replace them, or choose "
@@ -121,6 +123,7 @@ def generate_corpus(
     label_noise=0.0,
     overwrite=False,
     progress=True,
+    replace_stale=False,
 ):
     """Write the synthetic corpus to ``output`` and return a summary.
 
@@ -171,6 +174,11 @@ def generate_corpus(
         made with the same arguments is reused, anything else is an error.
     progress : bool
         Show a tqdm progress bar.
+    replace_stale : bool
+        Reuse a complete corpus made with the same arguments and replace
+        anything else in ``output`` (another corpus, an unfinished run)
+        instead of raising ``FileExistsError``: for a folder that belongs to
+        one caller, such as ``make demo``'s.
 
     Returns
     -------
@@ -190,12 +198,12 @@ def generate_corpus(
     (4, 8, True)
     """
     args = dict(locals())  # the arguments as given, before anything else is defined
-    for name in ("output", "overwrite", "progress"):
+    for name in ("output", "overwrite", "progress", "replace_stale"):
         del args[name]
     config = _check_args(**args)
     output = os.path.abspath(output)
     os.makedirs(output, exist_ok=True)
-    if _check_output(output, config, overwrite):
+    if _check_output(output, config, overwrite, replace_stale):
         with open(os.path.join(output, _MARKER), encoding="utf-8") as f:
             summary = json.load(f)["summary"]
         logger.info(
