@@ -38,7 +38,8 @@ import speechbrain as sb
 import torch
 from tqdm import tqdm
 
-from sb_angcl.calibration import (
+from sb_angcl.data.dataio import load_manifest, make_eval_pipeline
+from sb_angcl.evaluation.calibration import (
     METHODS,
     bayes_threshold,
     cllr,
@@ -46,7 +47,6 @@ from sb_angcl.calibration import (
     fit_calibration,
     sample_trials,
 )
-from sb_angcl.data.dataio import load_manifest, make_eval_pipeline
 from sb_angcl.evaluation.metrics import compute_eer, metrics_table
 from sb_angcl.evaluation.plots import plot_det, plot_score_histogram
 from sb_angcl.evaluation.scoring import EmbeddingTable, score_trials, speaker_cohort, write_scores
@@ -746,7 +746,7 @@ def fit_score_calibration(hparams, hparams_file, test_trials, test, cohort, opts
     Returns
     -------
     dict
-        ``calibration`` (:class:`~sb_angcl.calibration.Calibration`),
+        ``calibration`` (:class:`~sb_angcl.evaluation.calibration.Calibration`),
         ``p_target`` (of the decision), ``summary`` (what it was fitted on).
     """
     method = hparams["calibration"]
@@ -910,7 +910,7 @@ def cross_fit_test_calibration(trials, scores, protocol, hparams, calibration, s
     are what a calibration for new speakers is fitted on: the speakers are
     split into ``calibration_folds`` seeded folds and each trial's LLR comes
     from a map fitted on the trials of the other folds
-    (:func:`~sb_angcl.calibration.cross_fitted_llrs`): no trial is calibrated
+    (:func:`~sb_angcl.evaluation.calibration.cross_fitted_llrs`): no trial is calibrated
     on its own speakers. The map for the exported model is fitted on all test
     trials; the cross-fitted Cllr and actDCF estimate how it does on new
     speakers. Each fit uses at most ``calibration_max_trials`` trials (a
