@@ -1,7 +1,7 @@
 """Ablation and sweep of the paper's system, several seeds, paired by seed.
 
 Trains and scores, with the real recipe (its ``train.py``'s ``train`` and
-``sb_angcl.verification.run_verification`` with command-line overrides, in
+``sb_angcl.evaluation.verification.run_verification`` with command-line overrides, in
 this process or in ``--jobs`` worker processes), the variants
 
 * ``aam``: AAM-softmax alone (the reference every variant is paired with);
@@ -80,7 +80,7 @@ DEFAULT_OUTPUT = os.path.join(ROOT, "benchmarks", "results", "ablation.md")
 PINNED = {"balancing": "fixed", "contrastive_weight": 0.5, "gradient_normalization": "none",
           "alpha_min": 0.0, "alpha_max": 1.0, "alpha_smoothing": 0.0, "margin": 0.2,
           "temperature": 0.07, "attention_temperature": "!ref 1 / <aam_scale>",
-          "margin_warmup_epochs": 0, "positives_across_sessions": True, "projection_dim": 0}
+          "positives_across_sessions": True, "projection_dim": 0}
 PAPER_RULE = dict(PINNED, balancing="mgda_ub")
 
 
@@ -488,7 +488,7 @@ def subset_metrics(scores_file, subsets):
     >>> m["EER_subset=s"], m["EER_subset=t"], m["n_subset=t"]
     (0.0, 1.0, 2)
     """
-    from sb_angcl.metrics import compute_eer, compute_min_dcf
+    from sb_angcl.evaluation.metrics import compute_eer, compute_min_dcf
 
     with open(scores_file, encoding="utf-8") as fin:
         rows = [line.split() for line in fin if line.strip()]
@@ -714,7 +714,7 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
         n_cross_trials`` (wall and process CPU seconds; EER as a fraction; NaN where the corpus
         has no cross-language trials).
     """
-    from sb_angcl.verification import run_verification
+    from sb_angcl.evaluation.verification import run_verification
 
     run_dir = os.path.join(args.work_dir, "runs", run_folder_name(variant), f"seed{seed}")
     result_file = os.path.join(run_dir, "result.json")

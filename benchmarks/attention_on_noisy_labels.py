@@ -56,7 +56,7 @@ def group_statistics(confidence, weights, labels, noisy):
 
     Example
     -------
-    >>> from sb_angcl.attention import pair_weights_from_confidence
+    >>> from sb_angcl.objective.losses import pair_weights_from_confidence
     >>> conf = torch.tensor([0.9, 0.9, 0.9, 0.1])
     >>> labels = torch.tensor([0, 1, 2, 0])
     >>> w = pair_weights_from_confidence(conf, labels)
@@ -102,8 +102,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import speechbrain as sb
 
-    from sb_angcl.attention import class_confidence, pair_weights_from_confidence
-    from sb_angcl.verification import embed_manifest, load_trained_modules
+    from sb_angcl.evaluation.verification import embed_manifest, load_trained_modules
+    from sb_angcl.objective.losses import class_confidence, pair_weights_from_confidence
 
     overrides = {"output_folder": args.run_dir}
     result = os.path.join(args.run_dir, "result.json")

@@ -56,9 +56,9 @@ from scipy.stats import norm
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from sb_angcl.calibration import act_dcf, cllr, cross_fitted_llrs, min_cllr  # noqa: E402
-from sb_angcl.metrics import compute_min_dcf  # noqa: E402
-from sb_angcl.verification import run_verification, speaker_folds  # noqa: E402
+from sb_angcl.evaluation.calibration import act_dcf, cllr, cross_fitted_llrs, min_cllr  # noqa: E402
+from sb_angcl.evaluation.metrics import compute_min_dcf  # noqa: E402
+from sb_angcl.evaluation.verification import run_verification, speaker_folds  # noqa: E402
 
 COLUMNS = ("model", "calibration", "prior", "fitted on", "reported on", "trials (targets)",
            "EER %", "minDCF", "actDCF", "actDCF / minDCF", "Cllr", "minCllr", "Cllr - minCllr")

@@ -77,7 +77,7 @@ def separation(scores, labels):
     >>> round(s["mu_t"], 2), round(s["mu_n"], 2), round(s["d_prime"], 2), s["EER"]
     (0.8, 0.1, 4.95, 0.0)
     """
-    from sb_angcl.metrics import compute_eer, compute_min_dcf
+    from sb_angcl.evaluation.metrics import compute_eer, compute_min_dcf
 
     scores, labels = np.asarray(scores, float), np.asarray(labels, int)
     tar, non = scores[labels == 1], scores[labels == 0]
@@ -160,7 +160,7 @@ def condition_table(runs, scores, info):
 
 def training_table(runs, folders):
     """Markdown: per-epoch losses, alpha and validation of every run."""
-    from sb_angcl.train_log import read_train_log
+    from train_log import read_train_log
 
     logs = {r: read_train_log(os.path.join(folders[r], "train_log.txt")) for r in runs}
     epochs = sorted({int(e["epoch"]) for r in runs for e in logs[r]})
@@ -196,9 +196,9 @@ def epoch_eers(folder, subsets, every=1, device="cpu"):
     dict
         ``epoch -> {"all": EER, subset: EER, ...}``.
     """
+    from sb_angcl.evaluation.scoring import EmbeddingTable, score_trials
+    from sb_angcl.evaluation.verification import embed_manifest
     from sb_angcl.hyperparams import load_trained_hparams
-    from sb_angcl.scoring import EmbeddingTable, score_trials
-    from sb_angcl.verification import embed_manifest
 
     hparams = load_trained_hparams(os.path.join(folder, "hyperparams.yaml"), {})
     checkpointer = hparams["checkpointer"]

@@ -2,10 +2,10 @@
 
 Times one forward + backward of
 
-* ours: ``ClassAwareAttention`` weights from an ``[N, C]`` cosine matrix
-  (the classifier's cosines, which training computes anyway for
-  AAM-softmax, so they are made once outside the timed region) passed to
-  ``AngularSupConLoss`` (margin and weights on);
+* ours: ``AngularSupConLoss`` with its class-aware attention: confidences
+  from an ``[N, C]`` cosine matrix (the classifier's cosines, which training
+  computes anyway for AAM-softmax, so they are made once outside the timed
+  region), margin and weights on;
 * pml: ``pytorch_metric_learning.losses.SupConLoss(temperature=tau)``;
 
 on speaker-balanced batches (``--utts-per-speaker`` utterances per speaker).
@@ -33,8 +33,7 @@ import time
 import torch
 from bench_report import median_ci, recorded  # benchmarks/ is this script's folder
 
-from sb_angcl.attention import ClassAwareAttention
-from sb_angcl.losses import AngularSupConLoss
+from sb_angcl.objective.losses import AngularSupConLoss
 
 logger = logging.getLogger(__name__)
 
@@ -118,14 +117,15 @@ def build_steps(args):
     """
     from pytorch_metric_learning.losses import SupConLoss
 
-    ours_loss = AngularSupConLoss(margin=args.margin, temperature=args.temperature)
-    attention = ClassAwareAttention(temperature=args.attention_temperature)
+    ours_loss = AngularSupConLoss(
+        margin=args.margin, temperature=args.temperature,
+        attention_temperature=args.attention_temperature,
+    )
     pml_loss = SupConLoss(temperature=args.temperature)
 
     def ours(emb, labels, cosine):
         emb.grad = None
-        weights = attention(cosine, labels)
-        loss = ours_loss(emb, labels, pair_weights=weights)
+        loss = ours_loss(emb, labels, ours_loss.confidence(cosine, labels))
         loss.backward()
         return loss.detach()
 

@@ -1,6 +1,6 @@
 """Plot the learning-rate curve of a full-size recipe YAML.
 
-The schedule (``lr_annealing``, a :class:`sb_angcl.lr_schedule.WarmupDecayScheduler`)
+The schedule (``lr_annealing``, a :class:`sb_angcl.training.lr_schedule.WarmupDecayScheduler`)
 is read from the YAML itself, so the figure is what that file trains with.
 The optimiser steps per epoch come from the balanced sampler's rule
 (``ceil(n / K)`` groups per speaker, ``P x R`` groups a global step) applied
@@ -26,9 +26,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from train_log import read_train_log  # noqa: E402
+
 from sb_angcl.hyperparams import load_hparams  # noqa: E402
-from sb_angcl.lr_schedule import balanced_steps_per_epoch, schedule_curve  # noqa: E402
-from sb_angcl.train_log import read_train_log  # noqa: E402
+from sb_angcl.training.lr_schedule import balanced_steps_per_epoch, schedule_curve  # noqa: E402
 
 DEFAULT_YAML = os.path.join(
     ROOT, "recipes", "VoxCeleb", "SpeakerRec", "hparams", "train_ecapa_angcl.yaml"
@@ -86,7 +87,7 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot(epochs, lrs, label=f"{type(sched).__name__} ({sched.decay})")
+    ax.plot(epochs, lrs, label=type(sched).__name__)
     if args.train_log:
         logged = logged_rates(args.train_log)
         ax.plot([e for e, _ in logged], [lr for _, lr in logged], "o", ms=3, label="train_log.txt")

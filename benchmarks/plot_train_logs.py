@@ -1,6 +1,6 @@
 """Curves from training logs: alpha, the attention's weight spread, margins.
 
-Reads ``train_log.txt`` of one or more runs (:func:`sb_angcl.train_log.read_train_log`)
+Reads ``train_log.txt`` of one or more runs (:func:`train_log.read_train_log`)
 and draws, per epoch, the balancing weight alpha (the weight of AAM-softmax)
 and the 5th-95th percentile band of the class-aware attention's negative-pair
 weights, one line (and band) per run, labelled ``LABEL=PATH``::
@@ -23,7 +23,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from sb_angcl.train_log import read_train_log  # noqa: E402
+from train_log import read_train_log  # noqa: E402
 
 
 def main(argv=None):

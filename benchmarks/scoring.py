@@ -5,7 +5,7 @@ Random 192-dim embeddings stand in for a CN-Celeb1 evaluation (200 enrolment
 models, 17,777 test utterances, 3,484,292 trials, a 2,800-speaker AS-norm cohort,
 top-k 300). The script times
 
-(a) ``sb_angcl.scoring`` and ``sb_angcl.metrics``: id mapping, cosine scoring and AS-norm of every trial,
+(a) ``sb_angcl.evaluation.scoring`` and ``sb_angcl.evaluation.metrics``: id mapping, cosine scoring and AS-norm of every trial,
     then EER and minDCF of all 3.5M scores;
 (b) a per-trial loop in the style of SpeechBrain's
     ``recipes/VoxCeleb/SpeakerRec/speaker_verification_cosine.py`` (cosine of the
@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from bench_report import recorded  # benchmarks/ is this script's folder
 
-from sb_angcl.metrics import compute_eer, compute_min_dcf
-from sb_angcl.scoring import (
+from sb_angcl.evaluation.metrics import compute_eer, compute_min_dcf
+from sb_angcl.evaluation.scoring import (
     EmbeddingTable,
     _cosine,
     _l2_normalize,
@@ -171,7 +171,7 @@ def median_time(fn, repeats):
 def time_parts(enrol, test, cohort, enrol_ids, test_ids, top_k):
     """Seconds of each step of ``score_trials`` with AS-norm, run one by one.
 
-    The same steps as :func:`sb_angcl.scoring.score_trials` (which runs the
+    The same steps as :func:`sb_angcl.evaluation.scoring.score_trials` (which runs the
     cohort part in blocks of rows and selects with several threads), here
     whole and timed apart.
     """

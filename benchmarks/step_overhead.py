@@ -1,6 +1,6 @@
 """Training-step overhead of the contrastive objective and its balancers.
 
-Times one whole training step, :meth:`sb_angcl.brain.AngularContrastiveBrain.fit_batch`
+Times one whole training step, :meth:`sb_angcl.training.brain.AngularContrastiveBrain.fit_batch`
 (features, encoder forward, losses, balancing, backward, optimiser step), of
 the same small ECAPA-TDNN on the same fixed batch for five variants:
 
@@ -46,10 +46,9 @@ from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 from speechbrain.processing.features import InputNormalization
 
-from sb_angcl.attention import ClassAwareAttention
-from sb_angcl.balancing import make_balancer
-from sb_angcl.brain import AngularContrastiveBrain
-from sb_angcl.losses import AngularSupConLoss
+from sb_angcl.objective.balancing import make_balancer
+from sb_angcl.objective.losses import AngularSupConLoss
+from sb_angcl.training.brain import AngularContrastiveBrain
 
 logger = logging.getLogger(__name__)
 
@@ -187,9 +186,14 @@ def build_brain(variant, modules, device="cpu", lr=0.002):
     margin, att_temperature, balancing, _ = VARIANTS[variant]
     hparams = {
         "classification_loss": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
-        "contrastive_loss": None if margin is None else AngularSupConLoss(margin, 0.07),
-        "class_attention": None if att_temperature is None else ClassAwareAttention(att_temperature),
+        "contrastive_loss": None if margin is None else AngularSupConLoss(
+            margin, 0.07, attention_temperature=att_temperature),
         "balancer": make_balancer(balancing, contrastive_weight=0.0 if margin is None else 0.5),
+        "gather_across_ranks": True,
+        "augmentation": "none",
+        "lr_annealing": None,
+        "error_stats": None,
+        "train_logger": None,
     }
     brain = AngularContrastiveBrain(
         copy.deepcopy(modules),

@@ -96,9 +96,14 @@ def profiled_brain_class(base):
                 cosine = self.modules.classifier(embeddings)
             return {"embeddings": embeddings, "cosine": cosine, "lens": lens}
 
-        def compute_loss_parts(self, outputs, batch, stage):
+        def compute_objectives(self, outputs, batch, stage):
+            if stage != sb.Stage.TRAIN:
+                return super().compute_objectives(outputs, batch, stage)
+            balancing = self.times["balancing"]  # timed inside, counted once
             with self.timed("objectives"):
-                return super().compute_loss_parts(outputs, batch, stage)
+                loss = super().compute_objectives(outputs, batch, stage)
+            self.times["objectives"] -= self.times["balancing"] - balancing
+            return loss
 
         def optimizers_step(self):
             with self.timed("optimiser"):
@@ -178,10 +183,10 @@ def profile(hparams_file, data_folder, augmentation, epochs, work_dir):
     total : float
         Wall seconds of ``fit``.
     """
-    from sb_angcl.brain import AngularContrastiveBrain
-    from sb_angcl.dataio import speaker_datasets
+    from sb_angcl.data.dataio import speaker_datasets
     from sb_angcl.hyperparams import load_hparams
     from sb_angcl.recipe import prepare_and_size, train_loader_kwargs
+    from sb_angcl.training.brain import AngularContrastiveBrain
 
     overrides = {"data_folder": data_folder, "output_folder": work_dir,
                  "number_of_epochs": epochs, "augmentation": augmentation,

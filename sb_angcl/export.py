@@ -248,7 +248,7 @@ _RESULT_COLUMNS = (
     "date",
 )
 
-#: File name of the calibrated interface (a copy of :mod:`sb_angcl.calibration`).
+#: File name of the calibrated interface (a copy of :mod:`sb_angcl.evaluation.calibration`).
 CUSTOM_MODULE = "custom.py"
 
 _CALIBRATION_START = "<!-- calibration: filled in by verify.py -->"
@@ -519,7 +519,7 @@ def record_calibration(folder, values, summary):
     marker comments, replacing an earlier one; plain values, so
     ``SpeakerRecognition.from_hparams`` still loads the folder with SpeechBrain
     alone, and a copy of the folder, a hub upload or ``LocalStrategy.COPY``
-    keep it), copies :mod:`sb_angcl.calibration` into the folder as
+    keep it), copies :mod:`sb_angcl.evaluation.calibration` into the folder as
     ``custom.py`` (for SpeechBrain's ``foreign_class`` where sb-angcl is not
     installed) and describes the calibration in the card.
 
@@ -528,7 +528,7 @@ def record_calibration(folder, values, summary):
     folder : str
         An exported folder (``hyperparams.yaml``, ``README.md``).
     values : Mapping
-        :meth:`sb_angcl.calibration.Calibration.to_dict` plus ``p_target``,
+        :meth:`sb_angcl.evaluation.calibration.Calibration.to_dict` plus ``p_target``,
         ``c_miss``, ``c_fa`` of the decision, ``sample_rate`` and
         ``max_seconds`` (the cap on durations, for ``qmf``).
     summary : Mapping
@@ -557,7 +557,7 @@ def record_calibration(folder, values, summary):
     """
     import yaml
 
-    from sb_angcl import calibration as calibration_module
+    from sb_angcl.evaluation import calibration as calibration_module
 
     cal = calibration_module.Calibration.from_dict(values)
     keys = ("method", "features", "weights", "offset", "prior", "p_target", "c_miss", "c_fa",
@@ -649,7 +649,7 @@ from speechbrain.inference.interfaces import foreign_class
 model = foreign_class(
     source="{source}", pymodule_file="{CUSTOM_MODULE}",
     classname="CalibratedSpeakerRecognition", savedir="pretrained_models/sb_angcl_calibrated",
-)  # or, with sb-angcl installed: sb_angcl.calibration.CalibratedSpeakerRecognition.from_hparams(...)
+)  # or, with sb-angcl installed: sb_angcl.evaluation.calibration.CalibratedSpeakerRecognition.from_hparams(...)
 llr, same = model.verify_files("speaker1.wav", "speaker2.wav")
 ```
 

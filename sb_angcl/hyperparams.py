@@ -33,10 +33,6 @@ def overrides_to_dict(overrides):
     overrides : str or dict or None
         As returned by ``sb.parse_arguments``.
 
-    Returns
-    -------
-    dict
-
     Example
     -------
     >>> overrides_to_dict("margin: 0.3\\nbalancing: fixed")
@@ -50,19 +46,7 @@ def overrides_to_dict(overrides):
 
 
 def load_hparams(hparams_file, overrides):
-    """Load a recipe YAML with overrides, building every object in it.
-
-    Arguments
-    ---------
-    hparams_file : str
-        YAML path.
-    overrides : dict
-        Overrides.
-
-    Returns
-    -------
-    dict
-    """
+    """Load a recipe YAML with overrides, building every object in it."""
     with open(hparams_file, encoding="utf-8") as fin:
         return load_hyperpyyaml(fin, overrides)
 
@@ -86,17 +70,6 @@ def plain_hparams(hparams_file, overrides=None):
     keys whose value is (or holds) a tagged object (``!new:``, ``!apply:``,
     ``!name:``, ...) are left out, so no module is built and nothing is
     seeded.
-
-    Arguments
-    ---------
-    hparams_file : str
-        YAML path.
-    overrides : dict or None
-        Overrides.
-
-    Returns
-    -------
-    dict
 
     Example
     -------
@@ -130,10 +103,6 @@ def classifier_size(save_folder):
     save_folder : str
         The run's ``save_folder``, holding ``label_encoder.txt``.
 
-    Returns
-    -------
-    int
-
     Example
     -------
     >>> import tempfile
@@ -164,8 +133,6 @@ def load_trained_hparams(hparams_file, overrides):
 
     Arguments
     ---------
-    hparams_file : str
-        The training YAML.
     overrides : dict
         The training run's overrides (``out_n_neurons`` is taken from them
         when given).

@@ -28,7 +28,8 @@ import shutil
 
 from speechbrain.utils.distributed import run_on_main
 
-from sb_angcl.dataio import build_label_encoder, load_manifest
+from sb_angcl.data.dataio import build_label_encoder, load_manifest
+from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
 from sb_angcl.export import load_pretrained_encoder
 from sb_angcl.hyperparams import (
     LABEL_ENCODER_FILE,
@@ -36,9 +37,17 @@ from sb_angcl.hyperparams import (
     overrides_to_dict,
     plain_hparams,
 )
-from sb_angcl.sampler import SpeakerBalancedBatchSampler
 
 logger = logging.getLogger(__name__)
+
+#: The YAML settings the recipes' train.py and these steps read (the Brain's are in
+#: :data:`sb_angcl.training.brain.HPARAMS`); a YAML without one is refused, naming it.
+RECIPE_SETTINGS = (
+    "seed", "output_folder", "save_folder", "data_folder", "train_annotation",
+    "valid_annotation", "skip_prep", "sample_rate", "sentence_len", "speakers_per_batch",
+    "utterances_per_speaker", "positives_across_sessions", "num_workers", "eval_batch_size",
+    "pretrained_model", "pretrained_classifier", "musan_folder", "rir_folder", "export_folder",
+)
 
 
 def prepare_and_size(hparams_file, overrides, prepare):
@@ -54,10 +63,6 @@ def prepare_and_size(hparams_file, overrides, prepare):
 
     Arguments
     ---------
-    hparams_file : str
-        The recipe YAML.
-    overrides : dict or str or None
-        The command line's overrides.
     prepare : callable
         The recipe's data preparation, ``prepare(hparams)``.
 
@@ -69,9 +74,15 @@ def prepare_and_size(hparams_file, overrides, prepare):
     """
     overrides = overrides_to_dict(overrides)
     plain = plain_hparams(hparams_file, overrides)
-    if not plain.get("skip_prep", False):
+    missing = [key for key in RECIPE_SETTINGS if key not in plain]
+    if missing:
+        raise KeyError(
+            f"{hparams_file} does not set {', '.join(missing)}: every setting the recipe "
+            "reads is in its YAML (see the shipped recipes/*/SpeakerRec/hparams/*.yaml)"
+        )
+    if not plain["skip_prep"]:
         run_on_main(prepare, kwargs={"hparams": plain})
-    if plain.get("pretrained_model") and plain.get("pretrained_classifier"):
+    if plain["pretrained_model"] and plain["pretrained_classifier"]:
         # The pretrained classifier's rows follow its run's label encoder.
         run_on_main(adopt_label_encoder, args=[plain["pretrained_model"], plain["save_folder"]])
     if not overrides.get("out_n_neurons"):
@@ -83,7 +94,7 @@ def prepare_and_size(hparams_file, overrides, prepare):
 
 def _make_label_encoder(plain):
     """``<save_folder>/label_encoder.txt`` from the training manifest (kept if it exists)."""
-    train = load_manifest(plain["train_annotation"], plain.get("data_folder"))
+    train = load_manifest(plain["train_annotation"], plain["data_folder"])
     build_label_encoder(train, os.path.join(plain["save_folder"], LABEL_ENCODER_FILE))
 
 
@@ -108,11 +119,6 @@ def log_to_experiment():
     held at INFO level and handed to its handlers when the block ends. Where
     no logging was set up (another DDP rank, or an error before it) the
     warnings go to standard error.
-
-    Example
-    -------
-    >>> with log_to_experiment():
-    ...     logger.info("held until the block ends")
     """
     root = logging.getLogger()
     held, level = _HeldRecords(), root.level
@@ -133,34 +139,16 @@ def log_to_experiment():
 
 
 def train_loader_kwargs(hparams, train_data):
-    """DataLoader options for training: balanced sampler or random batches.
-
-    Arguments
-    ---------
-    hparams : dict
-        With ``sampler`` (``balanced`` | ``random``) and its sizes.
-    train_data : DynamicItemDataset
-        The training set.
-
-    Returns
-    -------
-    dict
-    """
-    kind = hparams.get("sampler", "balanced")
-    common = {"num_workers": hparams.get("num_workers", 0)}
-    if kind == "balanced":
-        sampler = SpeakerBalancedBatchSampler.from_dataset(
-            train_data,
-            key="spk_id",
-            speakers_per_batch=hparams["speakers_per_batch"],
-            utterances_per_speaker=hparams["utterances_per_speaker"],
-            seed=hparams.get("seed", 0),
-            positives_across_sessions=hparams.get("positives_across_sessions", False),
-        )
-        return {"batch_sampler": sampler, **common}
-    if kind == "random":
-        return {"batch_size": hparams["batch_size"], "shuffle": True, "drop_last": True, **common}
-    raise ValueError(f"sampler must be 'balanced' or 'random', got {kind!r}")
+    """DataLoader options for training: speaker-balanced P x K batches (the YAML's sizes, seed, sessions)."""
+    sampler = SpeakerBalancedBatchSampler.from_dataset(
+        train_data,
+        key="spk_id",
+        speakers_per_batch=hparams["speakers_per_batch"],
+        utterances_per_speaker=hparams["utterances_per_speaker"],
+        seed=hparams["seed"],
+        positives_across_sessions=hparams["positives_across_sessions"],
+    )
+    return {"batch_sampler": sampler, "num_workers": hparams["num_workers"]}
 
 
 def adopt_label_encoder(pretrained_folder, save_folder):
@@ -175,8 +163,6 @@ def adopt_label_encoder(pretrained_folder, save_folder):
     ---------
     pretrained_folder : str
         The trained run's inference (or save) folder.
-    save_folder : str
-        This run's save folder.
 
     Returns
     -------
@@ -205,24 +191,12 @@ def adopt_label_encoder(pretrained_folder, save_folder):
 def valid_loader_kwargs(hparams):
     """DataLoader options for validation.
 
-    Arguments
-    ---------
-    hparams : dict
-        With optional ``eval_batch_size`` and ``num_workers``.
-
-    Returns
-    -------
-    dict
-
     Example
     -------
-    >>> valid_loader_kwargs({"eval_batch_size": 8})
+    >>> valid_loader_kwargs({"eval_batch_size": 8, "num_workers": 0})
     {'batch_size': 8, 'num_workers': 0}
     """
-    return {
-        "batch_size": hparams.get("eval_batch_size", 16),
-        "num_workers": hparams.get("num_workers", 0),
-    }
+    return {"batch_size": hparams["eval_batch_size"], "num_workers": hparams["num_workers"]}
 
 
 def start_from_pretrained(hparams):
@@ -230,11 +204,6 @@ def start_from_pretrained(hparams):
 
     The classifier is loaded too with ``pretrained_classifier: True``. SpeechBrain's
     fetching is safe to run on every rank at once.
-
-    Arguments
-    ---------
-    hparams : dict
-        Loaded hyperparameters.
 
     Returns
     -------
@@ -246,24 +215,18 @@ def start_from_pretrained(hparams):
     >>> start_from_pretrained({"pretrained_model": None})
     []
     """
-    if not hparams.get("pretrained_model"):
+    if not hparams["pretrained_model"]:
         return []
     return load_pretrained_encoder(
         hparams["pretrained_model"],
         hparams["embedding_model"],
         os.path.join(hparams["save_folder"], "pretrained"),
-        classifier=hparams["classifier"] if hparams.get("pretrained_classifier") else None,
+        classifier=hparams["classifier"] if hparams["pretrained_classifier"] else None,
     )
 
 
 def report_skipped(brain):
-    """Log, at the end of a run, the broken audio files and skipped batches.
-
-    Arguments
-    ---------
-    brain : sb_angcl.brain.AngularContrastiveBrain
-        The trained Brain.
-    """
+    """Log, at the end of a run, the broken audio files and skipped batches."""
     bad_files = getattr(brain, "nonfinite_audio_files", {})
     if bad_files:
         logger.warning(

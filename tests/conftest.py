@@ -19,6 +19,8 @@ still triggers SpeechBrain's normal lazy import (and its errors).
 """
 
 import logging
+import os
+import sys
 
 import pytest
 import torch
@@ -48,6 +50,9 @@ def _patch_lazy_module_file(cls):
 
 if _LazyModule is not None:
     _patch_lazy_module_file(_LazyModule)
+
+# The tests use helpers of tools/ (not part of the library): the repository root is importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # Recipe tests write experiment folders under tests/tmp; SpeechBrain copies the

@@ -1,4 +1,4 @@
-"""Tests of :mod:`sb_angcl.attention` against a brute force of DESIGN.md.
+"""Class-aware attention of :mod:`sb_angcl.objective.losses` against a brute force of DESIGN.md.
 
 The oracle computes, in Python floats, ``a_j = softmax(cos_j / T_att)[y_j]``,
 ``A_in = min(a_i, a_n)`` and ``w_in = |N(i)| A_in / sum_n' A_in'`` over each
@@ -10,12 +10,19 @@ import math
 import pytest
 import torch
 
-from sb_angcl.attention import (
-    ClassAwareAttention,
+from sb_angcl.objective.losses import (
+    AngularSupConLoss,
     class_confidence,
-    negative_weight_percentiles,
+    negative_weight_spread,
     pair_weights_from_confidence,
 )
+
+
+def attention_weights(t_att, cos, labels):
+    """The negative-pair weights AngularSupConLoss builds at attention temperature ``t_att``."""
+    confidence = AngularSupConLoss(0.2, 0.07, attention_temperature=t_att).confidence(cos, labels)
+    n = labels.numel()
+    return torch.ones(n, n) if confidence is None else pair_weights_from_confidence(confidence, labels)
 
 
 def brute_confidence(cos, labels, t_att):
@@ -60,7 +67,7 @@ def test_weights_match_brute_force(seed, t_att):
         rtol=1e-5,
         atol=1e-7,
     )
-    w = ClassAwareAttention(t_att)(cos, labels)
+    w = attention_weights(t_att, cos, labels)
     torch.testing.assert_close(
         w.double(), brute_weights(want_conf, labels), rtol=1e-4, atol=1e-6
     )
@@ -70,7 +77,7 @@ def test_mean_one_over_negatives_and_ones_elsewhere():
     gen = torch.Generator().manual_seed(9)
     labels = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 4])
     cos = torch.rand(9, 5, generator=gen) * 2 - 1
-    w = ClassAwareAttention(0.1)(cos, labels)
+    w = attention_weights(0.1, cos, labels)
     neg = labels.unsqueeze(0) != labels.unsqueeze(1)
     row_mean = (w * neg).sum(1) / neg.sum(1)
     torch.testing.assert_close(row_mean, torch.ones(9), rtol=1e-5, atol=0)
@@ -86,17 +93,17 @@ def test_ambiguous_negative_gets_smaller_weight():
         [[0.9, 0.0, 0.0], [0.9, 0.0, 0.0], [0.8, 0.1, 0.0], [0.0, 0.0, 0.9]]
     )
     labels = torch.tensor([0, 0, 1, 2])
-    w = ClassAwareAttention(0.1)(cos, labels)
+    w = attention_weights(0.1, cos, labels)
     assert float(w[0, 2]) < 1.0 < float(w[0, 3])
 
 
 def test_detached_and_float32():
     cos = (torch.rand(6, 4) * 2 - 1).double().requires_grad_(True)
     labels = torch.tensor([0, 0, 1, 1, 2, 3])
-    w = ClassAwareAttention(0.5)(cos.unsqueeze(1), labels.unsqueeze(1))
+    w = attention_weights(0.5, cos.unsqueeze(1), labels.unsqueeze(1))
     assert not w.requires_grad
     assert w.shape == (6, 6)
-    assert class_confidence(cos, labels).dtype == torch.float32
+    assert class_confidence(cos, labels, 0.5).dtype == torch.float32
 
 
 def test_temperature_to_infinity_gives_ones():
@@ -104,11 +111,10 @@ def test_temperature_to_infinity_gives_ones():
     labels = torch.tensor([0, 0, 1, 2, 2, 3])
     cos = torch.rand(6, 4, generator=gen) * 2 - 1
     for t in (None, float("inf")):
-        caa = ClassAwareAttention(t)
-        assert not caa.enabled
-        torch.testing.assert_close(caa(cos, labels), torch.ones(6, 6))
+        loss = AngularSupConLoss(0.2, 0.07, attention_temperature=t)
+        assert not loss.attention and loss.confidence(cos, labels) is None
     torch.testing.assert_close(
-        ClassAwareAttention(1e6)(cos, labels), torch.ones(6, 6), rtol=0, atol=1e-5
+        attention_weights(1e6, cos, labels), torch.ones(6, 6), rtol=0, atol=1e-5
     )
 
 
@@ -126,7 +132,7 @@ def test_underflowing_row_keeps_weight_one():
 def test_bad_temperature_raises():
     for t in (0.0, -1.0):
         with pytest.raises(ValueError):
-            ClassAwareAttention(t)
+            AngularSupConLoss(0.2, 0.07, attention_temperature=t)
 
 
 def _trained_looking_cosines(n_classes, labels, seed, own=0.7, other=0.1, spread=0.15):
@@ -149,18 +155,17 @@ def test_default_temperature_acts_on_a_trained_classifier(n_classes):
     labels = torch.arange(8).repeat_interleave(4)  # P = 8 speakers x K = 4
     for seed in range(5):
         cos = _trained_looking_cosines(n_classes, labels, seed)
-        w = ClassAwareAttention(1.0 / 30.0)(cos, labels)
-        low, high = negative_weight_percentiles(w, labels, q=(0.0, 1.0))
+        conf = class_confidence(cos, labels, 1.0 / 30.0)
+        low, high = negative_weight_spread(conf, labels, q=(0.0, 1.0))
         assert low < 0.8 or high > 1.25, (low, high)
-        p5, _ = negative_weight_percentiles(w, labels)
+        p5, _ = negative_weight_spread(conf, labels)
         assert low < 0.5  # a hard sample's pairs weigh less than half
-        w_old = ClassAwareAttention(1.0)(cos, labels)
-        p5_old, p95_old = negative_weight_percentiles(w_old, labels)
+        p5_old, p95_old = negative_weight_spread(class_confidence(cos, labels, 1.0), labels)
         assert 0.75 <= p5_old and p95_old <= 1.3, (p5_old, p95_old)
         assert p5 < p5_old  # the default discounts more than the old one
 
 
-def test_negative_weight_percentiles_brute_force():
+def test_negative_weight_spread_brute_force():
     gen = torch.Generator().manual_seed(3)
     labels = torch.tensor([0, 0, 1, 1, 2, 3, 3])
     conf = torch.rand(7, generator=gen)
@@ -168,13 +173,13 @@ def test_negative_weight_percentiles_brute_force():
     neg = sorted(
         float(w[i, j]) for i in range(7) for j in range(7) if labels[i] != labels[j]
     )
-    low, high = negative_weight_percentiles(w, labels, q=(0.0, 1.0))
+    low, high = negative_weight_spread(conf, labels, q=(0.0, 1.0))
     assert low == pytest.approx(neg[0]) and high == pytest.approx(neg[-1])
-    mid, _ = negative_weight_percentiles(w, labels, q=(0.5, 1.0))
+    mid, _ = negative_weight_spread(conf, labels, q=(0.5, 1.0))
     assert mid == pytest.approx(float(torch.tensor(neg).median()) if len(neg) % 2 else
                                 (neg[len(neg) // 2 - 1] + neg[len(neg) // 2]) / 2)
     one = torch.zeros(3, dtype=torch.long)
-    assert all(math.isnan(v) for v in negative_weight_percentiles(torch.ones(3, 3), one))
+    assert all(math.isnan(v) for v in negative_weight_spread(torch.ones(3), one))
 
 
 def test_recipe_yaml_attention_temperature_follows_aam_scale():

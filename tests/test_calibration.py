@@ -1,4 +1,4 @@
-"""Tests for sb_angcl.calibration and calibrated verification.
+"""Tests for sb_angcl.evaluation.calibration and calibrated verification.
 
 Oracles: brute-force float64 loops written here (Cllr, actual DCF, and min
 Cllr through the min-max formula of isotonic regression rather than
@@ -22,7 +22,7 @@ import torch
 from scipy.optimize import minimize
 from test_recipes import ROWS, TMP, corpus, run_row  # noqa: F401 (corpus is a fixture)
 
-from sb_angcl.calibration import (
+from sb_angcl.evaluation.calibration import (
     Calibration,
     act_dcf,
     bayes_threshold,
@@ -33,9 +33,9 @@ from sb_angcl.calibration import (
     min_cllr,
     pav_llrs,
 )
-from sb_angcl.metrics import compute_min_dcf, metrics_table
-from sb_angcl.scoring import EmbeddingTable
-from sb_angcl.verification import (
+from sb_angcl.evaluation.metrics import compute_min_dcf, metrics_table
+from sb_angcl.evaluation.scoring import EmbeddingTable
+from sb_angcl.evaluation.verification import (
     cross_fit_test_calibration,
     enrolment_seconds,
     fit_score_calibration,
@@ -569,7 +569,7 @@ def test_verify_writes_calibrated_scores_and_the_model_decides_with_them(corpus)
     from speechbrain.inference.speaker import SpeakerRecognition
     from speechbrain.utils.fetching import FetchConfig
 
-    from sb_angcl.calibration import CalibratedSpeakerRecognition
+    from sb_angcl.evaluation.calibration import CalibratedSpeakerRecognition
 
     offline = FetchConfig(allow_network=False)
     test = pd.read_csv(os.path.join(out, "save", "test.csv"))

@@ -1,7 +1,7 @@
 """DDP tests on CPU (gloo): negatives gathered from every rank, same alpha, same weights.
 
 Two processes are spawned with a ``file://`` rendezvous; each drives
-:class:`~sb_angcl.brain.AngularContrastiveBrain` (SpeechBrain's own DDP
+:class:`~sb_angcl.training.brain.AngularContrastiveBrain` (SpeechBrain's own DDP
 wrapping) on its half of a global batch. The oracle is the same Brain in this
 (non-distributed) process on the concatenated batch: losses, ``alpha`` (for
 ``mgda_ub`` and ``mgda``) and the weights after a few SGD steps must match.
@@ -24,16 +24,11 @@ import torch.multiprocessing as mp
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-from sb_angcl.attention import ClassAwareAttention
-from sb_angcl.balancing import make_balancer
-from sb_angcl.brain import AngularContrastiveBrain
-from sb_angcl.distributed import (
-    gather_no_grad,
-    gather_with_grad,
-    wrap_distributed_modules,
-)
-from sb_angcl.losses import AngularSupConLoss
-from sb_angcl.sampler import SpeakerBalancedBatchSampler
+from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
+from sb_angcl.objective.balancing import make_balancer
+from sb_angcl.objective.distributed import gather_no_grad, gather_with_grad
+from sb_angcl.objective.losses import AngularSupConLoss
+from sb_angcl.training.brain import AngularContrastiveBrain
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -47,7 +42,7 @@ CONFIGS = [
     ("mgda_ub", "none", True),
     ("mgda", "none", True),
     ("mgda_ub", "loss", True),
-    ("mgda", "l2", True),
+    ("mgda", "loss", True),
     ("fixed", "none", True),
     ("mgda_ub", "none", False),
 ]
@@ -87,10 +82,27 @@ class TinyEncoder(torch.nn.Module):
 class RecordingBrain(AngularContrastiveBrain):
     """Keeps the two objectives of every training batch."""
 
-    def compute_loss_parts(self, outputs, batch, stage):
-        loss_cls, loss_con = super().compute_loss_parts(outputs, batch, stage)
-        self.parts.append((float(loss_cls.detach()), float(loss_con.detach())))
-        return loss_cls, loss_con
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        if "objective" in outputs:
+            parts = outputs["objective"]
+            self.parts.append((float(parts.loss_cls.detach()), float(parts.loss_con.detach())))
+        super().on_fit_batch_end(batch, outputs, loss, should_step)
+
+
+def objective_hparams(balancing, normalization, gather):
+    """The Brain's hparams: the recipe's objective, no augmentation, schedule or logs."""
+    return {
+        # A moderate AAM scale keeps alpha inside (0, 1) on these batches,
+        # so that the alpha comparisons are not between two clipped values.
+        "classification_loss": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 5)),
+        "contrastive_loss": AngularSupConLoss(0.2, 0.1, attention_temperature=1.0),
+        "balancer": make_balancer(balancing, 0.3, normalization),
+        "gather_across_ranks": gather,
+        "augmentation": "none",
+        "lr_annealing": None,
+        "error_stats": None,
+        "train_logger": None,
+    }
 
 
 def make_brain(balancing, normalization, gather, precision="fp32", dtype=torch.float64):
@@ -104,19 +116,10 @@ def make_brain(balancing, normalization, gather, precision="fp32", dtype=torch.f
         "embedding_model": TinyEncoder().to(dtype),
         "classifier": Classifier(8, out_neurons=CLASSES).to(dtype),
     }
-    hparams = {
-        # A moderate AAM scale keeps alpha inside (0, 1) on these batches,
-        # so that the alpha comparisons are not between two clipped values.
-        "classification_loss": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 5)),
-        "contrastive_loss": AngularSupConLoss(0.2, 0.1),
-        "class_attention": ClassAwareAttention(1.0),
-        "balancer": make_balancer(balancing, 0.3, normalization),
-        "gather_across_ranks": gather,
-    }
     brain = RecordingBrain(
         modules,
         lambda params: torch.optim.SGD(params, lr=LR),
-        hparams,
+        objective_hparams(balancing, normalization, gather),
         run_opts={
             "device": "cpu",
             "distributed_backend": "gloo",
@@ -212,17 +215,21 @@ def _checks(rank, world):
         "replicas": sampler.num_replicas,
         "batches": [[labels[i] for i in b] for b in sampler],
     }
-    # DDP wrapping of a BatchNorm model on CPU (SpeechBrain's own wrapping
+    # The Brain's DDP wrapping of a BatchNorm model on CPU (SpeechBrain's own
     # converts to SyncBatchNorm, which PyTorch refuses on CPU).
     torch.manual_seed(0)
-    mods = torch.nn.ModuleDict(
-        {"enc": torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))}
+    brain = AngularContrastiveBrain(
+        {"enc": torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))},
+        lambda params: torch.optim.SGD(params, lr=LR),
+        objective_hparams("mgda_ub", "none", True),
+        run_opts={"device": "cpu", "distributed_backend": "gloo"},
     )
-    wrap_distributed_modules(mods, "cpu")
-    y = mods["enc"](torch.randn(5, 3, generator=torch.Generator().manual_seed(rank)))
+    brain.on_fit_start()
+    enc = brain.modules["enc"]
+    y = enc(torch.randn(5, 3, generator=torch.Generator().manual_seed(rank)))
     y.square().sum().backward()
-    out["bn_wrapped"] = type(mods["enc"]).__name__
-    out["bn_grad"] = mods["enc"].module[0].weight.grad.clone()
+    out["bn_wrapped"] = type(enc).__name__
+    out["bn_grad"] = enc.module[0].weight.grad.clone()
     return out
 
 
@@ -335,7 +342,7 @@ def test_sampler_gives_each_rank_its_own_speakers(ddp_results):
         assert not speakers[0] & speakers[1], step
 
 
-def test_wrap_distributed_modules_handles_batchnorm_on_cpu(ddp_results):
+def test_ddp_wrapping_handles_batchnorm_on_cpu(ddp_results):
     ranks, _ = ddp_results
     assert ranks[0]["bn_wrapped"] == "DistributedDataParallel"
     # DDP averaged the gradients: both ranks hold the same one.
@@ -381,7 +388,6 @@ def _nonfinite_worker(rank, world, init_file, out_dir):
             # Only rank 0, only its second batch: a local non-finite loss.
             return loss * float("inf") if rank == 0 and len(calls) == 2 else loss
 
-        # Poisoned after on_fit_start, which looks for the AAM module in it.
         brain.on_fit_start()
         brain.hparams.classification_loss = poisoned
         for step in range(3):
@@ -404,7 +410,7 @@ def test_nonfinite_loss_on_one_rank_is_skipped_by_every_rank():
         assert not ranks[r]["error"], (
             f"rank {r}: {ranks[r]['error']} -- AngularContrastiveBrain.fit_batch must "
             "decide to skip a non-finite loss on all ranks together "
-            "(sb_angcl.distributed.all_ranks_finite)"
+            "(sb_angcl.training.nonfinite.all_ranks_finite)"
         )
         assert ranks[r]["skipped"] == 1
     for a, b in zip(ranks[0]["params"], ranks[1]["params"]):
@@ -442,9 +448,9 @@ def test_small_recipe_under_torchrun_two_processes(tmp_path):
     """
     if AngularContrastiveBrain._wrap_distributed is sb.Brain._wrap_distributed:
         pytest.fail(
-            "AngularContrastiveBrain must override _wrap_distributed with "
-            "sb_angcl.distributed.wrap_distributed_modules: SpeechBrain's own "
-            "wrapping converts BatchNorm to SyncBatchNorm, which fails on CPU."
+            "AngularContrastiveBrain must override _wrap_distributed for CPU: "
+            "SpeechBrain's own wrapping converts BatchNorm to SyncBatchNorm, which "
+            "fails on CPU."
         )
     python = sys.executable
     subprocess.run(

@@ -1,4 +1,4 @@
-"""Tests of :mod:`sb_angcl.losses` (AM-SupCon) against independent oracles.
+"""Tests of :mod:`sb_angcl.objective.losses` (AM-SupCon) against independent oracles.
 
 Oracles:
 
@@ -6,7 +6,7 @@ Oracles:
 * a brute-force float64 per-anchor Python loop written from DESIGN.md's
   formula (angles via ``acos``, ``cos(theta + m)`` with the ArcFace fallback
   ``cos(theta) - sin(pi - m) * m`` where ``theta + m > pi``) for margins and
-  attention weights;
+  attention weights (from confidences, by the brute force of test_attention);
 * ``torch.autograd.gradcheck`` for the backward pass.
 """
 
@@ -15,9 +15,9 @@ import math
 
 import pytest
 import torch
+from test_attention import brute_weights
 
-from sb_angcl.attention import ClassAwareAttention
-from sb_angcl.losses import AngularSupConLoss, additive_angular_margin, pair_masks
+from sb_angcl.objective.losses import AngularSupConLoss, additive_angular_margin
 
 pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
 
@@ -87,15 +87,6 @@ def pml_supcon(emb, labels, tau):
 # --------------------------------------------------------------------------
 # margin helper
 # --------------------------------------------------------------------------
-def test_pair_masks_against_loop():
-    labels = torch.tensor([3, 1, 3, 2, 1, 3])
-    pos, neg = pair_masks(labels)
-    for i in range(6):
-        for j in range(6):
-            assert bool(pos[i, j]) == (i != j and labels[i] == labels[j])
-            assert bool(neg[i, j]) == bool(labels[i] != labels[j])
-
-
 @pytest.mark.parametrize("margin", [0.0, 0.2, 0.5, 1.3])
 def test_additive_angular_margin_matches_acos(margin):
     c = torch.linspace(-0.9999, 0.9999, 2001, dtype=torch.float64)
@@ -166,11 +157,13 @@ def test_margin_and_weights_match_brute_force(seed, margin):
     labels = random_labels(n, gen)
     emb = torch.randn(n, d, generator=gen, dtype=torch.float64)
     tau = float(0.1 + 0.4 * torch.rand(1, generator=gen))
-    weights = 0.05 + 2 * torch.rand(n, n, generator=gen, dtype=torch.float64)
+    confidence = 0.05 + torch.rand(n, generator=gen)
+    weights = brute_weights(confidence.tolist(), labels)
     loss_fn = AngularSupConLoss(margin=margin, temperature=tau)
-    ours = loss_fn(emb, labels, pair_weights=weights)
+    ours = loss_fn(emb, labels, confidence)
     ref = brute_force_loss(emb, labels, margin, tau, weights)
-    assert math.isclose(float(ours), ref, rel_tol=1e-9, abs_tol=1e-9)
+    # the attention weights are float32 (the confidences are)
+    assert math.isclose(float(ours), ref, rel_tol=1e-6, abs_tol=1e-9)
     # and without weights
     assert math.isclose(
         float(loss_fn(emb, labels)),
@@ -191,61 +184,24 @@ def test_brute_force_exercises_arcface_fallback():
     margin = 0.4
     z = torch.nn.functional.normalize(emb, dim=1)
     cos = z @ z.t()
-    pos, _ = pair_masks(labels)
+    pos = (labels.unsqueeze(0) == labels.unsqueeze(1)) & ~torch.eye(8, dtype=torch.bool)
     assert bool((cos[pos] < math.cos(math.pi - margin)).any())
-    weights = 0.5 + torch.rand(8, 8, generator=gen, dtype=torch.float64)
-    ours = AngularSupConLoss(margin, 0.2)(emb, labels, pair_weights=weights)
-    ref = brute_force_loss(emb, labels, margin, 0.2, weights)
-    assert math.isclose(float(ours), ref, rel_tol=1e-9)
+    confidence = 0.5 + torch.rand(8, generator=gen)
+    ours = AngularSupConLoss(margin, 0.2)(emb, labels, confidence)
+    ref = brute_force_loss(emb, labels, margin, 0.2, brute_weights(confidence.tolist(), labels))
+    assert math.isclose(float(ours), ref, rel_tol=1e-6)
 
 
-def test_weights_outside_negatives_are_ignored():
-    gen = torch.Generator().manual_seed(11)
-    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3])
-    emb = torch.randn(7, 5, generator=gen, dtype=torch.float64)
-    w = 0.2 + torch.rand(7, 7, generator=gen, dtype=torch.float64)
-    _, neg = pair_masks(labels)
-    w_junk = torch.where(neg, w, torch.full_like(w, 123.0))
-    loss_fn = AngularSupConLoss(0.2, 0.1)
-    torch.testing.assert_close(loss_fn(emb, labels, w), loss_fn(emb, labels, w_junk))
-
-
-def test_zero_weight_removes_negative():
-    """w_in = 0 drops the negative from the denominator (brute force agrees)."""
-    gen = torch.Generator().manual_seed(12)
-    labels = torch.tensor([0, 0, 1, 1, 2])
-    emb = torch.randn(5, 4, generator=gen, dtype=torch.float64)
-    w = torch.ones(5, 5, dtype=torch.float64)
-    w[0, 2] = 0.0
-    w[3, 4] = 0.0
-    ours = AngularSupConLoss(0.2, 0.1)(emb, labels, w)
-    assert math.isclose(
-        float(ours), brute_force_loss(emb, labels, 0.2, 0.1, w), rel_tol=1e-9
-    )
-
-
-def test_gradcheck_margin_and_weights():
-    gen = torch.Generator().manual_seed(5)
+@pytest.mark.parametrize("margin,seed", [(0.3, 5), (0.5, 6)])
+def test_gradcheck_margin_and_attention(margin, seed):
+    gen = torch.Generator().manual_seed(seed)
     labels = torch.tensor([0, 0, 1, 1, 1, 2, 3])
     emb = torch.randn(7, 4, generator=gen, dtype=torch.float64, requires_grad=True)
-    w = (0.3 + torch.rand(7, 7, generator=gen, dtype=torch.float64)).requires_grad_(
-        True
-    )
-    loss_fn = AngularSupConLoss(margin=0.3, temperature=0.2)
+    cos = torch.rand(7, 4, generator=gen) * 2 - 1
+    loss_fn = AngularSupConLoss(margin=margin, temperature=0.2, attention_temperature=0.1)
+    confidence = loss_fn.confidence(cos, labels)
     assert torch.autograd.gradcheck(
-        lambda e, ww: loss_fn(e, labels, pair_weights=ww), (emb, w), eps=1e-6, atol=1e-6
-    )
-
-
-def test_gradcheck_with_attention_weights_from_module():
-    gen = torch.Generator().manual_seed(6)
-    labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    emb = torch.randn(6, 3, generator=gen, dtype=torch.float64, requires_grad=True)
-    cos = torch.rand(6, 3, generator=gen) * 2 - 1
-    w = ClassAwareAttention(0.1)(cos, labels).double()
-    loss_fn = AngularSupConLoss(margin=0.5, temperature=0.1)
-    assert torch.autograd.gradcheck(
-        lambda e: loss_fn(e, labels, w), (emb,), eps=1e-6, atol=1e-6
+        lambda e: loss_fn(e, labels, confidence), (emb,), eps=1e-6, atol=1e-6
     )
 
 
@@ -284,31 +240,30 @@ def test_very_hot_attention_equals_no_attention():
     labels = torch.arange(16).repeat_interleave(4)
     emb = torch.randn(64, 32, generator=gen)
     cos = torch.rand(64, 20, generator=gen) * 2 - 1
-    caa = ClassAwareAttention(temperature=1e6)
-    w = caa(cos, labels)
-    torch.testing.assert_close(w, torch.ones_like(w), rtol=0, atol=1e-5)
+    hot = AngularSupConLoss(0.2, 0.07, attention_temperature=1e6)
     loss_fn = AngularSupConLoss(0.2, 0.07)
     torch.testing.assert_close(
-        loss_fn(emb, labels, w), loss_fn(emb, labels), rtol=1e-5, atol=0
+        hot(emb, labels, hot.confidence(cos, labels)), loss_fn(emb, labels), rtol=1e-5, atol=0
     )
     # a cold attention does change the loss (the comparison can fail)
-    w_cold = ClassAwareAttention(temperature=0.05)(cos, labels)
-    assert abs(float(loss_fn(emb, labels, w_cold)) - float(loss_fn(emb, labels))) > 1e-3
+    cold = AngularSupConLoss(0.2, 0.07, attention_temperature=0.05)
+    assert abs(float(cold(emb, labels, cold.confidence(cos, labels)))
+               - float(loss_fn(emb, labels))) > 1e-3
 
 
 def test_invariant_to_scale_and_batch_order():
     gen = torch.Generator().manual_seed(51)
     labels = random_labels(40, gen)
     emb = torch.randn(40, 24, generator=gen, dtype=torch.float64)
-    w = 0.5 + torch.rand(40, 40, generator=gen, dtype=torch.float64)
+    a = 0.5 + torch.rand(40, generator=gen)
     loss_fn = AngularSupConLoss(0.25, 0.1)
-    base = loss_fn(emb, labels, w)
-    torch.testing.assert_close(loss_fn(3.7 * emb, labels, w), base, rtol=1e-12, atol=0)
+    base = loss_fn(emb, labels, a)
+    torch.testing.assert_close(loss_fn(3.7 * emb, labels, a), base, rtol=1e-12, atol=0)
     perm = torch.randperm(40, generator=gen)
-    permuted = loss_fn(emb[perm], labels[perm], w[perm][:, perm])
-    torch.testing.assert_close(permuted, base, rtol=1e-12, atol=0)
+    permuted = loss_fn(emb[perm], labels[perm], a[perm])
+    torch.testing.assert_close(permuted, base, rtol=1e-6, atol=0)  # float32 weights: sums reordered
     # relabelling speakers does not matter either
-    torch.testing.assert_close(loss_fn(emb, labels * 7 + 3, w), base)
+    torch.testing.assert_close(loss_fn(emb, labels * 7 + 3, a), base)
 
 
 def test_bf16_autocast_finite_and_close_to_float32():

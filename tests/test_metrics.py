@@ -1,4 +1,4 @@
-"""Tests for sb_angcl.metrics: EER, minDCF, DET curve, per-condition tables.
+"""Tests for sb_angcl.evaluation.metrics: EER, minDCF, DET curve, per-condition tables.
 
 Oracle: SpeechBrain's own ``EER`` / ``minDCF`` (O(N^2)).
 """
@@ -8,7 +8,7 @@ import pytest
 import torch
 from speechbrain.utils.metric_stats import EER, minDCF
 
-from sb_angcl.metrics import compute_eer, compute_min_dcf, det_curve, metrics_table
+from sb_angcl.evaluation.metrics import compute_eer, compute_min_dcf, det_curve, metrics_table
 
 
 def _score_set(seed):

@@ -1,4 +1,4 @@
-"""Tests for sb_angcl.plots: the DET plot's tick labels and axis limits, PNG output.
+"""Tests for sb_angcl.evaluation.plots: the DET plot's tick labels and axis limits, PNG output.
 
 The DET checks measure the figure as drawn: tick-label bounding boxes from
 matplotlib's renderer must not overlap, and the axis limits must hold every
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from sb_angcl.metrics import compute_min_dcf
-from sb_angcl.plots import plot_det, plot_score_histogram
+from sb_angcl.evaluation.metrics import compute_min_dcf
+from sb_angcl.evaluation.plots import plot_det, plot_score_histogram
 
 
 def _scores(n_tar, n_non, shift, seed):

@@ -29,10 +29,9 @@ from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 from speechbrain.processing.features import InputNormalization
 
-from sb_angcl.attention import ClassAwareAttention
-from sb_angcl.balancing import MGDABalancer, make_balancer
-from sb_angcl.brain import AngularContrastiveBrain
-from sb_angcl.losses import AngularSupConLoss
+from sb_angcl.objective.balancing import MGDABalancer, make_balancer
+from sb_angcl.objective.losses import AngularSupConLoss
+from sb_angcl.training.brain import AngularContrastiveBrain
 
 SAMPLES = 4000  # 0.25 s at 16 kHz
 SPEAKERS = 3
@@ -51,9 +50,13 @@ def make_brain(precision="fp32", balancing="mgda_ub"):
     }
     hparams = {
         "classification_loss": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
-        "contrastive_loss": AngularSupConLoss(0.2, 0.07),
-        "class_attention": ClassAwareAttention(1.0),
+        "contrastive_loss": AngularSupConLoss(0.2, 0.07, attention_temperature=1.0),
         "balancer": make_balancer(balancing),
+        "gather_across_ranks": True,
+        "augmentation": "none",
+        "lr_annealing": None,
+        "error_stats": None,
+        "train_logger": None,
     }
     return AngularContrastiveBrain(
         modules,
@@ -84,9 +87,9 @@ def objectives(brain, batch):
     brain.modules.train()
     with brain.training_ctx:
         out = brain.compute_forward(batch, sb.Stage.TRAIN)
-    loss_cls, loss_con = brain.compute_loss_parts(out, batch, sb.Stage.TRAIN)
-    result = brain.hparams.balancer(loss_cls, loss_con, shared=out["embeddings"])
-    return out, [float(v.detach()) for v in (loss_cls, loss_con, result.loss, result.alpha)]
+    brain.compute_objectives(out, batch, sb.Stage.TRAIN)
+    parts = out["objective"]
+    return out, [float(v.detach()) for v in (parts.loss_cls, parts.loss_con, parts.loss, parts.alpha)]
 
 
 def params_of(brain):
@@ -167,11 +170,12 @@ def test_autocast_losses_and_alpha_match_a_float64_reference(precision, seed):
         out = brain.compute_forward(batch, sb.Stage.TRAIN)
     expected_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     assert out["embeddings"].dtype == expected_dtype  # the encoder ran in that precision
-    loss_cls, loss_con = brain.compute_loss_parts(out, batch, sb.Stage.TRAIN)
+    brain.compute_objectives(out, batch, sb.Stage.TRAIN)
+    _, loss_cls, loss_con, alpha, _ = out["objective"]
     shared = out["embeddings"]
     (g1,) = torch.autograd.grad(loss_cls, shared, retain_graph=True)
     (g2,) = torch.autograd.grad(loss_con, shared, retain_graph=True)
-    alpha = float(brain.hparams.balancer(loss_cls, loss_con, shared=shared).alpha)
+    alpha = float(alpha)
 
     labels = batch.spk_id_encoded[0].reshape(-1)
     z = out["embeddings"].detach().reshape(len(labels), -1).double()
@@ -215,11 +219,8 @@ def test_bf16_objectives_are_computed_in_float32():
     labels = batch.spk_id_encoded[0]
     emb = out["embeddings"].detach().float()
     cosine = out["cosine"].detach().float()
-    conf = brain.hparams.class_attention.confidence(cosine, labels.reshape(-1))
-    from sb_angcl.attention import pair_weights_from_confidence
-
-    weights = pair_weights_from_confidence(conf, labels.reshape(-1))
-    expected_con = brain.hparams.contrastive_loss(emb, labels, pair_weights=weights)
+    conf = brain.hparams.contrastive_loss.confidence(cosine, labels.reshape(-1))
+    expected_con = brain.hparams.contrastive_loss(emb, labels, conf)
     expected_cls = brain.hparams.classification_loss(cosine, labels)
     assert con16 == pytest.approx(float(expected_con), rel=1e-6)
     assert cls16 == pytest.approx(float(expected_cls), rel=1e-6)

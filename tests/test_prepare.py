@@ -1,4 +1,4 @@
-"""Tests of the data preparation: sb_angcl.dataprep (and the modules it
+"""Tests of the data preparation: sb_angcl.data.preparation (and the modules it
 brings together) and both recipes' scripts.
 
 Every test writes its own tiny corpus (short sine/noise files) in tmp_path,
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sb_angcl import audio_probe, dataprep
+from sb_angcl.data import manifests, preparation
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -113,7 +113,7 @@ def run_vox(c, **kwargs):
     )
 
 
-# ------------------------------------------------------- dataprep units
+# ---------------------------------------------------- preparation units
 def test_probe_audio_classifies_damaged_files(tmp_path):
     write_audio(tmp_path / "ok.wav", 1.0)
     write_audio(tmp_path / "ok.flac", 1.0)
@@ -125,7 +125,7 @@ def test_probe_audio_classifies_damaged_files(tmp_path):
     (tmp_path / "short_data.wav").write_bytes(good[: len(good) // 2])
     (tmp_path / "short_data.flac").write_bytes(flac[: len(flac) // 2])
     sf.write(str(tmp_path / "zero.wav"), np.zeros(0, np.int16), SR)
-    info = {p.name: dataprep.probe_audio(p) for p in tmp_path.iterdir()}
+    info = {p.name: manifests.probe_audio(p) for p in tmp_path.iterdir()}
     assert info["ok.wav"].ok and info["ok.wav"].frames == SR
     assert info["ok.flac"].ok and info["ok.flac"].frames == SR
     for bad in ["text.wav", "empty.wav", "header.wav", "zero.wav"]:
@@ -138,13 +138,13 @@ def test_probe_audio_classifies_damaged_files(tmp_path):
     assert not info["short_data.flac"].ok
     # probe_files keeps the order of its input, whatever the threads do.
     paths = sorted(tmp_path.iterdir()) * 3
-    assert [i.path for i in dataprep.probe_files(paths, num_threads=3)] == [
+    assert [i.path for i in manifests.probe_files(paths, num_threads=3)] == [
         str(p) for p in paths
     ]
 
 
 def test_format_file_list_truncates_and_counts():
-    text = dataprep.format_file_list([f"f{i}" for i in range(25)])
+    text = manifests.format_file_list([f"f{i}" for i in range(25)])
     assert text.count("\n") == 10
     assert "f9" in text and "f10" not in text
     assert "15 more (25 in all)" in text
@@ -155,23 +155,23 @@ def test_split_dev_properties():
     sizes = {"a": 1, "b": 2, "c": 3, "d": 40, "e": 100}
     for spk, n in sizes.items():
         rows += [{"ID": f"{spk}{i:03d}", "spk_id": spk} for i in range(n)]
-    train, dev = dataprep.split_dev(rows, 0.05, seed=7)
+    train, dev = manifests.split_dev(rows, 0.05, seed=7)
     train_ids, dev_ids = {r["ID"] for r in train}, {r["ID"] for r in dev}
     assert not train_ids & dev_ids
     assert train_ids | dev_ids == {r["ID"] for r in rows}
     per_spk = {s: sum(r["spk_id"] == s for r in dev) for s in sizes}
     assert per_spk == {"a": 0, "b": 0, "c": 1, "d": 2, "e": 5}
     # Seeded, and independent of the order of the rows.
-    _, dev_rev = dataprep.split_dev(rows[::-1], 0.05, seed=7)
+    _, dev_rev = manifests.split_dev(rows[::-1], 0.05, seed=7)
     assert {r["ID"] for r in dev_rev} == dev_ids
-    _, dev_other = dataprep.split_dev(rows, 0.05, seed=8)
+    _, dev_other = manifests.split_dev(rows, 0.05, seed=8)
     assert {r["ID"] for r in dev_other} != dev_ids
     # Never all of a speaker, and nothing at fraction 0.
-    _, dev_big = dataprep.split_dev(rows, 0.9, seed=7)
+    _, dev_big = manifests.split_dev(rows, 0.9, seed=7)
     assert sum(r["spk_id"] == "c" for r in dev_big) == 2
-    assert dataprep.split_dev(rows, 0.0)[1] == []
+    assert manifests.split_dev(rows, 0.0)[1] == []
     with pytest.raises(ValueError, match="dev_fraction"):
-        dataprep.split_dev(rows, 1.0)
+        manifests.split_dev(rows, 1.0)
 
 
 def test_group_consecutive_follows_its_specification():
@@ -235,12 +235,12 @@ def test_concatenate_audio_is_exact_and_resamples(tmp_path):
 
 
 def test_parse_data_folders_and_require_path(tmp_path):
-    roots = dataprep.parse_data_folders(f"{tmp_path}/a , {tmp_path}/b,")
+    roots = preparation.parse_data_folders(f"{tmp_path}/a , {tmp_path}/b,")
     assert roots == [tmp_path / "a", tmp_path / "b"]
     with pytest.raises(ValueError):
-        dataprep.parse_data_folders(" , ")
+        preparation.parse_data_folders(" , ")
     with pytest.raises(FileNotFoundError, match="Expected layout"):
-        dataprep.require_path(tmp_path / "nope", "thing", "<layout>")
+        preparation.require_path(tmp_path / "nope", "thing", "<layout>")
 
 
 # ------------------------------------------------------------- VoxCeleb
@@ -251,9 +251,9 @@ def test_voxceleb_outputs(voxcorpus):
     train = read_csv(save / "train.csv")
     dev = read_csv(save / "dev.csv")
     for name in ["enrol", "test"]:
-        assert header(save / f"{name}.csv") == dataprep.ITEM_FIELDS
+        assert header(save / f"{name}.csv") == manifests.ITEM_FIELDS
     for name in ["train", "dev"]:
-        assert header(save / f"{name}.csv") == dataprep.TRAIN_FIELDS
+        assert header(save / f"{name}.csv") == manifests.TRAIN_FIELDS
     # Test speakers are not trained on; all other utterances are used once.
     expected = {
         rel: n
@@ -343,7 +343,7 @@ def test_voxceleb_skips_done_work(voxcorpus, monkeypatch):
     def no_probe(*args, **kwargs):
         raise AssertionError("rescanned")
 
-    monkeypatch.setattr(audio_probe, "probe_files", no_probe)
+    monkeypatch.setattr(manifests, "probe_files", no_probe)
     assert run_vox(c) == first  # same options: nothing rescanned
     with pytest.raises(AssertionError, match="rescanned"):
         run_vox(c, seed=99)  # other options: prepared again
@@ -351,7 +351,7 @@ def test_voxceleb_skips_done_work(voxcorpus, monkeypatch):
     monkeypatch.undo()
     run_vox(c, seed=99)
     (c["save"] / "dev.csv").unlink()  # an output missing: prepared again
-    monkeypatch.setattr(audio_probe, "probe_files", no_probe)
+    monkeypatch.setattr(manifests, "probe_files", no_probe)
     with pytest.raises(AssertionError, match="rescanned"):
         run_vox(c, seed=99)
 
@@ -810,7 +810,7 @@ def test_cnceleb_bad_lists_and_files(cncorpus, caplog):
 def test_cnceleb_skips_done_work(cncorpus, monkeypatch):
     c = cncorpus
     first = run_cn(c, train_sets=("cnceleb1",))
-    monkeypatch.setattr(audio_probe, "probe_files", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(manifests, "probe_files", lambda *a, **k: 1 / 0)
     assert run_cn(c, train_sets=["cnceleb1"]) == first
     with pytest.raises(ZeroDivisionError):
         run_cn(c, train_sets=["cnceleb1"], concat_min_duration=3.0)

@@ -123,7 +123,7 @@ def test_export_reloads_offline_with_same_embedding(corpus):
     from speechbrain.inference.speaker import SpeakerRecognition
     from speechbrain.utils.fetching import FetchConfig
 
-    from sb_angcl.dataio import load_segment
+    from sb_angcl.data.dataio import load_segment
 
     folder = _trained_row("VoxCeleb")
     if not os.path.isdir(os.path.join(folder, "inference")):
@@ -140,7 +140,7 @@ def test_export_reloads_offline_with_same_embedding(corpus):
 
     # The trained encoder from the recipe's best checkpoint.
     sys.path.insert(0, ROOT)
-    from sb_angcl.verification import load_trained_modules
+    from sb_angcl.evaluation.verification import load_trained_modules
 
     overrides = {"data_folder": os.path.join(CORPUS, "VoxCeleb1"), "output_folder": folder,
                  "speakers_per_batch": 2, "utterances_per_speaker": 2, "sentence_len": 1.0}

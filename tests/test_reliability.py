@@ -49,13 +49,12 @@ from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.checkpoints import Checkpointer
 
-from sb_angcl.attention import ClassAwareAttention
-from sb_angcl.balancing import make_balancer
-from sb_angcl.brain import AngularContrastiveBrain, NonFiniteLossError
-from sb_angcl.dataio import speaker_datasets
-from sb_angcl.losses import AngularSupConLoss
-from sb_angcl.sampler import SpeakerBalancedBatchSampler
+from sb_angcl.data.dataio import speaker_datasets
+from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
+from sb_angcl.objective.balancing import make_balancer
+from sb_angcl.objective.losses import AngularSupConLoss
 from sb_angcl.synthetic import generate_corpus
+from sb_angcl.training.brain import AngularContrastiveBrain, NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_DIR = ROOT / "recipes" / "VoxCeleb" / "SpeakerRec"
@@ -275,9 +274,14 @@ def small_brain(
     }
     hp = {
         "classification_loss": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
-        "contrastive_loss": AngularSupConLoss(0.2, 0.07),
-        "class_attention": ClassAwareAttention(1.0),
+        "contrastive_loss": AngularSupConLoss(0.2, 0.07, attention_temperature=1.0),
         "balancer": make_balancer("mgda_ub"),
+        "gather_across_ranks": True,
+        "augmentation": "none",
+        "lr_annealing": None,
+        "error_stats": None,
+        "train_logger": None,
+        "checkpoints_to_keep": 1,
         **hparams,
     }
     if checkpointer is not None:
@@ -334,11 +338,14 @@ class PartsBrain(AngularContrastiveBrain):
         self.batch_ids.append(list(batch.id))
         return super().fit_batch(batch)
 
-    def _record(self, loss_cls, loss_con, alpha):
-        self.parts.append(
-            (float(loss_cls.detach()), float(loss_con.detach()), float(alpha))
-        )
-        super()._record(loss_cls, loss_con, alpha)
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        skipped = self.skips.skipping
+        super().on_fit_batch_end(batch, outputs, loss, should_step)
+        if not skipped:
+            parts = outputs["objective"]
+            self.parts.append(
+                (float(parts.loss_cls.detach()), float(parts.loss_con.detach()), float(parts.alpha))
+            )
 
 
 # -------------------------------------------- 2. degenerate speakers
@@ -387,9 +394,9 @@ def test_one_speaker_batch_trains_with_warning(caplog):
     brain = small_brain(3, brain_class=PartsBrain)
     brain.on_fit_start()
     before = state(brain)
-    with caplog.at_level(logging.WARNING, logger="sb_angcl.brain"):
+    with caplog.at_level(logging.WARNING, logger="sb_angcl.objective.losses"):
         loss = brain.fit_batch(make_batch([1, 1]))
-    messages = [r.getMessage() for r in caplog.records if r.name == "sb_angcl.brain"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "sb_angcl.objective.losses"]
     assert any("single speaker" in m and "no negatives" in m for m in messages)
     assert bool(torch.isfinite(loss))
     # Two utterances, no negatives: each anchor's only term is its positive,
@@ -406,7 +413,7 @@ def test_nonfinite_loss_is_skipped_and_weights_untouched(caplog):
     brain = small_brain(3)
     brain.on_fit_start()
     before = state(brain)
-    with caplog.at_level(logging.WARNING, logger="sb_angcl.brain"):
+    with caplog.at_level(logging.WARNING, logger="sb_angcl.training.brain"):
         loss = brain.fit_batch(make_batch([0, 0, 1, 1], nan=True))
     assert not bool(torch.isfinite(loss))
     # Parameters *and* BatchNorm running statistics are as before.
@@ -433,7 +440,7 @@ def test_nonfinite_gradient_is_skipped(caplog):
     weight = brain.modules.classifier.weight
     hook = weight.register_hook(lambda grad: grad * float("inf"))
     try:
-        with caplog.at_level(logging.WARNING, logger="sb_angcl.brain"):
+        with caplog.at_level(logging.WARNING, logger="sb_angcl.training.brain"):
             loss = brain.fit_batch(make_batch([0, 0, 1, 1]))
     finally:
         hook.remove()
@@ -448,7 +455,7 @@ def test_repeated_nonfinite_losses_raise_after_patience(caplog):
     brain.on_fit_start()
     assert brain.nonfinite_patience == 3  # SpeechBrain's run option default
     bad, good = make_batch([0, 0, 1, 1], nan=True), make_batch([0, 0, 1, 1])
-    with caplog.at_level(logging.WARNING, logger="sb_angcl.brain"):
+    with caplog.at_level(logging.WARNING, logger="sb_angcl.training.brain"):
         brain.fit_batch(bad)
         brain.fit_batch(good)  # the count starts again
         for _ in range(3):
@@ -503,7 +510,7 @@ def test_half_written_checkpoint_is_set_aside(tmp_path, caplog):
 
     resumed = small_brain(3, checkpointer=Checkpointer(save))
     torch.nn.init.zeros_(resumed.modules.classifier.weight)
-    with caplog.at_level(logging.WARNING, logger="sb_angcl.brain"):
+    with caplog.at_level(logging.WARNING, logger="sb_angcl.training.brain"):
         resumed.on_fit_start()
     assert changed(good_weights, state(resumed)) == []
     assert not (save / "CKPT+newer").exists()
@@ -523,7 +530,7 @@ RECORD_SCRIPT = """
 import json, os, sys, time
 sys.path.insert(0, {recipe!r})
 import train as recipe_train
-from sb_angcl.brain import AngularContrastiveBrain
+from sb_angcl.training.brain import AngularContrastiveBrain
 
 class RecordingBrain(AngularContrastiveBrain):
     def fit_batch(self, batch):

@@ -1,4 +1,4 @@
-"""Tests for sb_angcl.sampler.SpeakerBalancedBatchSampler."""
+"""Tests for sb_angcl.data.sampler.SpeakerBalancedBatchSampler."""
 
 import logging
 import math
@@ -11,8 +11,8 @@ from speechbrain.dataio.dataloader import SaveableDataLoader
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.checkpoints import Checkpointer
 
-import sb_angcl.sampler as sampler_module
-from sb_angcl.sampler import SpeakerBalancedBatchSampler
+import sb_angcl.data.sampler as sampler_module
+from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
 
 
 def make_labels(sizes, seed=0, as_str=True):
@@ -196,13 +196,13 @@ def test_single_utterance_speakers_repeat_k_times():
 
 def test_warning_counts_short_speakers(caplog):
     labels = make_labels([1, 1, 3, 5, 6], seed=9)
-    with caplog.at_level(logging.WARNING, logger="sb_angcl.sampler"):
+    with caplog.at_level(logging.WARNING, logger="sb_angcl.data.sampler"):
         SpeakerBalancedBatchSampler(labels, 2, 4)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "3 of 5 speakers" in warnings[0].getMessage()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sb_angcl.sampler"):
+    with caplog.at_level(logging.WARNING, logger="sb_angcl.data.sampler"):
         SpeakerBalancedBatchSampler(labels, 2, 1)
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
@@ -337,7 +337,7 @@ def test_sampler_checkpoint_warns_on_changed_settings(tmp_path, caplog):
     s.set_epoch(9)
     s._save(tmp_path / "s.ckpt")
     other = SpeakerBalancedBatchSampler(labels, 2, 3, seed=2)
-    with caplog.at_level(logging.WARNING, logger="sb_angcl.sampler"):
+    with caplog.at_level(logging.WARNING, logger="sb_angcl.data.sampler"):
         other._recover(tmp_path / "s.ckpt", False)
     assert other.epoch == 9
     assert "seed=1" in caplog.text

@@ -1,4 +1,4 @@
-"""Tests for sb_angcl.scoring: embedding tables, cosine scoring, AS-norm, score files.
+"""Tests for sb_angcl.evaluation.scoring: embedding tables, cosine scoring, AS-norm, score files.
 
 Oracles: brute-force float64 per-trial loops for cosine and AS-norm. The
 metrics are tested in test_metrics.py.
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sb_angcl.scoring import (
+from sb_angcl.evaluation.scoring import (
     EmbeddingTable,
     _cosine,
     _l2_normalize,

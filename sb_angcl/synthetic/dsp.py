@@ -80,10 +80,6 @@ def stft(x, n_fft, hop, window):
     ---------
     x : numpy.ndarray
         1-D signal.
-    n_fft : int
-        Frame length.
-    hop : int
-        Frame step.
     window : numpy.ndarray
         Analysis window of ``n_fft`` samples.
 
@@ -115,15 +111,6 @@ def istft(spec, n_fft, hop, window, length):
         Spectra as returned by :func:`stft`.
     n_fft, hop : int
         Frame length and step used by :func:`stft`.
-    window : numpy.ndarray
-        The same window.
-    length : int
-        Samples of the output.
-
-    Returns
-    -------
-    numpy.ndarray
-        The signal.
 
     Example
     -------

@@ -132,15 +132,6 @@ class LanguageProfile:
 def language_names(num_languages):
     """Names of the first ``num_languages`` languages.
 
-    Arguments
-    ---------
-    num_languages : int
-        How many.
-
-    Returns
-    -------
-    list of str
-
     Example
     -------
     >>> language_names(3)
@@ -159,10 +150,6 @@ def get_language(language):
     ---------
     language : str or int or LanguageProfile
         ``"lang3"``, ``3`` or an existing profile (returned unchanged).
-
-    Returns
-    -------
-    LanguageProfile
 
     Example
     -------

@@ -202,8 +202,6 @@ def write_voxceleb(plan, output, seed, trials_per_utterance, label_noise):
     ---------
     plan : CorpusPlan
         The plan, with paths assigned (:func:`assign_paths`).
-    output : str
-        Corpus folder.
     seed : int
         Seed of the trial draw.
     trials_per_utterance : int
@@ -284,8 +282,6 @@ def write_cnceleb(plan, output, enrol, enrol_audio, label_noise):
     ---------
     plan : CorpusPlan
         The plan, with paths assigned (:func:`assign_paths`).
-    output : str
-        Corpus folder.
     enrol : dict
         Test speaker index -> enrolment parts (from :func:`assign_paths`).
     enrol_audio : dict

@@ -95,8 +95,6 @@ class CorpusPlan:
 
     Arguments
     ---------
-    speakers : list of SpeakerProfile
-        The voices.
     sessions, session_langs, video_ids : list of list
         Per speaker: its sessions' :class:`SessionProfile`, languages and
         VoxCeleb video ids.
@@ -146,15 +144,6 @@ def _video_id(rng, taken):
 def default_test_speakers(num_speakers):
     """Default number of test speakers: 25 % of the speakers, at least 2.
 
-    Arguments
-    ---------
-    num_speakers : int
-        Speakers in the corpus.
-
-    Returns
-    -------
-    int
-
     Example
     -------
     >>> default_test_speakers(40), default_test_speakers(4)
@@ -174,8 +163,6 @@ def _assign_recordings(groups, num_sessions, per_recording, rng):
     -------
     dict
         Speaker index -> list of ``num_sessions`` recording indices.
-    int
-        Number of recordings.
     """
     rec_of, n_rec = {}, 0
     for group in groups:
@@ -240,22 +227,14 @@ def plan_corpus(
         Corpus size (see :func:`sb_angcl.synthetic.generate_corpus`).
     duration_min, duration_max, short_fraction : float
         Utterance durations (s) and the fraction of 0.5-1.9 s ones.
-    seed : int
-        Random seed.
     test_speakers : int or None
         Number of test speakers, the last ones (None: :func:`default_test_speakers`).
     session_strength : float
         Scale of the session nuisance (:func:`make_session`).
-    speakers_per_session : int
-        Speakers sharing one recording.
     confusable_pairs : int
         Pairs of near-identical training speakers.
     label_noise : float
         Fraction of training utterances filed under another training speaker.
-
-    Returns
-    -------
-    CorpusPlan
 
     Example
     -------

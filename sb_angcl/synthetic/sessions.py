@@ -277,10 +277,6 @@ def make_session(rng, genre=None, strength=1.0):
         tilt; ``0`` a flat, dry, full-band channel with only the genre's
         speaking style and noise.
 
-    Returns
-    -------
-    SessionProfile
-
     Example
     -------
     >>> s = make_session(np.random.default_rng(3), genre="interview")
@@ -340,10 +336,6 @@ def channel_noise(kind, color, n, rng, sr):
         ``"babble"`` (speech-shaped, modulated) or ``"colored"``.
     color : float
         Spectral slope exponent of coloured noise (0 white, 1 pink, 2 brown).
-    n : int
-        Number of samples.
-    rng : numpy.random.Generator
-        Random generator.
     sr : int
         Sampling rate (Hz).
 

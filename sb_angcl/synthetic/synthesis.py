@@ -39,10 +39,6 @@ class _Articulation:
         Phoneme inventory, phonotactics and intonation.
     session : SessionProfile
         Speaking rate and style (singing) of the session.
-    n_frames : int
-        Number of frames.
-    hop_s : float
-        Frame step in seconds.
     rng : numpy.random.Generator
         Random generator (drawn in a fixed order).
 
@@ -220,8 +216,6 @@ def synthesize_utterance(
     session : SessionProfile, optional
         Recording condition (see :func:`make_session`); a clean close-talk
         channel when omitted.
-    duration : float
-        Length in seconds.
     rng : numpy.random.Generator or int, optional
         Random generator (or seed) for the phoneme sequence and noises.
     sample_rate : int

@@ -63,8 +63,6 @@ class SpeakerProfile:
         Standard deviation of the intonation contour, in semitones.
     vibrato_rate : float
         Vibrato rate in Hz.
-    vibrato_depth : float
-        Vibrato depth in semitones.
     jitter : float
         Relative standard deviation of the pitch period, cycle to cycle.
     shimmer : float
@@ -130,8 +128,6 @@ def make_speakers(n, rng, num_languages=3, bilingual_fraction=0.35):
 
     Arguments
     ---------
-    n : int
-        Number of speakers.
     rng : numpy.random.Generator or int
         Random generator (or seed).
     num_languages : int
@@ -139,10 +135,6 @@ def make_speakers(n, rng, num_languages=3, bilingual_fraction=0.35):
     bilingual_fraction : float
         Probability that a speaker speaks two languages (needs
         ``num_languages >= 2``).
-
-    Returns
-    -------
-    list of SpeakerProfile
 
     Example
     -------
@@ -234,8 +226,6 @@ def confusable_speaker(speaker, rng, index, languages=None, scale=CONFUSABLE_SCA
 
     Arguments
     ---------
-    speaker : SpeakerProfile
-        The voice to copy.
     rng : numpy.random.Generator or int
         Random generator (or seed) of the perturbation directions.
     index : int
@@ -244,10 +234,6 @@ def confusable_speaker(speaker, rng, index, languages=None, scale=CONFUSABLE_SCA
         Languages of the new speaker (default: those of ``speaker``).
     scale : float
         Perturbation in between-speaker standard deviations.
-
-    Returns
-    -------
-    SpeakerProfile
 
     Example
     -------

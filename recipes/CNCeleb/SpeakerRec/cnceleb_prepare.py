@@ -21,7 +21,7 @@ place)::
 ``CN-Celeb2_flac``); a list or comma-separated string of folders is searched
 in order, and a folder that *is* ``CN-Celeb_flac`` is accepted too.
 
-Outputs in ``save_folder`` (columns in :mod:`sb_angcl.manifests`):
+Outputs in ``save_folder`` (columns in :mod:`sb_angcl.data.manifests`):
 
 * ``train.csv``, ``dev.csv``: CN-Celeb1 speakers of ``dev/dev.lst`` and/or
   every CN-Celeb2 speaker (``train_sets``), minus any speaker of the
@@ -41,7 +41,7 @@ Outputs in ``save_folder`` (columns in :mod:`sb_angcl.manifests`):
 
 Short training utterances (CN-Celeb has many) follow
 ``short_utterance_rule``, applied before the ``min_duration`` rule of
-:mod:`sb_angcl.manifests`:
+:mod:`sb_angcl.data.manifests`:
 
 * ``"concat"`` (default): within one speaker *and* genre, files sorted by
   name, an utterance shorter than ``concat_min_duration`` is joined with the
@@ -68,7 +68,7 @@ from pathlib import Path
 
 from cnceleb_short_utterances import SHORT_RULES, apply_short_rule
 
-from sb_angcl import dataprep
+from sb_angcl.data import manifests, preparation
 
 logger = logging.getLogger(__name__)
 
@@ -221,12 +221,12 @@ def prepare_cnceleb(
         "seed": seed,
     }
     setup = functools.partial(_setup, data_folder, save_folder, train_sets, args)
-    return dataprep.run_preparation("CN-Celeb", save_folder, OUTPUTS, setup, _build, skip_prep, strict)
+    return preparation.run_preparation("CN-Celeb", save_folder, OUTPUTS, setup, _build, skip_prep, strict)
 
 
 def _setup(data_folder, save_folder, train_sets, args):
     """Checks the options, finds the folders and lists; returns (opts, context)."""
-    dataprep.check_options(
+    preparation.check_options(
         args["on_wrong_sample_rate"], args["dev_fraction"], args["min_duration"], args["sample_rate"]
     )
     train_sets = _check_train_sets(train_sets)
@@ -237,7 +237,7 @@ def _setup(data_folder, save_folder, train_sets, args):
         )
     if args["concat_min_duration"] <= 0:
         raise ValueError(f"concat_min_duration={args['concat_min_duration']} must be positive.")
-    roots = dataprep.parse_data_folders(data_folder)
+    roots = preparation.parse_data_folders(data_folder)
     save_folder = Path(save_folder)
     cn1 = _find(roots, "CN-Celeb_flac")
     for rel, what in [
@@ -249,7 +249,7 @@ def _setup(data_folder, save_folder, train_sets, args):
         ("eval/lists/enroll.map", "CN-Celeb1 enroll.map"),
         ("eval/lists/trials.lst", "CN-Celeb1 trials.lst"),
     ]:
-        dataprep.require_path(cn1 / rel, what, LAYOUT)
+        preparation.require_path(cn1 / rel, what, LAYOUT)
     speaker_lists = _speaker_lists(roots, cn1, train_sets)
     lists = cn1 / "eval" / "lists"
     list_files = [lists / n for n in ("enroll.lst", "enroll.map", "trials.lst")]
@@ -259,9 +259,9 @@ def _setup(data_folder, save_folder, train_sets, args):
         "data_folder": [str(r) for r in roots],
         "save_folder": str(save_folder.resolve()),
         "train_sets": list(train_sets),
-        "lists_sha256": {str(p): dataprep.file_digest(p) for p in list_files},
+        "lists_sha256": {str(p): preparation.file_digest(p) for p in list_files},
         "label_noise_sha256": {
-            str(p): dataprep.file_digest(p) for p in noise_files if p.is_file()
+            str(p): preparation.file_digest(p) for p in noise_files if p.is_file()
         },
         **args,
     }
@@ -283,14 +283,14 @@ def _speaker_lists(roots, cn1, train_sets):
     if "cnceleb1" in train_sets:
         speaker_lists["cnceleb1"] = (
             cn1,
-            dataprep.require_path(cn1 / "dev" / "dev.lst", "CN-Celeb1 dev/dev.lst", LAYOUT),
+            preparation.require_path(cn1 / "dev" / "dev.lst", "CN-Celeb1 dev/dev.lst", LAYOUT),
         )
     if "cnceleb2" in train_sets:
         cn2 = _find(roots, "CN-Celeb2_flac")
-        dataprep.require_path(cn2 / "data", "CN-Celeb2 data/ folder", LAYOUT)
+        preparation.require_path(cn2 / "data", "CN-Celeb2 data/ folder", LAYOUT)
         speaker_lists["cnceleb2"] = (
             cn2,
-            dataprep.require_path(cn2 / "spk.lst", "CN-Celeb2 spk.lst", LAYOUT),
+            preparation.require_path(cn2 / "spk.lst", "CN-Celeb2 spk.lst", LAYOUT),
         )
     return speaker_lists
 
@@ -301,7 +301,7 @@ def _read_eval_lists(cn1):
     models = _read_table(lists / "enroll.lst", 2, 2)
     model_utts = _read_table(lists / "enroll.map", 2, None)
     trials = [
-        (f[0], f[1], dataprep.parse_trial_label(f[2], lists / "trials.lst", n))
+        (f[0], f[1], preparation.parse_trial_label(f[2], lists / "trials.lst", n))
         for n, f in _read_lines(lists / "trials.lst", 3, 3)
     ]
     if not trials:
@@ -311,7 +311,7 @@ def _read_eval_lists(cn1):
     _check_test_lst(lists / "test.lst", used_tests)
     eval_paths, problems = _resolve_eval(cn1, models, model_utts, used_models, used_tests)
     if problems:
-        raise dataprep.missing_items_error(lists / "trials.lst", problems)
+        raise preparation.missing_items_error(lists / "trials.lst", problems)
     return model_utts, trials, used_models, used_tests, eval_paths
 
 
@@ -324,11 +324,11 @@ def _build(ctx, report):
     eval_speakers = {_model_speaker(m) for m in used_models}
     eval_speakers |= {_test_speaker(t) for t in used_tests}
     candidates = _list_training(ctx["speaker_lists"], eval_speakers, report)
-    dataprep.check_unique_ids(
+    manifests.check_unique_ids(
         [{"ID": c["ID"], "wav": c["path"]} for c in candidates], "train.csv"
     )
     to_probe = [c["path"] for c in candidates] + [str(p) for p in eval_paths.values()]
-    usable, info_by_path = dataprep.probe_usable(
+    usable, info_by_path = manifests.probe_usable(
         list(OrderedDict.fromkeys(to_probe)),
         "Probing CN-Celeb audio",
         report,
@@ -344,26 +344,26 @@ def _build(ctx, report):
         save_folder / "concatenated",
         report,
     )
-    dataprep.announce_audio_problems(
+    preparation.announce_audio_problems(
         report, sample_rate, "Re-download or re-extract them, or delete them."
     )
-    rows = dataprep.drop_short(rows, ctx["min_duration"], report)
-    train, dev = dataprep.split_dev(rows, ctx["dev_fraction"], ctx["seed"])
-    problems = dataprep.unusable_items(
+    rows = manifests.drop_short(rows, ctx["min_duration"], report)
+    train, dev = manifests.split_dev(rows, ctx["dev_fraction"], ctx["seed"])
+    problems = manifests.unusable_items(
         ((key[1], path) for key, path in eval_paths.items()), usable, info_by_path
     )
     if problems:
-        raise dataprep.missing_items_error(trial_list, problems)
+        raise preparation.missing_items_error(trial_list, problems)
     enrol, enrol_average, test, trial_rows = _evaluation_manifests(
         model_utts, trials, used_models, used_tests, lambda k, n: usable[str(eval_paths[(k, n)])]
     )
     _warn_unknown_genres(rows + test + enrol_average)
-    manifests = [
-        ("train.csv", train, dataprep.TRAIN_FIELDS),
-        ("dev.csv", dev, dataprep.TRAIN_FIELDS),
-        ("enrol.csv", enrol, dataprep.ITEM_FIELDS),
+    tables = [
+        ("train.csv", train, manifests.TRAIN_FIELDS),
+        ("dev.csv", dev, manifests.TRAIN_FIELDS),
+        ("enrol.csv", enrol, manifests.ITEM_FIELDS),
         ("enrol_average.csv", enrol_average, ENROL_AVERAGE_FIELDS),
-        ("test.csv", test, dataprep.ITEM_FIELDS),
+        ("test.csv", test, manifests.ITEM_FIELDS),
         ("trials.csv", trial_rows, ["enrol", "test", "label", "enrol_genre", "test_genre"]),
     ]
     summary = {
@@ -372,20 +372,20 @@ def _build(ctx, report):
         "train_sets": list(ctx["train_sets"]),
         "short_utterance_rule": ctx["short_utterance_rule"],
         "splits": {
-            "train": dataprep.split_stats(train),
-            "dev": dataprep.split_stats(dev),
-            "enrol": dataprep.split_stats(enrol),
-            "enrol_average": dataprep.split_stats(enrol_average),
-            "test": dataprep.split_stats(test),
+            "train": preparation.split_stats(train),
+            "dev": preparation.split_stats(dev),
+            "enrol": preparation.split_stats(enrol),
+            "enrol_average": preparation.split_stats(enrol_average),
+            "test": preparation.split_stats(test),
         },
-        "trials": dataprep.trial_stats([t[2] for t in trials]),
+        "trials": preparation.trial_stats([t[2] for t in trials]),
         "label_noise": sum(r["label_noise"] for r in train + dev),
         "genres": {
             "train": sorted({r["genre"] for r in train}),
             "test": sorted({r["genre"] for r in test}),
         },
     }
-    return manifests, summary
+    return tables, summary
 
 
 def _training_rows(candidates, usable, noise_files):
@@ -393,7 +393,7 @@ def _training_rows(candidates, usable, noise_files):
     rows = []
     for c in candidates:
         if c["path"] in usable:
-            row = dataprep.audio_row(
+            row = manifests.audio_row(
                 c["ID"],
                 usable[c["path"]],
                 c["spk"],
@@ -404,8 +404,8 @@ def _training_rows(candidates, usable, noise_files):
             rows.append(row)
     noise = {}
     for path in noise_files:
-        noise.update(dataprep.read_label_noise(path) or {})
-    dataprep.mark_label_noise(rows, noise)
+        noise.update(manifests.read_label_noise(path) or {})
+    manifests.mark_label_noise(rows, noise)
     return rows
 
 
@@ -415,7 +415,7 @@ def _evaluation_manifests(model_utts, trials, used_models, used_tests, info_of):
         m: "+".join(sorted({_genre(u) for u in model_utts[m]})) for m in used_models
     }
     enrol = [
-        dataprep.audio_row(
+        manifests.audio_row(
             m,
             info_of("enrol", m),
             _model_speaker(m),
@@ -427,7 +427,7 @@ def _evaluation_manifests(model_utts, trials, used_models, used_tests, info_of):
     enrol_average = []
     for m in used_models:
         for utt in model_utts[m]:
-            row = dataprep.audio_row(
+            row = manifests.audio_row(
                 utt,
                 info_of("map", utt),
                 utt.split("/")[0],
@@ -436,9 +436,9 @@ def _evaluation_manifests(model_utts, trials, used_models, used_tests, info_of):
             )
             row["model"] = m
             enrol_average.append(row)
-    dataprep.check_unique_ids(enrol_average, "enrol_average.csv")
+    manifests.check_unique_ids(enrol_average, "enrol_average.csv")
     test = [
-        dataprep.audio_row(
+        manifests.audio_row(
             t,
             info_of("test", t),
             _test_speaker(t),
@@ -523,7 +523,7 @@ def _check_test_lst(path, used_tests):
             "%d test item(s) of trials.lst are not in %s:\n%s",
             len(unlisted),
             path,
-            dataprep.format_file_list(unlisted),
+            manifests.format_file_list(unlisted),
         )
 
 
@@ -533,7 +533,7 @@ def _resolve_eval(cn1, models, model_utts, used_models, used_tests):
     problems = []
 
     def resolve(kind, name, base, rel):
-        path = dataprep.resolve_audio(base, rel, AUDIO_EXTENSIONS)
+        path = preparation.resolve_audio(base, rel, AUDIO_EXTENSIONS)
         if path is None:
             stem = os.path.splitext(rel)[0]
             problems.append(f"{name} (missing: {base / stem}.flac or .wav)")

@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from sb_angcl import dataprep
+from sb_angcl.data import manifests
 
 #: Values of ``short_utterance_rule``.
 SHORT_RULES = ("concat", "drop", "keep")
@@ -151,7 +151,7 @@ def concatenate_audio(sources, dest, sample_rate):
 def _concatenate_job(job, sample_rate):
     sources, dest, expected = job
     if expected is not None and Path(dest).is_file():
-        info = dataprep.probe_audio(dest)
+        info = manifests.probe_audio(dest)
         if info.ok and info.frames == expected and info.sample_rate == sample_rate:
             return expected  # written by an earlier, interrupted run
     try:
@@ -174,7 +174,7 @@ def concatenate_many(jobs, sample_rate, num_threads=None, desc="Concatenating"):
     sample_rate : int
         Output rate.
     num_threads : int, optional
-        Worker threads (default :data:`sb_angcl.audio_probe.PROBE_THREADS`).
+        Worker threads (default :data:`sb_angcl.data.manifests.PROBE_THREADS`).
     desc : str
         Label of the progress bar.
 
@@ -198,7 +198,7 @@ def concatenate_many(jobs, sample_rate, num_threads=None, desc="Concatenating"):
     if not jobs:
         return []
     results = [None] * len(jobs)
-    pool = concurrent.futures.ThreadPoolExecutor(num_threads or dataprep.PROBE_THREADS)
+    pool = concurrent.futures.ThreadPoolExecutor(num_threads or manifests.PROBE_THREADS)
     with pool, tqdm(total=len(jobs), desc=desc, unit="file") as bar:
         futures = {
             pool.submit(_concatenate_job, job, sample_rate): i
@@ -225,7 +225,7 @@ def apply_short_rule(rows, rule, target, sample_rate, out_dir, report):
         Rate of the concatenated audio.
     out_dir : Path
         Where concatenated runs are written (``<set>/<spk>/<name>.wav``).
-    report : sb_angcl.prep_report.PrepReport
+    report : sb_angcl.data.preparation.PrepReport
         Counts dropped and concatenated files, and unreadable sources.
 
     Returns
@@ -236,7 +236,8 @@ def apply_short_rule(rows, rule, target, sample_rate, out_dir, report):
     Example
     -------
     >>> rows = [{"duration": 1.0}, {"duration": 3.0}]
-    >>> report = dataprep.PrepReport()
+    >>> from sb_angcl.data.preparation import PrepReport
+    >>> report = PrepReport()
     >>> apply_short_rule(rows, "drop", 2.0, 16000, None, report)
     [{'duration': 3.0}]
     """

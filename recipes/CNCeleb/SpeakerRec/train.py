@@ -20,9 +20,7 @@ from cnceleb_prepare import prepare_cnceleb
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from sb_angcl.augment import setup_noise_augmentation
-from sb_angcl.brain import AngularContrastiveBrain
-from sb_angcl.dataio import speaker_datasets
+from sb_angcl.data.dataio import speaker_datasets
 from sb_angcl.export import export_inference_folder
 from sb_angcl.recipe import (
     log_to_experiment,
@@ -32,6 +30,7 @@ from sb_angcl.recipe import (
     train_loader_kwargs,
     valid_loader_kwargs,
 )
+from sb_angcl.training.brain import AngularContrastiveBrain
 
 
 def prepare(hparams):
@@ -80,8 +79,8 @@ def train(argv, brain_class=AngularContrastiveBrain):
             hyperparams_to_save=hparams_file,
             overrides=overrides,
         )
-    # MUSAN noise / RIR reverberation from local folders (musan_folder, rir_folder).
-    setup_noise_augmentation(hparams, run_on_main)
+    # The MUSAN and RIR file lists of the YAML's noise augmentation (musan_folder, rir_folder).
+    run_on_main(hparams["prepare_noise_lists"])
     train_data, valid_data, label_encoder = speaker_datasets(hparams)
     start_from_pretrained(hparams)
 
@@ -102,7 +101,7 @@ def train(argv, brain_class=AngularContrastiveBrain):
     report_skipped(brain)
 
     brain.checkpointer.recover_if_possible(min_key="ErrorRate")
-    if hparams.get("export_folder") and if_main_process():
+    if hparams["export_folder"] and if_main_process():
         export_inference_folder(
             hparams["export_folder"],
             hparams_file,

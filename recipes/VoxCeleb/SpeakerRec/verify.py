@@ -14,7 +14,7 @@ Authors
  * sb-angcl contributors
 """
 
-from sb_angcl.verification import main
+from sb_angcl.evaluation.verification import main
 
 if __name__ == "__main__":
     main()

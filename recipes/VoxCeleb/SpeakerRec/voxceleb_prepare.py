@@ -15,11 +15,11 @@ relative to the **first** root's ``wav/`` folder::
 
     1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav
 
-Outputs in ``save_folder`` (columns in :mod:`sb_angcl.manifests`):
+Outputs in ``save_folder`` (columns in :mod:`sb_angcl.data.manifests`):
 
 * ``train.csv``, ``dev.csv``: every utterance of every speaker that does not
   occur in the trial list (test speakers are left out of training), split per
-  speaker by :func:`sb_angcl.manifests.split_dev`. IDs are paths relative to
+  speaker by :func:`sb_angcl.data.manifests.split_dev`. IDs are paths relative to
   ``wav/`` (``id10001/1zcIwhmdeo4/00001.wav``); ``language`` comes from
   ``meta/languages.csv`` when present; ``session`` is the video folder
   (``1zcIwhmdeo4``). ``true_spk_id`` / ``label_noise`` come from
@@ -32,7 +32,7 @@ Outputs in ``save_folder`` (columns in :mod:`sb_angcl.manifests`):
 * ``prepare_summary.json`` and ``prepare_opts.json``.
 
 Short, unreadable and mis-sampled audio follow the rules in
-:mod:`sb_angcl.manifests` and :mod:`sb_angcl.audio_probe`.
+:mod:`sb_angcl.data.manifests`.
 
 Authors
  * sb-angcl contributors 2025
@@ -48,7 +48,7 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from sb_angcl import dataprep
+from sb_angcl.data import manifests, preparation
 
 logger = logging.getLogger(__name__)
 
@@ -152,15 +152,15 @@ def prepare_voxceleb(
         "seed": seed,
     }
     setup = functools.partial(_setup, data_folder, save_folder, verification_pairs_file, args)
-    return dataprep.run_preparation("VoxCeleb", save_folder, OUTPUTS, setup, _build, skip_prep, strict)
+    return preparation.run_preparation("VoxCeleb", save_folder, OUTPUTS, setup, _build, skip_prep, strict)
 
 
 def _setup(data_folder, save_folder, verification_pairs_file, args):
     """Checks the options, finds the roots and the trial list; returns (opts, context)."""
-    dataprep.check_options(
+    preparation.check_options(
         args["on_wrong_sample_rate"], args["dev_fraction"], args["min_duration"], args["sample_rate"]
     )
-    roots = dataprep.parse_data_folders(data_folder)
+    roots = preparation.parse_data_folders(data_folder)
     save_folder = Path(save_folder)
     save_folder.mkdir(parents=True, exist_ok=True)
     trial_file = _fetch_trial_list(verification_pairs_file, save_folder)
@@ -169,9 +169,9 @@ def _setup(data_folder, save_folder, verification_pairs_file, args):
         "data_folder": [str(r) for r in roots],
         "save_folder": str(save_folder.resolve()),
         "verification_pairs_file": str(trial_file),
-        "trial_list_sha256": dataprep.file_digest(trial_file),
+        "trial_list_sha256": preparation.file_digest(trial_file),
         "label_noise_sha256": [
-            dataprep.file_digest(p) if p.is_file() else None for p in noise_files
+            preparation.file_digest(p) if p.is_file() else None for p in noise_files
         ],
         **args,
     }
@@ -188,7 +188,7 @@ def _build(ctx, report):
     languages = [_read_languages(root) for root in roots]
     noise = {}
     for path in ctx["noise_files"]:
-        noise.update(dataprep.read_label_noise(path) or {})
+        noise.update(manifests.read_label_noise(path) or {})
 
     # Evaluation items (paths relative to the first root's wav/): check
     # they exist before the long scan of the training folders.
@@ -198,24 +198,24 @@ def _build(ctx, report):
         f"{rel} (missing: {path})" for rel, path in eval_paths.items() if not path.is_file()
     ]
     if missing:
-        raise dataprep.missing_items_error(trial_file, missing)
+        raise preparation.missing_items_error(trial_file, missing)
 
     # Training candidates: every wav of every non-test speaker, all roots.
     candidates = []
     for i, root in enumerate(roots):
         for rel in _list_wavs(root, exclude=test_speakers):
             candidates.append((str(root / "wav" / rel), rel, i))
-    dataprep.check_unique_ids(
+    manifests.check_unique_ids(
         [{"ID": rel, "wav": path} for path, rel, _ in candidates], "train.csv"
     )
-    usable, info_by_path = dataprep.probe_usable(
+    usable, info_by_path = manifests.probe_usable(
         [c[0] for c in candidates] + [str(p) for p in eval_paths.values()],
         "Probing VoxCeleb audio",
         report,
         sample_rate,
         ctx["on_wrong_sample_rate"],
     )
-    dataprep.announce_audio_problems(
+    preparation.announce_audio_problems(
         report, sample_rate, "Re-download, re-extract or re-convert them, or delete them."
     )
     rows = []
@@ -223,26 +223,26 @@ def _build(ctx, report):
         if path in usable:
             language = languages[i].get(rel, "") if languages[i] else ""
             rows.append(
-                dataprep.audio_row(
+                manifests.audio_row(
                     rel, usable[path], rel.split("/")[0], language=language, session=_video(rel)
                 )
             )
-    dataprep.mark_label_noise(rows, noise)
-    rows = dataprep.drop_short(rows, ctx["min_duration"], report)
-    train, dev = dataprep.split_dev(rows, ctx["dev_fraction"], ctx["seed"])
-    problems = dataprep.unusable_items(
+    manifests.mark_label_noise(rows, noise)
+    rows = manifests.drop_short(rows, ctx["min_duration"], report)
+    train, dev = manifests.split_dev(rows, ctx["dev_fraction"], ctx["seed"])
+    problems = manifests.unusable_items(
         ((rel, eval_paths[rel]) for rel in eval_rels), usable, info_by_path
     )
     if problems:
-        raise dataprep.missing_items_error(trial_file, problems)
+        raise preparation.missing_items_error(trial_file, problems)
     enrol, test, trial_rows, trial_fields = _evaluation_manifests(
         trials, languages[0], lambda rel: usable[str(eval_paths[rel])]
     )
-    manifests = [
-        ("train.csv", train, dataprep.TRAIN_FIELDS),
-        ("dev.csv", dev, dataprep.TRAIN_FIELDS),
-        ("enrol.csv", enrol, dataprep.ITEM_FIELDS),
-        ("test.csv", test, dataprep.ITEM_FIELDS),
+    tables = [
+        ("train.csv", train, manifests.TRAIN_FIELDS),
+        ("dev.csv", dev, manifests.TRAIN_FIELDS),
+        ("enrol.csv", enrol, manifests.ITEM_FIELDS),
+        ("test.csv", test, manifests.ITEM_FIELDS),
         ("trials.csv", trial_rows, trial_fields),
     ]
     summary = {
@@ -250,17 +250,17 @@ def _build(ctx, report):
         "data_folder": [str(r) for r in roots],
         "trial_list": str(trial_file),
         "splits": {
-            "train": dataprep.split_stats(train),
-            "dev": dataprep.split_stats(dev),
-            "enrol": dataprep.split_stats(enrol),
-            "test": dataprep.split_stats(test),
+            "train": preparation.split_stats(train),
+            "dev": preparation.split_stats(dev),
+            "enrol": preparation.split_stats(enrol),
+            "test": preparation.split_stats(test),
         },
-        "trials": dataprep.trial_stats([t[2] for t in trials]),
+        "trials": preparation.trial_stats([t[2] for t in trials]),
         "test_speakers": len(test_speakers),
         "languages": languages[0] is not None,
         "label_noise": sum(r["label_noise"] for r in train + dev),
     }
-    return manifests, summary
+    return tables, summary
 
 
 def _evaluation_manifests(trials, languages, info_of):
@@ -268,7 +268,7 @@ def _evaluation_manifests(trials, languages, info_of):
     lang0 = languages or {}
 
     def eval_row(rel):
-        return dataprep.audio_row(
+        return manifests.audio_row(
             rel,
             info_of(rel),
             rel.split("/")[0],
@@ -332,7 +332,7 @@ def read_verification_pairs(path):
                     f"{path}, line {line_no}: expected {TRIAL_FORMAT}\n"
                     f"got: {line.strip()!r}"
                 )
-            label = dataprep.parse_trial_label(parts[0], path, line_no)
+            label = preparation.parse_trial_label(parts[0], path, line_no)
             trials.append((parts[1], parts[2], label))
     if not trials:
         raise ValueError(f"{path} holds no trials; expected {TRIAL_FORMAT}")
@@ -348,17 +348,17 @@ def _fetch_trial_list(source, save_folder):
 
             download_file(source, str(dest))
         return dest
-    return dataprep.require_path(
+    return preparation.require_path(
         Path(source).resolve(), "verification_pairs_file (trial list)", TRIAL_FORMAT
     )
 
 
 def _check_root(root):
-    dataprep.require_path(root, "VoxCeleb folder", LAYOUT)
+    preparation.require_path(root, "VoxCeleb folder", LAYOUT)
     hint = ""
     if any((root / sub).is_dir() for sub in ("aac", "dev/aac", "test/aac")):
         hint = FFMPEG_HINT
-    dataprep.require_path(root / "wav", "wav/ folder", LAYOUT, hint)
+    preparation.require_path(root / "wav", "wav/ folder", LAYOUT, hint)
 
 
 def _scan(folder, extensions, exclude):
@@ -400,7 +400,7 @@ def _list_wavs(root, exclude):
         raise ValueError(
             f"{len(unconverted)} .m4a file(s) in {root} have no .wav "
             f"counterpart under {root / 'wav'}:\n"
-            f"{dataprep.format_file_list(unconverted)}\n{FFMPEG_HINT}"
+            f"{manifests.format_file_list(unconverted)}\n{FFMPEG_HINT}"
         )
     return wavs
 

@@ -21,7 +21,7 @@ import os
 import numpy as np
 import torch
 
-from sb_angcl.metrics import compute_eer, compute_min_dcf, det_curve
+from sb_angcl.evaluation.metrics import compute_eer, compute_min_dcf, det_curve
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,6 @@ def _det_ticks():
 
     Returns
     -------
-    ticks : numpy.ndarray
-        Rates, ascending.
     rank : numpy.ndarray
         0, 1 or 2 per tick.
     needs : list of tuple
@@ -138,16 +136,12 @@ def plot_det(scores, labels, path, p_target=0.01, c_miss=1.0, c_fa=1.0, title=No
 
     Arguments
     ---------
-    scores : array-like
-        One score per trial.
     labels : array-like
         bool or 0/1, 1 = target trial.
     path : str or path
         Output image (parent folders are created).
     p_target, c_miss, c_fa : float
         minDCF parameters for the marked point.
-    title : str, optional
-        Figure title.
 
     Returns
     -------
@@ -225,21 +219,12 @@ def plot_score_histogram(scores, labels, path, bins=100, title=None):
 
     Arguments
     ---------
-    scores : array-like
-        One score per trial.
     labels : array-like
         bool or 0/1, 1 = target trial.
     path : str or path
         Output image (parent folders are created).
     bins : int
         Number of histogram bins (shared by both classes).
-    title : str, optional
-        Figure title.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        The figure written.
 
     Example
     -------

@@ -7,9 +7,9 @@ the operating points of SpeechBrain's ``speechbrain.utils.metric_stats.EER`` /
 gives the miss / false-alarm rates at every distinct score and
 :func:`metrics_table` the metrics per condition (e.g. CN-Celeb genre).
 
-Scores come from :mod:`sb_angcl.scoring`; the pictures (DET curve, score
-histogram) are in :mod:`sb_angcl.plots`; the calibration measures (Cllr, min
-Cllr, actual DCF) are in :mod:`sb_angcl.calibration`, and :func:`metrics_table`
+Scores come from :mod:`sb_angcl.evaluation.scoring`; the pictures (DET curve, score
+histogram) are in :mod:`sb_angcl.evaluation.plots`; the calibration measures (Cllr, min
+Cllr, actual DCF) are in :mod:`sb_angcl.evaluation.calibration`, and :func:`metrics_table`
 adds them per condition when it is given LLRs.
 
 Authors
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sb_angcl.calibration import act_dcf, cllr, min_cllr
+from sb_angcl.evaluation.calibration import act_dcf, cllr, min_cllr
 
 _METRIC_COLUMNS = ("condition", "value", "n_trials", "n_target", "EER", "minDCF")
 
@@ -227,7 +227,7 @@ def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_
         ``minCllr``, the Cllr of the *scores* after their best monotone
         transform (as minDCF is of the scores: ``Cllr - minCllr`` and
         ``actDCF - minDCF`` are what the calibration loses); see
-        :mod:`sb_angcl.calibration`.
+        :mod:`sb_angcl.evaluation.calibration`.
 
     Returns
     -------

@@ -1,8 +1,10 @@
 """Small MUSAN- and RIRS_NOISES-shaped folders of synthetic audio.
 
-Tests and the demo exercise the real noise and reverberation code path
-(:mod:`sb_angcl.augment`) with these instead of the 11 GB MUSAN and the
-RIRS_NOISES archive. The layouts are the real ones::
+The tests exercise the real noise and reverberation code path
+(:mod:`sb_angcl.data.augment`) with these instead of the 11 GB MUSAN and the
+RIRS_NOISES archive; ``python tools/noise_folders.py ROOT`` writes them for
+trying the YAMLs' ``musan_folder`` / ``rir_folder`` by hand. The layouts are the
+real ones::
 
     <root>/musan/noise/free-sound/noise-free-sound-0000.wav     coloured noise, hum
     <root>/musan/music/fma/music-fma-0000.wav                   note sequences
@@ -105,8 +107,6 @@ def generate_noise_folders(root, num_files=3, seconds=4.0, sample_rate=16000, se
         Length of each MUSAN file.
     sample_rate : int
         Rate in Hz.
-    seed : int
-        Seed of everything drawn.
 
     Returns
     -------
@@ -149,3 +149,15 @@ def generate_noise_folders(root, num_files=3, seconds=4.0, sample_rate=16000, se
     _write(os.path.join(real, "RVB2014_type1_noise_synth_0.wav"),
            _coloured_noise(n, 1, rng), sample_rate)
     return {"musan_folder": musan, "rir_folder": rirs}
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write small MUSAN- and RIRS_NOISES-shaped folders.")
+    parser.add_argument("root", help="output folder (gets musan/ and RIRS_NOISES/)")
+    parser.add_argument("--files", type=int, default=3, help="files per category")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each file")
+    args = parser.parse_args()
+    folders = generate_noise_folders(args.root, num_files=args.files, seconds=args.seconds)
+    print(" ".join(f"--{key}={path}" for key, path in folders.items()))

@@ -24,12 +24,12 @@ gradient, so with AAM-softmax at scale 30 ``alpha`` sits near 0 (measured:
 additions keep both objectives in play, each off by default so that the rule
 above stays available exactly as specified:
 
-* ``normalization`` (Sener & Koltun's gradient normalisers, applied as they
-  define them): the min-norm problem is solved on ``g_t / n_t`` and the
-  resulting ``alpha`` weights the *raw* losses. ``l2`` (``n_t = ||g_t||``):
-  two unit vectors always meet at ``alpha = 1/2``, so for two objectives
-  ``l2`` is a fixed ``0.5`` weighting; ``loss`` (``n_t = L_t``): the
-  problem sees each gradient per unit of its loss;
+* ``normalization: loss`` (one of Sener & Koltun's gradient normalisers,
+  ``n_t = L_t``): the min-norm problem is solved on ``g_t / n_t``, each
+  gradient per unit of its loss, and the resulting ``alpha`` weights the
+  *raw* losses. (Their ``l2`` normaliser is not offered: two unit vectors
+  always meet at ``alpha = 1/2``, so for two objectives it is ``fixed``
+  with weight 0.5.);
 * ``alpha_min`` / ``alpha_max``: ``alpha`` is clipped into these bounds after
   the solve (e.g. ``alpha_min: 0.3`` never gives AAM-softmax less than 30 %);
 * ``alpha_smoothing``: an exponential moving average over steps,
@@ -39,7 +39,7 @@ above stays available exactly as specified:
 Everything needed for ``alpha`` is a handful of dot products. Under DDP they
 are summed over ranks for ``mgda_ub`` (each rank holds different samples'
 embeddings); for ``mgda`` the parameter gradients themselves are summed first
-(the parameters are shared, see :mod:`sb_angcl.distributed`), so every replica
+(the parameters are shared, see :mod:`sb_angcl.objective.distributed`), so every replica
 applies the ``alpha`` of a single process on the concatenated batch. Gradients are
 taken of the *scaled* losses when a GradScaler scale is given (fp16 would
 otherwise underflow), and ``alpha`` does not depend on that common scale.
@@ -54,12 +54,12 @@ from typing import NamedTuple
 
 import torch
 
-from sb_angcl.distributed import all_reduce_sum, world_size
+from sb_angcl.objective.distributed import all_reduce_sum, world_size
 
 logger = logging.getLogger(__name__)
 
 BALANCING_STRATEGIES = ("fixed", "mgda_ub", "mgda")
-GRADIENT_NORMALIZATIONS = ("none", "l2", "loss")
+GRADIENT_NORMALIZATIONS = ("none", "loss")
 
 
 def _sum_flat_gradients(grads1, grads2, inputs):
@@ -155,32 +155,6 @@ def gradient_dots(grads1, grads2):
     return total
 
 
-def min_norm_alpha(g1, g2):
-    """Closed-form weight of ``g1`` minimising ``||a g1 + (1 - a) g2||``.
-
-    Arguments
-    ---------
-    g1 : torch.Tensor
-        First gradient (any shape).
-    g2 : torch.Tensor
-        Second gradient, same shape.
-
-    Returns
-    -------
-    torch.Tensor
-        Float64 scalar in ``[0, 1]``; ``0.5`` when ``g1 == g2`` (then any
-        weight is optimal). If one gradient is zero the answer puts all weight
-        on it (the zero vector has the minimum norm).
-
-    Example
-    -------
-    >>> float(min_norm_alpha(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])))
-    0.5
-    >>> float(min_norm_alpha(torch.tensor([3.0, 0.0]), torch.tensor([-1.0, 0.0])))
-    0.25
-    """
-    return min_norm_alpha_from_dots(*gradient_dots([g1], [g2]).cpu())
-
 
 class BalanceResult(NamedTuple):
     """What a balancer returns for one batch.
@@ -244,10 +218,6 @@ class Balancer(torch.nn.Module):
             The shared encoder's, when :attr:`needs_parameters`.
         grad_scale : float, optional
             The GradScaler scale (1 without one).
-
-        Returns
-        -------
-        BalanceResult
         """
         raise NotImplementedError
 
@@ -284,25 +254,7 @@ class FixedBalancer(Balancer):
         return self.contrastive_weight > 0.0
 
     def forward(self, loss_cls, loss_con, shared=None, parameters=None, grad_scale=1.0):
-        """Combine two losses with the constant weight.
-
-        Arguments
-        ---------
-        loss_cls : torch.Tensor
-            Classification loss.
-        loss_con : torch.Tensor
-            Contrastive loss.
-        shared : torch.Tensor, optional
-            Unused (same signature as :class:`MGDABalancer`).
-        parameters : list, optional
-            Unused.
-        grad_scale : float, optional
-            Unused.
-
-        Returns
-        -------
-        BalanceResult
-        """
+        """Combine two losses with the constant weight (the other arguments are unused)."""
         alpha = 1.0 - self.contrastive_weight
         loss = alpha * loss_cls + self.contrastive_weight * loss_con
         return BalanceResult(loss, torch.tensor(alpha, dtype=torch.float32))
@@ -317,7 +269,7 @@ class MGDABalancer(Balancer):
         ``"mgda_ub"`` (gradients w.r.t. the shared embedding, passed as
         ``shared``) or ``"mgda"`` (gradients w.r.t. ``parameters``).
     normalization : str
-        ``"none"``, ``"l2"`` or ``"loss"`` (see the module docstring).
+        ``"none"`` or ``"loss"`` (see the module docstring).
     distributed : bool
         Sum the dot products over ranks when a process group is running.
     alpha_min, alpha_max : float
@@ -414,7 +366,7 @@ class MGDABalancer(Balancer):
 
         Example
         -------
-        >>> MGDABalancer(normalization="l2").solve(900.0, 0.0, 1.0, [5.0, 3.0])
+        >>> MGDABalancer(normalization="loss").solve(900.0, 0.0, 1.0, [30.0, 1.0])
         0.5
         """
         if g11 == 0.0 or g22 == 0.0:
@@ -422,9 +374,7 @@ class MGDABalancer(Balancer):
             # the min-norm answer would stop learning, so all weight goes to
             # the other objective.
             return 1.0 if g22 == 0.0 else 0.0
-        if self.normalization == "l2":
-            n1, n2 = g11 ** 0.5, g22 ** 0.5
-        elif self.normalization == "loss":
+        if self.normalization == "loss":
             n1, n2 = (max(abs(v), 1e-12) for v in losses)
         else:
             n1 = n2 = 1.0
@@ -446,10 +396,6 @@ class MGDABalancer(Balancer):
         grad_scale : float
             Current GradScaler scale (1 without one). Gradients are taken of
             the scaled losses to avoid fp16 underflow, then unscaled.
-
-        Returns
-        -------
-        BalanceResult
         """
         if self.mode == "mgda_ub":
             if shared is None:

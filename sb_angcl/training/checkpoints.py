@@ -3,8 +3,7 @@
 SpeechBrain's ``Checkpointer`` writes ``CKPT.yaml`` first and the parameter
 files after it, so a run killed while saving leaves a folder that looks like
 the newest checkpoint but cannot be loaded. :func:`discard_incomplete_checkpoints`
-sets such folders aside before a run resumes; :func:`is_checkpointable` says
-whether the checkpointer can save an object at all.
+sets such folders aside before a run resumes.
 
 Authors
  * sb-angcl contributors
@@ -16,13 +15,7 @@ import zipfile
 
 import torch  # noqa: F401  (used by the doctest)
 import yaml
-from speechbrain.utils.checkpoints import (
-    CKPT_PREFIX,
-    DEFAULT_SAVE_HOOKS,
-    METAFNAME,
-    PARAMFILE_EXT,
-    get_default_hook,
-)
+from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, PARAMFILE_EXT
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +68,6 @@ def discard_incomplete_checkpoints(checkpointer):
     recoverables and data-loader states excepted, as SpeechBrain does), empty,
     or a ``torch.save`` archive without its index (cut short).
 
-    Arguments
-    ---------
-    checkpointer : speechbrain.utils.checkpoints.Checkpointer
-        With every recoverable registered.
-
     Returns
     -------
     list of str
@@ -129,23 +117,3 @@ def discard_incomplete_checkpoints(checkpointer):
             target,
         )
     return moved
-
-
-def is_checkpointable(obj):
-    """Whether SpeechBrain's checkpointer has a save hook for ``obj``.
-
-    Arguments
-    ---------
-    obj : object
-        A candidate recoverable.
-
-    Returns
-    -------
-    bool
-
-    Example
-    -------
-    >>> is_checkpointable(torch.nn.Linear(1, 1)), is_checkpointable(object())
-    (True, False)
-    """
-    return get_default_hook(obj, DEFAULT_SAVE_HOOKS) is not None

@@ -22,7 +22,7 @@ This module holds
   (the Cllr after the best monotone transform, found by pool-adjacent-violators:
   what calibration could reach; ``cllr - min_cllr`` is the calibration loss),
   :func:`act_dcf` (the detection cost of the Bayes decision, normalised as
-  :func:`sb_angcl.metrics.compute_min_dcf` normalises the minimum);
+  :func:`sb_angcl.evaluation.metrics.compute_min_dcf` normalises the minimum);
 * :class:`CalibratedSpeakerRecognition`: SpeechBrain's ``SpeakerRecognition``
   whose ``verify_batch`` / ``verify_files`` return the calibrated LLR and decide
   at the Bayes threshold, with the parameters ``verify.py`` writes into an
@@ -242,7 +242,7 @@ def act_dcf(llrs, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
     """Normalised detection cost of the Bayes decision on LLRs.
 
     Accept a trial when ``llr > bayes_threshold(p_target, c_miss, c_fa)``
-    (strictly, as :func:`sb_angcl.metrics.compute_min_dcf` accepts
+    (strictly, as :func:`sb_angcl.evaluation.metrics.compute_min_dcf` accepts
     ``score > threshold``, so ``act_dcf >= min_dcf`` on the same LLRs);
     ``C = c_miss p_target P_miss + c_fa (1 - p_target) P_fa``, divided by
     ``min(c_miss p_target, c_fa (1 - p_target))``.

@@ -1,4 +1,4 @@
-"""DDP helpers: gathering the contrastive batch across ranks, wrapping modules.
+"""DDP: the contrastive batch gathered across ranks, and the sums MGDA needs.
 
 SpeechBrain has no gather helper. The contrastive loss gets stronger with more
 negatives, so under DDP (``torchrun --nproc_per_node=N train.py ...``) every
@@ -24,7 +24,7 @@ classification loss of the global batch. Rank ``r`` back-propagates
   exactly the single-process gradient on the concatenated batch.
 
 The balancing weight must also agree, on every rank, with the single-process
-one (see :mod:`sb_angcl.balancing`):
+one (see :mod:`sb_angcl.objective.balancing`):
 
 * ``mgda_ub`` (gradients w.r.t. the embeddings): the rank-local gradients are
   ``W`` times the rows of the global ones, so the dot products summed over
@@ -38,33 +38,25 @@ one (see :mod:`sb_angcl.balancing`):
   therefore all-reduces the two flattened parameter gradients themselves
   (both come out ``W`` times the global ones) and takes the dots after that.
 
-Batch normalisation: on GPUs, :func:`wrap_distributed_modules` converts
-BatchNorm layers to ``SyncBatchNorm`` as SpeechBrain does, so batch statistics
-are global too. PyTorch's ``SyncBatchNorm`` does not run on CPU, so with gloo on
-CPU the BatchNorm statistics stay per rank (the only difference from a single
-process on the concatenated batch).
+Batch normalisation: on GPUs SpeechBrain converts BatchNorm layers to
+``SyncBatchNorm``, so batch statistics are global too. ``SyncBatchNorm`` does
+not run on CPU, so with gloo on CPU the BatchNorm statistics stay per rank (the
+only difference from a single process on the concatenated batch; see
+:meth:`~sb_angcl.training.brain.AngularContrastiveBrain._wrap_distributed`).
 
 Ranks must have the same local batch size (the speaker-balanced sampler
-guarantees it; with the random sampler use ``drop_last: True``).
+guarantees it).
 
 Authors
  * sb-angcl contributors
 """
 
-import logging
-
 import torch
 import torch.distributed as dist
-
-logger = logging.getLogger(__name__)
 
 
 def world_size():
     """Number of DDP ranks (1 without a process group).
-
-    Returns
-    -------
-    int
 
     Example
     -------
@@ -76,22 +68,6 @@ def world_size():
     return 1
 
 
-def rank():
-    """This process's DDP rank (0 without a process group).
-
-    Returns
-    -------
-    int
-
-    Example
-    -------
-    >>> rank()
-    0
-    """
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return 0
-
 
 def _check_same_length(tensor):
     """All ranks must hold the same number of rows: say so clearly if not."""
@@ -102,8 +78,7 @@ def _check_same_length(tensor):
     if len(set(sizes)) > 1:
         raise RuntimeError(
             f"gather across DDP ranks needs the same local batch size on every "
-            f"rank, got {sizes}. Use the speaker-balanced sampler "
-            "(sampler: balanced), or drop_last with the random sampler, or set "
+            f"rank, got {sizes}. Use the speaker-balanced sampler, or set "
             "gather_across_ranks: False in the YAML."
         )
 
@@ -211,95 +186,3 @@ def all_reduce_sum(tensor):
     if world_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
-
-
-def wrap_distributed_modules(modules, device, find_unused_parameters=False, sync_batchnorm=None):
-    """Wrap every trainable module in DDP, also on CPU (gloo).
-
-    What ``sb.Brain._wrap_distributed`` does, except that SpeechBrain 1.1
-    converts BatchNorm to ``SyncBatchNorm`` unconditionally, which PyTorch
-    rejects on CPU ("SyncBatchNorm layers only work with GPU modules"), so
-    ``torchrun ... --distributed_backend=gloo`` fails on CPU for any encoder
-    with BatchNorm (ECAPA-TDNN, ResNet, x-vector). Here the conversion is only
-    done on accelerators, and ``device_ids`` is only given for them.
-
-    Arguments
-    ---------
-    modules : torch.nn.ModuleDict
-        ``brain.modules``; wrapped entries are replaced in place.
-    device : str or torch.device
-        The Brain's device (``"cpu"``, ``"cuda:0"``, ...).
-    find_unused_parameters : bool
-        Passed to ``DistributedDataParallel``.
-    sync_batchnorm : bool, optional
-        Convert BatchNorm to ``SyncBatchNorm``; default: on any device but CPU.
-
-    Returns
-    -------
-    torch.nn.ModuleDict
-        ``modules``.
-
-    Example
-    -------
-    >>> mods = torch.nn.ModuleDict({"enc": torch.nn.BatchNorm1d(3)})
-    >>> wrap_distributed_modules(mods, "cpu") is mods  # no process group: unchanged
-    True
-    >>> type(mods["enc"]).__name__
-    'BatchNorm1d'
-    """
-    if not (dist.is_available() and dist.is_initialized()):
-        return modules
-    from torch.nn.parallel import DistributedDataParallel
-
-    device = torch.device(device)
-    on_cpu = device.type == "cpu"
-    if sync_batchnorm is None:
-        sync_batchnorm = not on_cpu
-    for name, module in list(modules.items()):
-        if isinstance(module, DistributedDataParallel):
-            continue
-        if not any(p.requires_grad for p in module.parameters()):
-            continue
-        if sync_batchnorm:
-            module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        elif on_cpu and any(
-            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules()
-        ):
-            logger.info(
-                "DDP on CPU: BatchNorm in '%s' keeps per-rank batch statistics "
-                "(SyncBatchNorm needs a GPU).",
-                name,
-            )
-        modules[name] = DistributedDataParallel(
-            module,
-            device_ids=None if on_cpu or device.index is None else [device],
-            find_unused_parameters=find_unused_parameters,
-        )
-    return modules
-
-
-def all_ranks_finite(tensor):
-    """Whether ``tensor`` is finite on every rank (a collective under DDP).
-
-    A rank that skips a batch for a non-finite loss while the others
-    back-propagate would leave the others waiting in their gradient
-    all-reduce: the decision to skip must be the same everywhere.
-
-    Arguments
-    ---------
-    tensor : torch.Tensor
-        The local value (e.g. the balanced loss).
-
-    Returns
-    -------
-    bool
-
-    Example
-    -------
-    >>> all_ranks_finite(torch.tensor(1.0)), all_ranks_finite(torch.tensor(float("nan")))
-    (True, False)
-    """
-    ok = torch.isfinite(tensor.detach()).all().to(torch.float32).reshape(1)
-    if world_size() > 1:
-        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-    return bool(ok.item())

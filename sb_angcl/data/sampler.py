@@ -10,7 +10,8 @@ batch from ``P`` distinct speakers with ``K`` utterances each.
 The plan of an epoch depends only on ``(seed, epoch)``, so that all DDP ranks
 compute the same global plan without communicating, and so that
 SpeechBrain's :class:`~speechbrain.dataio.dataloader.SaveableDataLoader` can
-resume mid-epoch by skipping the batches already consumed.
+resume mid-epoch by skipping the batches already consumed. The plan itself is
+numpy arithmetic (:class:`EpochPlanner`, :func:`max_steps`).
 
 Authors
  * sb-angcl contributors 2025
@@ -28,8 +29,6 @@ from speechbrain.utils.checkpoints import (
     register_checkpoint_hooks,
 )
 from torch.utils.data import Sampler
-
-from sb_angcl.epoch_plan import EpochPlanner, max_steps, session_codes
 
 logger = logging.getLogger(__name__)
 
@@ -120,18 +119,15 @@ class SpeakerBalancedBatchSampler(Sampler):
 
     Note
     ----
-    This sampler splits work between DDP ranks itself. Do not let
-    ``sb.Brain.make_dataloader`` wrap it in a ``DistributedSamplerWrapper``
-    (it does so for any ``batch_sampler`` under DDP, which would split the
-    batches a second time). Build the loader yourself, e.g.
-    ``SaveableDataLoader(dataset, batch_sampler=sampler, collate_fn=...)``,
-    add it (and, optionally, the sampler, which saves its epoch) to the
-    checkpointer for mid-epoch resume (``Brain.fit`` only does that for
-    loaders it builds), set ``brain.train_sampler = sampler`` after creating
-    the Brain (so ``fit`` calls ``set_epoch``), and pass the loader to
-    ``fit``. Mid-epoch resume works because SaveableDataLoader saves the
-    number of batches consumed and, on recovery, skips that many batches of
-    this sampler's (identical) plan.
+    This sampler splits work between DDP ranks itself: SpeechBrain's
+    ``Brain.make_dataloader`` would wrap it in a ``DistributedSamplerWrapper``
+    and split the batches a second time, so
+    :meth:`~sb_angcl.training.brain.AngularContrastiveBrain.make_dataloader`
+    makes its loader unwrapped (registered for mid-epoch resume, the sampler
+    as the Brain's ``train_sampler`` so that ``fit`` calls ``set_epoch``).
+    Mid-epoch resume works because SaveableDataLoader saves the number of
+    batches consumed and, on recovery, skips that many batches of this
+    sampler's (identical) plan.
 
     Arguments
     ---------
@@ -310,10 +306,6 @@ class SpeakerBalancedBatchSampler(Sampler):
         **kwargs : dict
             Passed to the constructor (``speakers_per_batch``,
             ``utterances_per_speaker``, ``seed``, ...).
-
-        Returns
-        -------
-        SpeakerBalancedBatchSampler
 
         Example
         -------
@@ -511,3 +503,229 @@ def _resolve_ddp(num_replicas, rank):
             f"[0, num_replicas={num_replicas})."
         )
     return num_replicas, rank
+
+
+# ---------------------------------------------------------------- the epoch plan
+class EpochPlanner:
+    """Flat numpy layout of a labelled dataset, and the plans built from it.
+
+    Arguments
+    ---------
+    indices : list of numpy.ndarray
+        Per speaker (in order of first appearance), its dataset indices in
+        dataset order.
+    K : int
+        Utterances per speaker in a batch (the size of a group).
+    item_session : numpy.ndarray, optional
+        Code of every item's (speaker, session) pair (:func:`session_codes`),
+        to cut groups round-robin over sessions; None for random groups.
+
+    Example
+    -------
+    >>> planner = EpochPlanner([np.array([0, 1, 2]), np.array([3])], 2)
+    >>> planner.group_counts.tolist(), planner.num_groups
+    ([2, 1], 3)
+    """
+
+    def __init__(self, indices, K, item_session=None):
+        self.K = K
+        num_speakers = len(indices)
+        counts = np.array([len(idx) for idx in indices], dtype=np.int64)
+        self.group_counts = -(-counts // K)  # ceil(n / K)
+        self.num_groups = int(self.group_counts.sum())
+        self.sizes = counts
+        self.item_offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.group_offsets = np.concatenate([[0], np.cumsum(self.group_counts)[:-1]])
+        self.items_by_speaker = np.concatenate(indices)
+        self.item_speaker = np.empty(len(self.items_by_speaker), dtype=np.int64)
+        self.item_speaker[self.items_by_speaker] = np.repeat(
+            np.arange(num_speakers), counts
+        )
+        self.item_session = item_session
+
+    def plan(self, T, G, rng=None):
+        """The global plan of one epoch as a (T, G * K) int64 array.
+
+        Arguments
+        ---------
+        T : int
+            Steps (:func:`max_steps` of ``group_counts`` and ``G``).
+        G : int
+            Distinct speakers per step (all ranks together).
+        rng : numpy.random.Generator, optional
+            The epoch's random stream; None for the fixed plan.
+
+        Returns
+        -------
+        numpy.ndarray
+            Row ``t``: the ``G`` groups of step ``t``, group after group.
+
+        Example
+        -------
+        >>> planner = EpochPlanner([np.array([0, 2]), np.array([1, 3])], 2)
+        >>> planner.plan(1, 2).tolist()
+        [[0, 2, 1, 3]]
+        """
+        table = self._make_groups(rng)
+        counts = self._kept_group_counts(T, G, rng)
+
+        speakers = np.empty((T, G), dtype=np.int64)
+        for t, remaining in enumerate(range(T, 0, -1)):
+            chosen = self._choose_speakers(counts, remaining, G, rng)
+            counts[chosen] -= 1
+            speakers[t] = chosen
+        if rng is not None:
+            speakers = speakers[rng.permutation(T)]
+
+        # The j-th appearance of speaker s takes its j-th group (table row
+        # group_offsets[s] + j); groups are already in random order.
+        flat = speakers.ravel()
+        by_speaker = np.argsort(flat, kind="stable")
+        sorted_spk = flat[by_speaker]
+        run_start = np.searchsorted(sorted_spk, sorted_spk, side="left")
+        rank_in_run = np.empty_like(flat)
+        rank_in_run[by_speaker] = np.arange(len(flat)) - run_start
+        rows = self.group_offsets[flat] + rank_in_run
+        return table[rows].reshape(T, -1)
+
+    def _make_groups(self, rng):
+        """All groups of the epoch as a (num_groups, K) table.
+
+        Speaker ``s`` owns rows ``group_offsets[s]`` to
+        ``group_offsets[s] + ceil(n_s / K) - 1``: full groups of shuffled
+        utterances, then the topped-up one (if any), which is therefore the
+        first to go when the speaker loses groups.
+        """
+        K = self.K
+        codes = self.item_speaker
+        if self.item_session is not None:
+            items = self._round_robin(rng)
+        elif rng is not None:
+            # Sort items by speaker, randomly within each speaker.
+            items = np.lexsort((rng.random(len(codes)), codes))
+        else:
+            items = self.items_by_speaker
+        spk = codes[items]
+        pos = np.arange(len(items)) - self.item_offsets[spk]
+        table = np.empty((self.num_groups, K), dtype=np.int64)
+        table[self.group_offsets[spk] + pos // K, pos % K] = items
+        # Top up each speaker's last, incomplete group with its own items.
+        sizes = self.sizes
+        for s in np.nonzero(sizes % K)[0]:
+            n, r = int(sizes[s]), int(sizes[s] % K)
+            own = items[self.item_offsets[s] : self.item_offsets[s] + n]
+            last = self.group_offsets[s] + n // K
+            if n < K:
+                table[last] = np.resize(own, K)  # cyclic repetition
+            elif rng is not None:
+                pick = rng.choice(n - r, K - r, replace=False)
+                table[last, r:] = own[pick]
+            else:
+                table[last, r:] = own[: K - r]
+        return table
+
+    def _round_robin(self, rng):
+        """Items sorted by speaker, then round-robin over the speaker's sessions."""
+        codes, sess = self.item_speaker, self.item_session
+        n = len(codes)
+        tie = rng.random(n) if rng is not None else np.arange(n, dtype=np.float64)
+        # position of each item within its session (random order)
+        by_session = np.lexsort((tie, sess))
+        first = np.searchsorted(sess[by_session], sess[by_session], side="left")
+        rank = np.empty(n, dtype=np.int64)
+        rank[by_session] = np.arange(n) - first
+        # sessions of a speaker ordered by size, largest first, ties at random
+        num_sessions = int(sess.max()) + 1
+        size = np.bincount(sess, minlength=num_sessions)
+        stie = rng.random(num_sessions) if rng is not None else np.arange(num_sessions) / num_sessions
+        session_order = np.empty(num_sessions, dtype=np.int64)
+        session_order[np.lexsort((stie, -size))] = np.arange(num_sessions)
+        return np.lexsort((session_order[sess], rank, codes))
+
+    def _kept_group_counts(self, T, G, rng):
+        """Groups used per speaker: at most T each, G * T in total.
+
+        A speaker keeps its first groups: its topped-up group is the first
+        it loses, then random full ones (its utterances are shuffled).
+        """
+        counts = np.minimum(self.group_counts, T)
+        excess = int(counts.sum()) - G * T
+        if excess > 0:
+            owners = np.repeat(np.arange(len(counts)), counts)
+            if rng is not None:
+                picked = owners[rng.choice(len(owners), excess, replace=False)]
+            else:
+                picked = owners[len(owners) - excess :]
+            counts = counts - np.bincount(picked, minlength=len(counts))
+        return counts
+
+    @staticmethod
+    def _choose_speakers(counts, remaining, G, rng):
+        """Picks G distinct speakers for one step, keeping the rest packable.
+
+        Invariant: sum(counts) == G * remaining and counts <= remaining.
+        Speakers with counts == remaining must be taken now; any other
+        choice of distinct speakers keeps the invariant for the next step.
+        """
+        if rng is None:
+            return np.argsort(-counts, kind="stable")[:G]
+        must = np.nonzero(counts == remaining)[0]
+        free = np.nonzero((counts > 0) & (counts < remaining))[0]
+        need = G - len(must)
+        if need > 0:
+            # Weighted sampling without replacement (exponential keys).
+            keys = rng.exponential(size=len(free)) / counts[free]
+            pick = free[np.argpartition(keys, need - 1)[:need]]
+            chosen = np.concatenate([must, pick])
+        else:
+            chosen = must
+        return chosen[rng.permutation(len(chosen))]
+
+
+def session_codes(sessions, labels):
+    """Integer code of every item's (speaker, session) pair."""
+    if sessions is None:
+        raise ValueError(
+            "SpeakerBalancedBatchSampler: positives_across_sessions=True needs "
+            "the session label of every item (sessions=...; from_dataset reads the "
+            "manifest's 'session' column, written by the data preparation). "
+            "Re-run the data preparation or set positives_across_sessions: False."
+        )
+    if isinstance(sessions, (torch.Tensor, np.ndarray)):
+        sessions = sessions.tolist()
+    sessions = list(sessions)
+    if len(sessions) != len(labels):
+        raise ValueError(
+            f"SpeakerBalancedBatchSampler: got {len(sessions)} session labels for "
+            f"{len(labels)} items; pass one session per dataset item."
+        )
+    table = {}
+    return np.array(
+        [table.setdefault((lab, ses), len(table)) for lab, ses in zip(labels, sessions)],
+        dtype=np.int64,
+    )
+
+
+def max_steps(group_counts, width):
+    """Largest T with sum(min(c, T)) >= width * T (binary search).
+
+    Every step needs ``width`` distinct speakers, and a speaker can serve at
+    most one step per group and at most ``T`` steps, so no plan has more
+    steps; the packing in :meth:`EpochPlanner.plan` reaches it.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> max_steps(np.array([5, 1, 1]), 2)  # speaker 0 can't pair with itself
+    2
+    >>> max_steps(np.array([2, 2, 2]), 3)
+    2
+    """
+    lo, hi = 0, int(group_counts.sum()) // width
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if int(np.minimum(group_counts, mid).sum()) >= width * mid:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -4,7 +4,7 @@ The full-size recipes used SpeechBrain's ``CyclicLRScheduler`` with a
 ``step_size`` in optimiser steps that had been tuned for batches of 32: with
 batches of 256 and VoxCeleb1 a 40-epoch run never left the first half cycle.
 :class:`WarmupDecayScheduler` is written in epochs instead (linear warm-up,
-then exponential or cosine decay to a final rate at the last epoch) and
+then exponential decay to a final rate at the last epoch) and
 converts them to steps from the *actual* number of optimiser steps per epoch
 (per rank under DDP, after gradient accumulation), which the recipe gives it
 from the training loader (:meth:`WarmupDecayScheduler.set_steps_per_epoch`).
@@ -21,7 +21,6 @@ Authors
 """
 
 import logging
-import math
 
 import torch
 from speechbrain.utils import checkpoints
@@ -31,15 +30,13 @@ logger = logging.getLogger(__name__)
 
 @checkpoints.register_checkpoint_hooks
 class WarmupDecayScheduler:
-    """Linear warm-up then exponential (or cosine) decay, defined in epochs.
+    """Linear warm-up then exponential decay, defined in epochs.
 
     With ``t = step / steps_per_epoch`` (epochs done, fractional), ``W =
     warmup_epochs`` and ``E = number_of_epochs``::
 
         t < W:   lr = initial_lr + (lr - initial_lr) * t / W
-        t >= W:  p = min((t - W) / (E - W), 1)
-                 exponential: lr * (final_lr / lr) ** p
-                 cosine:      final_lr + (lr - final_lr) * (1 + cos(pi p)) / 2
+        t >= W:  lr * (final_lr / lr) ** min((t - W) / (E - W), 1)
 
     The optimiser's rate is set before the first batch (``apply``) and after
     every optimiser step (``on_batch_end``, which the Brain calls), so batch
@@ -57,8 +54,6 @@ class WarmupDecayScheduler:
         Warm-up length in epochs (0: start at ``lr``).
     initial_lr : float
         Rate at step 0 of the warm-up.
-    decay : str
-        ``exponential`` or ``cosine``.
     steps_per_epoch : int or None
         Optimiser steps per epoch; normally set by the recipe from the
         training loader.
@@ -85,11 +80,8 @@ class WarmupDecayScheduler:
         number_of_epochs,
         warmup_epochs=0.0,
         initial_lr=0.0,
-        decay="exponential",
         steps_per_epoch=None,
     ):
-        if decay not in ("exponential", "cosine"):
-            raise ValueError(f"decay must be 'exponential' or 'cosine', got {decay!r}")
         if lr <= 0 or final_lr <= 0:
             raise ValueError(f"lr ({lr}) and final_lr ({final_lr}) must be positive")
         if number_of_epochs <= 0 or not 0 <= warmup_epochs < number_of_epochs:
@@ -102,7 +94,6 @@ class WarmupDecayScheduler:
         self.number_of_epochs = float(number_of_epochs)
         self.warmup_epochs = float(warmup_epochs)
         self.initial_lr = float(initial_lr)
-        self.decay = decay
         self.steps_per_epoch = None
         self.step = 0
         if steps_per_epoch is not None:
@@ -133,17 +124,7 @@ class WarmupDecayScheduler:
         self.steps_per_epoch = steps_per_epoch
 
     def epochs_at(self, step):
-        """Epochs done after ``step`` optimiser steps.
-
-        Arguments
-        ---------
-        step : int
-            Optimiser steps done.
-
-        Returns
-        -------
-        float
-        """
+        """Epochs done after ``step`` optimiser steps."""
         if self.steps_per_epoch is None:
             raise RuntimeError(
                 "WarmupDecayScheduler does not know the steps per epoch: call "
@@ -155,71 +136,32 @@ class WarmupDecayScheduler:
     def lr_at_epoch(self, epochs):
         """The rate after ``epochs`` (fractional) epochs.
 
-        Arguments
-        ---------
-        epochs : float
-            Epochs done.
-
-        Returns
-        -------
-        float
-
         Example
         -------
-        >>> WarmupDecayScheduler(1e-3, 1e-5, 3, decay="cosine").lr_at_epoch(1.5)
-        0.000505
+        >>> round(WarmupDecayScheduler(1e-3, 1e-5, 3).lr_at_epoch(1.5), 8)
+        0.0001
         """
         if epochs < self.warmup_epochs:
             return self.initial_lr + (self.lr - self.initial_lr) * epochs / self.warmup_epochs
         progress = min((epochs - self.warmup_epochs) / (self.number_of_epochs - self.warmup_epochs), 1.0)
-        if self.decay == "exponential":
-            return self.lr * (self.final_lr / self.lr) ** progress
-        return self.final_lr + (self.lr - self.final_lr) * (1 + math.cos(math.pi * progress)) / 2
+        return self.lr * (self.final_lr / self.lr) ** progress
 
     def lr_at(self, step):
-        """The rate for the batch after ``step`` optimiser steps.
-
-        Arguments
-        ---------
-        step : int
-            Optimiser steps done.
-
-        Returns
-        -------
-        float
-        """
+        """The rate for the batch after ``step`` optimiser steps."""
         return self.lr_at_epoch(self.epochs_at(step))
 
     def apply(self, optimizer):
-        """Set the optimiser's rate to the current step's (before training).
-
-        Arguments
-        ---------
-        optimizer : torch.optim.Optimizer
-            The optimiser.
-        """
+        """Set the optimiser's rate to the current step's (before training)."""
         _set_lr(optimizer, self.lr_at(self.step))
 
     def on_batch_end(self, optimizer):
-        """Count one optimiser step and set the rate for the next batch.
-
-        Arguments
-        ---------
-        optimizer : torch.optim.Optimizer
-            The optimiser.
-        """
+        """Count one optimiser step and set the rate for the next batch."""
         self.step += 1
         _set_lr(optimizer, self.lr_at(self.step))
 
     @checkpoints.mark_as_saver
     def save(self, path):
-        """Save the step counter (and the steps per epoch it counts in).
-
-        Arguments
-        ---------
-        path : str or pathlib.Path
-            Checkpoint file.
-        """
+        """Save the step counter (and the steps per epoch it counts in)."""
         torch.save({"step": self.step, "steps_per_epoch": self.steps_per_epoch}, path)
 
     @checkpoints.mark_as_loader
@@ -228,8 +170,6 @@ class WarmupDecayScheduler:
 
         Arguments
         ---------
-        path : str or pathlib.Path
-            Checkpoint file.
         end_of_epoch : bool
             Unused (SpeechBrain's loader signature).
         """
@@ -284,7 +224,7 @@ def balanced_steps_per_epoch(utterance_counts, speakers_per_batch, utterances_pe
 
     Each speaker with ``n`` utterances gives ``ceil(n / K)`` groups; a global
     step takes ``P * R`` groups (see
-    :class:`~sb_angcl.sampler.SpeakerBalancedBatchSampler`, whose exact count
+    :class:`~sb_angcl.data.sampler.SpeakerBalancedBatchSampler`, whose exact count
     can be a little lower when one speaker owns very many groups).
 
     Arguments
@@ -297,10 +237,6 @@ def balanced_steps_per_epoch(utterance_counts, speakers_per_batch, utterances_pe
         ``K``.
     num_gpus : int
         ``R``, the DDP world size.
-
-    Returns
-    -------
-    int
 
     Example
     -------

@@ -1,11 +1,11 @@
 """Training through non-finite values: skip the batch, name the file, give up in time.
 
 A batch whose loss or gradient is NaN/inf on any rank is skipped on every
-rank by :class:`~sb_angcl.brain.AngularContrastiveBrain`; :class:`SkippedBatches`
-does the bookkeeping: it puts back the module buffers (BatchNorm statistics,
-already updated by the forward pass), counts the skips, warns, and raises
-:class:`NonFiniteLossError` after more than ``patience`` in a row.
-:func:`note_nonfinite_audio` names, once each, the files whose audio held
+rank by :class:`~sb_angcl.training.brain.AngularContrastiveBrain`;
+:class:`SkippedBatches` does the bookkeeping: it puts back the module buffers
+(BatchNorm statistics, already updated by the forward pass), counts the skips,
+warns, and raises :class:`NonFiniteLossError` after more than ``patience`` in a
+row. :func:`note_nonfinite_audio` names, once each, the files whose audio held
 NaN/inf samples (zeroed by the data pipeline).
 
 Authors
@@ -15,6 +15,7 @@ Authors
 import logging
 
 import torch
+import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
 
@@ -23,17 +24,25 @@ class NonFiniteLossError(RuntimeError):
     """Too many consecutive batches had a non-finite loss or gradient."""
 
 
+def all_ranks_finite(tensor):
+    """Whether ``tensor`` is finite on every rank (a collective under DDP).
+
+    A rank that skipped a batch while the others stepped would leave the
+    replicas apart: the decision to skip is the same everywhere.
+
+    Example
+    -------
+    >>> all_ranks_finite(torch.tensor(1.0)), all_ranks_finite(torch.tensor(float("nan")))
+    (True, False)
+    """
+    ok = torch.isfinite(tensor.detach()).all().to(torch.float32).reshape(1)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok.item())
+
+
 def gradients_finite(module):
     """Whether every gradient of ``module``'s parameters is finite.
-
-    Arguments
-    ---------
-    module : torch.nn.Module
-        The trained modules.
-
-    Returns
-    -------
-    bool
 
     Example
     -------
@@ -49,7 +58,7 @@ def gradients_finite(module):
 
 
 class SkippedBatches:
-    """Buffers kept across a step, and the count of batches skipped.
+    """The batch in flight (its buffers and ids), whether it is skipped, and the count of skips.
 
     Arguments
     ---------
@@ -60,12 +69,12 @@ class SkippedBatches:
     -------
     >>> norm = torch.nn.BatchNorm1d(2)
     >>> skips = SkippedBatches(patience=0)
-    >>> skips.keep_buffers(norm)
+    >>> skips.begin(norm, ["u1"])
     >>> _ = norm(torch.randn(4, 2))  # moves the running statistics
-    >>> skips.skip(["u1"], step=1, what="loss")
+    >>> skips.skip(step=1, what="loss")  # patience 0: the first skip is one too many
     Traceback (most recent call last):
      ...
-    sb_angcl.nonfinite.NonFiniteLossError: 1 consecutive batches had a non-finite loss. Check the data (silent or corrupt audio), lower the learning rate, raise the contrastive temperature, or use --precision=fp32; training resumes from the last checkpoint once fixed.
+    sb_angcl.training.nonfinite.NonFiniteLossError: 1 consecutive batches had a non-finite loss. Check the data (silent or corrupt audio), lower the learning rate, raise the contrastive temperature, or use --precision=fp32; training resumes from the last checkpoint once fixed.
     >>> float(norm.running_mean.abs().sum()), skips.total
     (0.0, 1)
     """
@@ -74,46 +83,29 @@ class SkippedBatches:
         self.patience = patience
         self.in_a_row = 0
         self.total = 0
+        self.skipping = False
         self._buffers = []
+        self._ids = []
 
-    def keep_buffers(self, module):
-        """Copy ``module``'s buffers before a forward pass that may be skipped.
-
-        Arguments
-        ---------
-        module : torch.nn.Module
-            The trained modules.
-        """
+    def begin(self, module, ids):
+        """A batch starts: copy ``module``'s buffers (its forward pass may be undone)."""
         self._buffers = [(buf, buf.detach().clone()) for buf in module.buffers()]
+        self._ids = list(ids)
+        self.skipping = False
 
-    def stepped(self, optimised):
-        """The batch trained: drop the copies (and end a run of skips if it stepped).
-
-        Arguments
-        ---------
-        optimised : bool
-            Whether the optimiser stepped after the batch.
-        """
-        self._buffers = []
-        if optimised:
-            self.in_a_row = 0
-
-    def skip(self, ids, step, what):
-        """Put the buffers back, count the skip, warn; raise after too many.
-
-        Arguments
-        ---------
-        ids : list of str
-            Utterance ids of the batch (the first few are named).
-        step : int
-            The Brain's step.
-        what : str
-            ``loss`` or ``gradient``.
-        """
+    def _restore(self):
         with torch.no_grad():
             for buf, saved in self._buffers:
                 buf.copy_(saved)
         self._buffers = []
+
+    def skip(self, step, what):
+        """Mark the batch in flight skipped (``what``: ``loss`` or ``gradient``), warn, count.
+
+        Its buffers are put back when it ends (:meth:`end`: the backward pass
+        may still need them) or before the error after too many in a row.
+        """
+        self.skipping = True
         self.in_a_row += 1
         self.total += 1
         logger.warning(
@@ -121,10 +113,11 @@ class SkippedBatches:
             "(%d in a row).",
             what,
             step,
-            list(ids)[:3],
+            self._ids[:3],
             self.in_a_row,
         )
         if self.in_a_row > self.patience:
+            self._restore()
             raise NonFiniteLossError(
                 f"{self.in_a_row} consecutive batches had a non-finite "
                 f"{what}. Check the data (silent or corrupt audio), lower the learning "
@@ -132,27 +125,25 @@ class SkippedBatches:
                 "training resumes from the last checkpoint once fixed."
             )
 
+    def end(self, optimised):
+        """The batch is over (buffers back if it was skipped); returns whether it was. A step ends a run of skips."""
+        skipped, self.skipping = self.skipping, False
+        if skipped:
+            self._restore()
+        self._buffers = []
+        if optimised and not skipped:
+            self.in_a_row = 0
+        return skipped
+
 
 def note_nonfinite_audio(batch, seen):
     """Warn once per file whose crop held NaN/inf samples (zeroed on load).
 
-    The data pipeline (:func:`sb_angcl.dataio.make_train_pipeline`) runs in
-    worker processes; it replaces the samples and reports their count in
-    ``sig_nonfinite``, so the other utterances of the batch train as usual
-    and the training process keeps one list of the files for the whole run.
-
-    Arguments
-    ---------
-    batch : PaddedBatch
-        A batch, with ``sig_nonfinite`` (and ``wav``) when the pipeline
-        provides them; without them nothing is done.
-    seen : dict
-        File path -> count of non-finite samples; new files are added.
-
-    Returns
-    -------
-    list of str
-        The files newly reported.
+    The data pipeline (:func:`sb_angcl.data.dataio.make_train_pipeline`) runs
+    in worker processes; it replaces the samples and reports their count in
+    ``sig_nonfinite``, so the other utterances of the batch train as usual and
+    the training process keeps one list (``seen``: path -> count) for the run.
+    Batches without ``sig_nonfinite`` are left alone. Returns the new files.
 
     Example
     -------

@@ -84,8 +84,6 @@ def crop_or_pad(signal, num_samples, rng=None):
     ---------
     signal : torch.Tensor
         1-D waveform.
-    num_samples : int
-        Target length.
     rng : random.Random or None
         Source of the crop offset; ``None`` takes the centre window.
 
@@ -175,17 +173,7 @@ class CropRandom:
         return 0 if self.epoch_source is None else int(self.epoch_source.current)
 
     def for_item(self, item_id):
-        """A generator for the next draw of ``item_id`` in this worker and epoch.
-
-        Arguments
-        ---------
-        item_id : str
-            The row's ID.
-
-        Returns
-        -------
-        random.Random
-        """
+        """A generator for the next draw of ``item_id`` in this worker and epoch."""
         info = torch.utils.data.get_worker_info()
         key = (self.epoch(), 0 if info is None else info.id)
         if key != self._key:
@@ -207,10 +195,6 @@ def make_train_pipeline(crop_seconds, sample_rate=16000, seed=None, epoch_source
 
     Arguments
     ---------
-    crop_seconds : float
-        Training crop length.
-    sample_rate : int
-        Model sample rate.
     seed : int or None
         Seed of the crop positions (``None``: a random seed).
     epoch_source : object or None
@@ -252,11 +236,6 @@ def make_train_pipeline(crop_seconds, sample_rate=16000, seed=None, epoch_source
 def replace_nonfinite(signal):
     """Zero the NaN and infinite samples of a waveform.
 
-    Arguments
-    ---------
-    signal : torch.Tensor
-        Waveform.
-
     Returns
     -------
     signal : torch.Tensor
@@ -282,8 +261,6 @@ def make_eval_pipeline(sample_rate=16000, max_seconds=None, min_seconds=0.5):
 
     Arguments
     ---------
-    sample_rate : int
-        Model sample rate.
     max_seconds : float or None
         Keep only the centre ``max_seconds`` (bounds memory on long files).
     min_seconds : float
@@ -333,11 +310,6 @@ def speaker_label_pipeline(label_encoder):
     label_encoder : speechbrain.dataio.encoder.CategoricalEncoder
         Encoder fitted on the training speakers.
 
-    Returns
-    -------
-    callable
-        A dynamic item.
-
     Example
     -------
     >>> from speechbrain.dataio.encoder import CategoricalEncoder
@@ -365,10 +337,6 @@ def load_manifest(csv_path, data_root=None):
         CSV with at least ``ID,duration,wav,start,stop``.
     data_root : str or None
         Replaces ``$data_root`` in the CSV.
-
-    Returns
-    -------
-    speechbrain.dataio.dataset.DynamicItemDataset
 
     Example
     -------
@@ -400,10 +368,6 @@ def build_label_encoder(train_data, path):
     path : str
         ``label_encoder.txt`` location (reloaded if it exists).
 
-    Returns
-    -------
-    speechbrain.dataio.encoder.CategoricalEncoder
-
     Example
     -------
     >>> import tempfile, os
@@ -425,23 +389,14 @@ def speaker_datasets(hparams):
     adds the cropping pipeline (``sentence_len`` seconds at ``sample_rate``)
     and the speaker labels.
 
-    Arguments
-    ---------
-    hparams : dict
-        Loaded recipe hyperparameters.
-
-    Returns
-    -------
-    train_data, valid_data, label_encoder
-
     Example
     -------
     >>> callable(speaker_datasets)
     True
     """
-    sample_rate = hparams.get("sample_rate", 16000)
-    train_data = load_manifest(hparams["train_annotation"], hparams.get("data_folder"))
-    valid_data = load_manifest(hparams["valid_annotation"], hparams.get("data_folder"))
+    sample_rate = hparams["sample_rate"]
+    train_data = load_manifest(hparams["train_annotation"], hparams["data_folder"])
+    valid_data = load_manifest(hparams["valid_annotation"], hparams["data_folder"])
     label_encoder = build_label_encoder(
         train_data, f"{hparams['save_folder']}/label_encoder.txt"
     )
@@ -455,8 +410,8 @@ def speaker_datasets(hparams):
             f"({unknown[:5]}...); validation must use training speakers."
         )
     train_pipeline = make_train_pipeline(
-        hparams["sentence_len"], sample_rate, seed=hparams.get("seed"),
-        epoch_source=hparams.get("epoch_counter"),
+        hparams["sentence_len"], sample_rate, seed=hparams["seed"],
+        epoch_source=hparams["epoch_counter"],
     )
     sb.dataio.dataset.add_dynamic_item([train_data], train_pipeline)
     valid_pipeline = make_train_pipeline(hparams["sentence_len"], sample_rate, seed=0)

@@ -38,7 +38,8 @@ import speechbrain as sb
 import torch
 from tqdm import tqdm
 
-from sb_angcl.calibration import (
+from sb_angcl.data.dataio import load_manifest, make_eval_pipeline
+from sb_angcl.evaluation.calibration import (
     METHODS,
     bayes_threshold,
     cllr,
@@ -46,12 +47,11 @@ from sb_angcl.calibration import (
     fit_calibration,
     sample_trials,
 )
-from sb_angcl.dataio import load_manifest, make_eval_pipeline
+from sb_angcl.evaluation.metrics import compute_eer, metrics_table
+from sb_angcl.evaluation.plots import plot_det, plot_score_histogram
+from sb_angcl.evaluation.scoring import EmbeddingTable, score_trials, speaker_cohort, write_scores
 from sb_angcl.export import MODEL_CARD, record_calibration, record_model_card_results
 from sb_angcl.hyperparams import load_trained_hparams, overrides_to_dict
-from sb_angcl.metrics import compute_eer, metrics_table
-from sb_angcl.plots import plot_det, plot_score_histogram
-from sb_angcl.scoring import EmbeddingTable, score_trials, speaker_cohort, write_scores
 
 logger = logging.getLogger(__name__)
 
@@ -235,10 +235,10 @@ def run_verification(argv, enrol_protocol=None):
     protocol = enrol_protocol or hparams.get("enrol_protocol", "concat")
     opts = {
         "device": device,
-        "batch_size": hparams.get("eval_batch_size", 16),
-        "sample_rate": hparams.get("sample_rate", 16000),
-        "max_seconds": hparams.get("eval_max_seconds"),
-        "data_root": hparams.get("data_folder"),
+        "batch_size": hparams["eval_batch_size"],
+        "sample_rate": hparams["sample_rate"],
+        "max_seconds": hparams["eval_max_seconds"],
+        "data_root": hparams["data_folder"],
     }
     trials_path = hparams["trials_annotation"]
     if not os.path.isfile(trials_path):
@@ -249,7 +249,7 @@ def run_verification(argv, enrol_protocol=None):
         raise ValueError(f"calibration must be one of {list(METHODS)}, got {method!r} ({hparams_file})")
     test = embed_manifest(hparams["test_annotation"], hparams, desc="Embedding test", **opts)
     cohort = None
-    if hparams.get("score_norm") in ("as-norm", "asnorm", "as_norm"):
+    if hparams["score_norm"] in ("as-norm", "asnorm", "as_norm"):
         cohort = training_cohort(hparams, opts)
     calibration = None
     if method != "none":
@@ -340,7 +340,7 @@ def score_and_report(trials, enrol, test, cohort, hparams, protocol, calibration
     """
     scores = score_trials(
         enrol, test, trials["enrol"].tolist(), trials["test"].tolist(),
-        cohort=cohort, top_k=hparams.get("top_k", 300),
+        cohort=cohort, top_k=hparams["top_k"],
     )
     labels = trials["label"].to_numpy().astype(int)
     out_dir = os.path.dirname(hparams["scores_file"]) or "."
@@ -419,7 +419,7 @@ def record_in_model_card(hparams, protocol, scoring, overall, threshold, calibra
     scoring : str
         ``cosine`` or ``AS-norm``.
     overall : pandas.Series
-        The ``all`` row of :func:`~sb_angcl.metrics.metrics_table`.
+        The ``all`` row of :func:`~sb_angcl.evaluation.metrics.metrics_table`.
     threshold : float
         EER threshold (accept when score > threshold).
     calibration : str
@@ -434,7 +434,7 @@ def record_in_model_card(hparams, protocol, scoring, overall, threshold, calibra
     if folder is None:
         return None
     trials = hparams.get("verification_file") or hparams["trials_annotation"]
-    data = hparams.get("data_folder")
+    data = hparams["data_folder"]
     if data and os.path.abspath(trials).startswith(os.path.abspath(data) + os.sep):
         trials = os.path.relpath(trials, data)
     row = {
@@ -457,7 +457,7 @@ def record_in_model_card(hparams, protocol, scoring, overall, threshold, calibra
 
 def _export_folder(hparams):
     """The exported inference folder with a model card, or None (with a warning for an old one)."""
-    folder = hparams.get("export_folder")
+    folder = hparams["export_folder"]
     if not folder or not os.path.isdir(folder):
         return None
     if not os.path.isfile(os.path.join(folder, MODEL_CARD)):
@@ -502,7 +502,7 @@ def export_calibration(hparams, calibration, scoring):
     values = dict(calibration["calibration"].to_dict())
     values.update({
         "p_target": calibration["p_target"], "c_miss": 1.0, "c_fa": 1.0,
-        "sample_rate": hparams["sample_rate"], "max_seconds": hparams.get("eval_max_seconds"),
+        "sample_rate": hparams["sample_rate"], "max_seconds": hparams["eval_max_seconds"],
     })
     record_calibration(folder, values, calibration["summary"])
     logger.info("Recorded the calibration in %s", folder)
@@ -659,7 +659,7 @@ def _manifest_seconds(csv_path, hparams):
     """Seconds of audio the embedding of each row sees (``duration`` capped at ``eval_max_seconds``)."""
     table = pd.read_csv(csv_path, dtype={"ID": str}, usecols=["ID", "duration"])
     seconds = table["duration"].astype(float)
-    if hparams.get("eval_max_seconds"):
+    if hparams["eval_max_seconds"]:
         seconds = seconds.clip(upper=hparams["eval_max_seconds"])
     return pd.Series(seconds.to_numpy(), index=table["ID"])
 
@@ -746,7 +746,7 @@ def fit_score_calibration(hparams, hparams_file, test_trials, test, cohort, opts
     Returns
     -------
     dict
-        ``calibration`` (:class:`~sb_angcl.calibration.Calibration`),
+        ``calibration`` (:class:`~sb_angcl.evaluation.calibration.Calibration`),
         ``p_target`` (of the decision), ``summary`` (what it was fitted on).
     """
     method = hparams["calibration"]
@@ -910,7 +910,7 @@ def cross_fit_test_calibration(trials, scores, protocol, hparams, calibration, s
     are what a calibration for new speakers is fitted on: the speakers are
     split into ``calibration_folds`` seeded folds and each trial's LLR comes
     from a map fitted on the trials of the other folds
-    (:func:`~sb_angcl.calibration.cross_fitted_llrs`): no trial is calibrated
+    (:func:`~sb_angcl.evaluation.calibration.cross_fitted_llrs`): no trial is calibrated
     on its own speakers. The map for the exported model is fitted on all test
     trials; the cross-fitted Cllr and actDCF estimate how it does on new
     speakers. Each fit uses at most ``calibration_max_trials`` trials (a
@@ -1034,8 +1034,8 @@ def training_cohort(hparams, opts):
     """
     train = pd.read_csv(hparams["train_annotation"], dtype={"ID": str, "spk_id": str})
     speakers = sorted(train["spk_id"].unique())
-    rng = np.random.default_rng(hparams.get("seed", 0))
-    size = min(hparams.get("cohort_size", 1000), len(speakers))
+    rng = np.random.default_rng(hparams["seed"])
+    size = min(hparams["cohort_size"], len(speakers))
     chosen = set(rng.choice(speakers, size=size, replace=False).tolist())
     per_spk = hparams.get("cohort_utterances_per_speaker", 3)
     rows = train[train["spk_id"].isin(chosen)].groupby("spk_id").head(per_spk)

@@ -14,8 +14,8 @@ AS-norm in seconds rather than the hours a per-trial loop takes. The module offe
 * :func:`write_scores` for the score file.
 
 The metrics (EER, minDCF, DET curve, per-condition tables) are in
-:mod:`sb_angcl.metrics`, the pictures (DET curve, score histogram) in
-:mod:`sb_angcl.plots`.
+:mod:`sb_angcl.evaluation.metrics`, the pictures (DET curve, score histogram) in
+:mod:`sb_angcl.evaluation.plots`.
 
 Authors
  * sb-angcl contributors 2025

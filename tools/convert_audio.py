@@ -9,7 +9,7 @@ interrupted run leaves no half-written WAV.
 
 Usage::
 
-    python -m sb_angcl.convert_audio /data/voxceleb2 /data/VoxCeleb2 --jobs 8
+    python tools/convert_audio.py /data/voxceleb2 /data/VoxCeleb2 --jobs 8
 
 then train on both corpora with
 ``--data_folder=[/data/VoxCeleb1,/data/VoxCeleb2]``.
@@ -39,16 +39,10 @@ def wav_target(m4a_path, src_root, dst_root):
 
     Arguments
     ---------
-    m4a_path : str
-        Source file.
     src_root : str
         Root of the m4a tree.
     dst_root : str
         Root of the WAV tree.
-
-    Returns
-    -------
-    str
 
     Example
     -------
@@ -68,10 +62,6 @@ def find_m4a(src_root):
     ---------
     src_root : str
         Root of the m4a tree.
-
-    Returns
-    -------
-    list of str
     """
     if not os.path.isdir(src_root):
         raise FileNotFoundError(
@@ -106,14 +96,6 @@ def convert_m4a_tree(src_root, dst_root, jobs=4, sample_rate=16000, ffmpeg="ffmp
         Root of the m4a tree (e.g. the unpacked VoxCeleb2).
     dst_root : str
         Root of the WAV tree (``dst_root/wav/<spk>/<video>/<utt>.wav``).
-    jobs : int
-        ffmpeg processes at once.
-    sample_rate : int
-        Output rate.
-    ffmpeg : str
-        The ffmpeg executable.
-    progress : bool
-        Show a progress bar.
 
     Returns
     -------
@@ -150,12 +132,7 @@ def convert_m4a_tree(src_root, dst_root, jobs=4, sample_rate=16000, ffmpeg="ffmp
 
 
 def main(argv=None):
-    """Command line: ``python -m sb_angcl.convert_audio SRC DST [--jobs N]``.
-
-    Arguments
-    ---------
-    argv : list of str or None
-        Arguments.
+    """Command line: ``python tools/convert_audio.py SRC DST [--jobs N]``.
 
     Returns
     -------

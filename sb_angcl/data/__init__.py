@@ -1,0 +1,1 @@
+"""Data: preparation and manifests, the P x K sampler, loading, augmentation."""

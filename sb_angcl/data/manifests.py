@@ -1,0 +1,676 @@
+"""The manifests a data preparation writes: audio probed, columns, rows, splits, CSV files.
+
+Every item CSV has the columns :data:`ITEM_FIELDS`::
+
+    ID,duration,wav,start,stop,spk_id,genre,language,session,sample_rate
+
+``train.csv`` and ``dev.csv`` add :data:`LABEL_NOISE_FIELDS`,
+``true_spk_id,label_noise``: the true speaker and 1 where the corpus's
+label-noise list (:func:`read_label_noise`; the built-in corpus writes one
+with ``label_noise > 0``) says the file is filed under another speaker;
+``spk_id`` and 0 everywhere else, also when there is no list.
+
+One row per utterance (or per run of utterances joined by CN-Celeb's
+``short_utterance_rule="concat"``), ``start = 0``
+and ``stop`` = the number of samples at the file's own rate, ``duration`` in
+seconds. ``genre`` and ``language`` are empty where the corpus does not say.
+``session`` is the recording the utterance comes from, as the layout names it
+(VoxCeleb: the video folder; CN-Celeb: ``<genre>-<ss>`` from the file name),
+meaningful within one speaker; rows joined from several sessions list them
+joined by ``+``. Consumers (the sampler) read this column, never the paths.
+``sample_rate`` is the file's rate: where it differs from the recipe's rate
+(``on_wrong_sample_rate="resample"``) the loader must resample.
+``trials.csv`` has ``enrol,test,label`` plus condition columns
+(``enrol_<x>,test_<x>``).
+
+* **Short utterances.** Training utterances shorter than ``min_duration``
+  (default 0.5 s) are dropped from ``train.csv`` and ``dev.csv`` and counted
+  (:func:`drop_short`). Utterances shorter than the training crop but at
+  least ``min_duration`` are kept: the loader pads them by repetition.
+  Enrolment and test items are never dropped for being short. CN-Celeb
+  additionally has ``short_utterance_rule`` (see
+  ``recipes/CNCeleb/SpeakerRec/cnceleb_short_utterances.py``).
+* **Validation split.** ``dev.csv`` holds a seeded fraction of the training
+  speakers' utterances, for the speaker-ID error rate: see :func:`split_dev`.
+
+Audio files are probed before they are listed:
+
+* **Probing.** Each file is opened with :class:`soundfile.SoundFile` (the same
+  header read as :func:`soundfile.info`) and its last sample is read, in a
+  thread pool with a progress bar (:func:`probe_files`). Files that
+  libsndfile cannot open (text renamed ``.wav``, a truncated header, a 0-byte
+  file) and files with zero samples are *unreadable*: they are skipped with
+  one warning listing them and counted in ``prepare_summary.json``; with
+  ``strict=True`` they are an error instead. A WAV file cut short in its data
+  is *not* an error: libsndfile clamps the sample count to what is on disk, so
+  the probe reports the true, shorter length. A FLAC file cut short in its
+  data keeps the full length in its header; the probe catches it only because
+  it also reads the last sample (the seek fails). Damage in the middle of a
+  compressed file is not detected; the loader will fail on it.
+* **Sample rate.** ``on_wrong_sample_rate`` decides what happens to audio not
+  at the recipe's rate: ``"resample"`` (default) keeps the row and records the
+  rate (counted under ``adjusted`` in the summary), ``"skip"`` leaves it out
+  (counted under ``skipped``), ``"error"`` raises (:func:`filter_probed`).
+
+Authors
+ * sb-angcl contributors 2025
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import logging
+import os
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+
+#: Columns of every item CSV (train, dev, enrol, test).
+ITEM_FIELDS = [
+    "ID",
+    "duration",
+    "wav",
+    "start",
+    "stop",
+    "spk_id",
+    "genre",
+    "language",
+    "session",
+    "sample_rate",
+]
+
+#: Extra columns of ``train.csv`` and ``dev.csv`` (label noise).
+LABEL_NOISE_FIELDS = ["true_spk_id", "label_noise"]
+
+#: Columns of ``train.csv`` and ``dev.csv``.
+TRAIN_FIELDS = ITEM_FIELDS + LABEL_NOISE_FIELDS
+
+#: Columns of a label-noise list (:func:`read_label_noise`).
+LABEL_NOISE_COLUMNS = ("path", "given_speaker", "true_speaker")
+
+
+def check_unique_ids(rows, what):
+    """Raises ``ValueError`` naming the IDs that occur more than once.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows with an ``ID`` key.
+    what : str
+        Which manifest, for the message.
+
+    Example
+    -------
+    >>> check_unique_ids([{"ID": "a"}, {"ID": "b"}], "train")
+    >>> try:
+    ...     check_unique_ids([{"ID": "a", "wav": "/1/a"}, {"ID": "a", "wav": "/2/a"}], "train")
+    ... except ValueError as err:
+    ...     print(str(err).splitlines()[0])
+    1 duplicate utterance ID(s) in train:
+    """
+    seen = {}
+    duplicates = OrderedDict()
+    for row in rows:
+        if row["ID"] in seen:
+            duplicates.setdefault(row["ID"], [seen[row["ID"]]]).append(
+                row.get("wav", "")
+            )
+        else:
+            seen[row["ID"]] = row.get("wav", "")
+    if duplicates:
+        listing = [f"{k}: {', '.join(v)}" for k, v in duplicates.items()]
+        raise ValueError(
+            f"{len(duplicates)} duplicate utterance ID(s) in {what}:\n"
+            f"{format_file_list(listing)}\n"
+            "Each utterance must occur once: is a corpus folder listed twice "
+            "in data_folder, or does a file exist in two formats?"
+        )
+
+
+def audio_row(utt_id, info, spk_id, genre="", language="", session=""):
+    """Builds one manifest row covering a whole file.
+
+    Arguments
+    ---------
+    session : str
+        Session (recording), if known.
+
+    Returns
+    -------
+    dict
+        The row, with the keys of :data:`ITEM_FIELDS`.
+
+    Example
+    -------
+    >>> row = audio_row("u1", AudioInfo("/d/u1.wav", 24000, 16000, 1), "s1")
+    >>> row["duration"], row["stop"], row["sample_rate"]
+    (1.5, 24000, 16000)
+    """
+    return {
+        "ID": utt_id,
+        "duration": info.duration,
+        "wav": info.path,
+        "start": 0,
+        "stop": info.frames,
+        "spk_id": spk_id,
+        "genre": genre,
+        "language": language,
+        "session": session,
+        "sample_rate": info.sample_rate,
+    }
+
+
+def read_label_noise(path):
+    """Reads a label-noise list: which files are filed under the wrong speaker.
+
+    The list (``path,given_speaker,true_speaker``, written by the built-in
+    corpus as ``meta/label_noise.csv``) names each file like the manifests'
+    IDs; ``given_speaker`` must be the speaker folder the file is in.
+
+    Returns
+    -------
+    dict or None
+        ``path -> true speaker``; None when the file does not exist.
+
+    Raises
+    ------
+    ValueError
+        Missing columns, or a row whose path does not start with its
+        ``given_speaker`` folder.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "label_noise.csv"
+    >>> _ = p.write_text("path,given_speaker,true_speaker\\nid1/v/00001.wav,id1,id2\\n")
+    >>> read_label_noise(p), read_label_noise(p.parent / "absent.csv")
+    ({'id1/v/00001.wav': 'id2'}, None)
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not set(LABEL_NOISE_COLUMNS) <= set(reader.fieldnames or []):
+            raise ValueError(
+                f"{path} must have the columns {','.join(LABEL_NOISE_COLUMNS)}; found "
+                f"{reader.fieldnames}. Regenerate the corpus or fix the header."
+            )
+        out = {}
+        for line_no, row in enumerate(reader, 2):
+            rel, given = row["path"].strip(), row["given_speaker"].strip()
+            if rel.split("/")[0] != given:
+                raise ValueError(
+                    f"{path}, line {line_no}: {rel!r} is not in the folder of its "
+                    f"given_speaker {given!r}; the path must start with '{given}/'."
+                )
+            out[rel] = row["true_speaker"].strip()
+    return out
+
+
+def mark_label_noise(rows, noise):
+    """Adds ``true_spk_id`` and ``label_noise`` to training rows (in place).
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows with ``ID`` and ``spk_id``.
+    noise : dict or None
+        ``ID -> true speaker`` (:func:`read_label_noise`); None or empty for
+        a clean corpus.
+
+    Returns
+    -------
+    list of dict
+        ``rows``.
+
+    Example
+    -------
+    >>> rows = mark_label_noise([{"ID": "a/x/1.wav", "spk_id": "a"}], {"a/x/1.wav": "b"})
+    >>> rows[0]["true_spk_id"], rows[0]["label_noise"]
+    ('b', 1)
+    """
+    noise = noise or {}
+    for row in rows:
+        true = noise.get(row["ID"])
+        row["true_spk_id"] = true if true is not None else row["spk_id"]
+        row["label_noise"] = int(true is not None)
+    return rows
+
+
+def drop_short(rows, min_duration, report=None):
+    """Removes rows shorter than ``min_duration`` seconds.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows with a ``duration`` key.
+    report : PrepReport, optional
+        Counts the dropped rows under ``too_short``.
+
+    Returns
+    -------
+    list of dict
+        The rows kept, in order.
+
+    Example
+    -------
+    >>> rows = [{"ID": "a", "duration": 0.3}, {"ID": "b", "duration": 2.0}]
+    >>> [r["ID"] for r in drop_short(rows, 0.5)]
+    ['b']
+    """
+    kept = [r for r in rows if r["duration"] >= min_duration]
+    dropped = len(rows) - len(kept)
+    if report is not None and dropped:
+        report.count("too_short", dropped)
+        logger.info(
+            "Dropped %d training utterance(s) shorter than min_duration=%.2f s.",
+            dropped,
+            min_duration,
+        )
+    return kept
+
+
+def split_dev(rows, dev_fraction=0.05, seed=1234, min_utterances=3):
+    """Holds out a seeded fraction of each training speaker's utterances.
+
+    For every speaker with at least ``min_utterances`` utterances,
+    ``max(1, round(dev_fraction * n))`` of them (at most ``n - 1``) go to the
+    validation split; the choice depends only on ``seed``, the speaker and the
+    speaker's utterance IDs, not on the order of ``rows``. Every validation
+    speaker therefore also occurs in training, as speaker-ID error needs.
+    ``dev_fraction = 0`` gives an empty validation split.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows with ``ID`` and ``spk_id``.
+    dev_fraction : float
+        Fraction held out per speaker, in [0, 1).
+    min_utterances : int
+        Speakers with fewer utterances stay entirely in training.
+
+    Returns
+    -------
+    dev : list of dict
+        Both in the order of ``rows``.
+
+    Example
+    -------
+    >>> rows = [{"ID": f"s{s}_{i}", "spk_id": f"s{s}"} for s in range(2) for i in range(s * 3 + 2)]
+    >>> train, dev = split_dev(rows, 0.05, seed=1)
+    >>> len(train), [r["spk_id"] for r in dev]
+    (6, ['s1'])
+    """
+    if not 0 <= dev_fraction < 1:
+        raise ValueError(f"dev_fraction={dev_fraction} must be in [0, 1).")
+    by_speaker = OrderedDict()
+    for row in rows:
+        by_speaker.setdefault(row["spk_id"], []).append(row["ID"])
+    dev_ids = set()
+    if dev_fraction > 0:
+        for spk, ids in by_speaker.items():
+            n = len(ids)
+            if n < min_utterances:
+                continue
+            k = min(max(1, int(dev_fraction * n + 0.5)), n - 1)
+            rng = random.Random(f"{seed}/{spk}")
+            dev_ids.update(rng.sample(sorted(ids), k))
+    train = [r for r in rows if r["ID"] not in dev_ids]
+    dev = [r for r in rows if r["ID"] in dev_ids]
+    return train, dev
+
+
+def _format_value(value):
+    if isinstance(value, float):
+        return f"{value:.5f}"
+    return value
+
+
+def write_csv(path, rows, fields):
+    """Writes rows to a CSV file atomically (a partial file is never left).
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows; missing keys are written empty, floats with 5 decimals.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "x.csv"
+    >>> write_csv(out, [{"ID": "a", "duration": 1.5}], ["ID", "duration", "wav"])
+    >>> print(out.read_text().strip())
+    ID,duration,wav
+    a,1.50000,
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _format_value(row.get(k, "")) for k in fields})
+    os.replace(tmp, path)
+
+
+def format_file_list(items, limit=10):
+    """Formats the first ``limit`` items and says how many there are in all.
+
+    Arguments
+    ---------
+    items : list of str
+        Names (with any reason already attached).
+
+    Returns
+    -------
+    str
+        One item per line, indented, then "... and N more" when cut.
+
+    Example
+    -------
+    >>> print(format_file_list(["a", "b", "c"], limit=2))
+      a
+      b
+      ... and 1 more (3 in all)
+    """
+    items = list(items)
+    lines = [f"  {item}" for item in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"  ... and {len(items) - limit} more ({len(items)} in all)")
+    return "\n".join(lines)
+
+
+#: Accepted values of ``on_wrong_sample_rate``.
+WRONG_RATE_CHOICES = ("resample", "error", "skip")
+
+#: Threads used to probe audio headers (I/O bound; libsndfile releases the GIL).
+PROBE_THREADS = 16
+
+#: Files handed to one probing task.
+PROBE_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the probe learnt about one audio file.
+
+    Arguments
+    ---------
+    frames : int
+        Number of samples per channel (0 if unreadable).
+    sample_rate : int
+        Sampling rate in Hz (0 if unreadable).
+    channels : int
+        Number of channels (0 if unreadable).
+    error : str or None
+        Why the file is unusable, or None when it is fine.
+
+    Example
+    -------
+    >>> info = AudioInfo("a.wav", frames=8000, sample_rate=16000, channels=1)
+    >>> info.ok, info.duration
+    (True, 0.5)
+    >>> AudioInfo("b.wav", 0, 0, 0, error="empty (0 samples)").ok
+    False
+    """
+
+    path: str
+    frames: int
+    sample_rate: int
+    channels: int
+    error: str | None = None
+
+    @property
+    def ok(self):
+        """True when the file can be used."""
+        return self.error is None
+
+    @property
+    def duration(self):
+        """Duration in seconds (0.0 if unreadable)."""
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def probe_audio(path):
+    """Reads the header of one audio file, and checks its last sample.
+
+    Never raises for a bad file: the problem is returned in ``error``.
+
+    Returns
+    -------
+    AudioInfo
+        Its length, rate and channels, or the reason it is unusable.
+
+    Example
+    -------
+    >>> import tempfile, numpy, soundfile
+    >>> tmp = tempfile.mkdtemp()
+    >>> soundfile.write(f"{tmp}/a.wav", numpy.zeros(4000), 8000)
+    >>> probe_audio(f"{tmp}/a.wav").duration
+    0.5
+    >>> _ = open(f"{tmp}/b.wav", "w").write("not audio")
+    >>> probe_audio(f"{tmp}/b.wav").error
+    'LibsndfileError: Error opening file: ...'
+    """
+    path = str(path)
+    try:
+        with sf.SoundFile(path) as f:
+            frames, rate, channels = f.frames, f.samplerate, f.channels
+            if frames > 0:
+                # Header-only metadata (e.g. FLAC STREAMINFO) survives a
+                # truncated file: seeking to the end exposes it cheaply.
+                f.seek(frames - 1)
+                if len(f.read(1)) != 1:
+                    raise RuntimeError("file is shorter than its header says")
+    except Exception as err:  # noqa: BLE001 (libsndfile, OS, decoder errors)
+        message = str(err).replace(f"'{path}'", "file")  # named already
+        return AudioInfo(path, 0, 0, 0, error=f"{type(err).__name__}: {message}")
+    if frames <= 0:
+        return AudioInfo(path, 0, rate, channels, error="empty (0 samples)")
+    return AudioInfo(path, frames, rate, channels)
+
+
+def _probe_chunk(paths):
+    return [probe_audio(p) for p in paths]
+
+
+def probe_files(paths, desc="Probing audio", num_threads=None):
+    """Probes many files in a thread pool, with a progress bar.
+
+    Arguments
+    ---------
+    paths : list of str or Path
+        The files, in any order.
+    desc : str
+        Label of the progress bar.
+    num_threads : int, optional
+        Worker threads (default :data:`PROBE_THREADS`).
+
+    Returns
+    -------
+    list of AudioInfo
+        One per path, in the order of ``paths``.
+
+    Example
+    -------
+    >>> import tempfile, numpy, soundfile
+    >>> tmp = tempfile.mkdtemp()
+    >>> for i in range(3):
+    ...     soundfile.write(f"{tmp}/{i}.wav", numpy.zeros(1600 * (i + 1)), 16000)
+    >>> infos = probe_files([f"{tmp}/{i}.wav" for i in range(3)])
+    >>> [round(i.duration, 2) for i in infos]
+    [0.1, 0.2, 0.3]
+    """
+    paths = [str(p) for p in paths]
+    if not paths:
+        return []
+    num_threads = num_threads or PROBE_THREADS
+    chunks = [paths[i : i + PROBE_CHUNK] for i in range(0, len(paths), PROBE_CHUNK)]
+    results = [None] * len(chunks)
+    pool = concurrent.futures.ThreadPoolExecutor(num_threads)
+    with pool, tqdm(total=len(paths), desc=desc, unit="file") as bar:
+        futures = {
+            pool.submit(_probe_chunk, chunk): i for i, chunk in enumerate(chunks)
+        }
+        for future in concurrent.futures.as_completed(futures):
+            i = futures[future]
+            results[i] = future.result()
+            bar.update(len(results[i]))
+    return [info for chunk in results for info in chunk]
+
+
+def filter_probed(infos, report, sample_rate, on_wrong_sample_rate):
+    """Drops unreadable files and applies the sample-rate policy.
+
+    Unreadable files are recorded in ``report`` (category ``unreadable``);
+    the caller announces them once with
+    :meth:`~sb_angcl.data.preparation.PrepReport.announce`. Files at another rate
+    are kept (``"resample"``, category ``resampled`` counted),
+    skipped (``"skip"``, category ``wrong_sample_rate``) or make this function
+    raise (``"error"``).
+
+    Arguments
+    ---------
+    report : PrepReport
+        Where skipped files are recorded.
+    on_wrong_sample_rate : str
+        ``"resample"``, ``"skip"`` or ``"error"``.
+
+    Returns
+    -------
+    dict
+        path -> AudioInfo for the usable files.
+
+    Raises
+    ------
+    ValueError
+        With ``on_wrong_sample_rate="error"``, naming the files.
+
+    Example
+    -------
+    >>> from sb_angcl.data.preparation import PrepReport
+    >>> infos = [AudioInfo("a", 16000, 16000, 1), AudioInfo("b", 8000, 8000, 1),
+    ...          AudioInfo("c", 0, 0, 0, error="empty")]
+    >>> report = PrepReport()
+    >>> sorted(filter_probed(infos, report, 16000, "skip"))
+    ['a']
+    >>> report.summary()["skipped"]
+    {'unreadable': 1, 'wrong_sample_rate': 1}
+    >>> _ = filter_probed(infos, report, 16000, "resample")
+    >>> report.summary()["adjusted"]
+    {'resampled': 1}
+    """
+    usable = OrderedDict()
+    wrong = []
+    for info in infos:
+        if not info.ok:
+            report.skip("unreadable", info.path, info.error)
+        elif info.sample_rate != sample_rate:
+            wrong.append(info)
+        else:
+            usable[info.path] = info
+    if wrong and on_wrong_sample_rate == "error":
+        listing = [f"{i.path} ({i.sample_rate} Hz)" for i in wrong]
+        raise ValueError(
+            f"{len(wrong)} audio file(s) are not at {sample_rate} Hz:\n"
+            f"{format_file_list(listing)}\n"
+            f"Convert them (e.g. `sox in.wav -r {sample_rate} out.wav`), or "
+            "set on_wrong_sample_rate='resample' to keep them and resample at "
+            "load time, or on_wrong_sample_rate='skip' to leave them out."
+        )
+    for info in wrong:
+        if on_wrong_sample_rate == "skip":
+            report.skip("wrong_sample_rate", info.path, f"{info.sample_rate} Hz")
+        else:
+            usable[info.path] = info
+            report.note("resampled")
+    if wrong and on_wrong_sample_rate == "resample":
+        logger.warning(
+            "%d audio file(s) are not at %d Hz; they are kept and the loader "
+            "resamples them (on_wrong_sample_rate='resample'):\n%s",
+            len(wrong),
+            sample_rate,
+            format_file_list([f"{i.path} ({i.sample_rate} Hz)" for i in wrong]),
+        )
+    return usable
+
+
+def probe_usable(paths, desc, report, sample_rate, on_wrong_sample_rate):
+    """Probes ``paths`` and keeps the usable ones (:func:`probe_files`, :func:`filter_probed`).
+
+    Arguments
+    ---------
+    report : PrepReport
+        Collects unreadable and mis-sampled files.
+    on_wrong_sample_rate : str
+        ``"resample"``, ``"skip"`` or ``"error"``.
+
+    Returns
+    -------
+    dict
+        Usable path -> :class:`AudioInfo` (as :func:`filter_probed`).
+    dict
+        Every probed path -> :class:`AudioInfo`.
+
+    Example
+    -------
+    >>> from sb_angcl.data.preparation import PrepReport
+    >>> import tempfile, numpy, soundfile
+    >>> p = tempfile.mkdtemp() + "/a.wav"
+    >>> soundfile.write(p, numpy.zeros(800), 16000)
+    >>> usable, info = probe_usable([p], "Probing", PrepReport(), 16000, "skip")
+    >>> list(usable) == [p], info[p].frames
+    (True, 800)
+    """
+    infos = probe_files(paths, desc=desc)
+    usable = filter_probed(infos, report, sample_rate, on_wrong_sample_rate)
+    return usable, {info.path: info for info in infos}
+
+
+def unusable_items(items, usable, info_by_path):
+    """Why evaluation items cannot be used: unreadable, or skipped for their rate.
+
+    Arguments
+    ---------
+    items : iterable of (str, str)
+        ``(name in the lists, path)`` of each evaluation file.
+    usable : dict
+        Usable paths (from :func:`probe_usable`).
+    info_by_path : dict
+        Probe results (from :func:`probe_usable`).
+
+    Returns
+    -------
+    list of str
+        ``"<name> (<reason>)"`` per unusable item, for
+        :func:`~sb_angcl.data.preparation.missing_items_error`.
+
+    Example
+    -------
+    >>> info = AudioInfo("b.wav", 800, 8000, 1)
+    >>> unusable_items([("a", "a.wav"), ("b", "b.wav")], {"a.wav": None}, {"b.wav": info})
+    ["b (8000 Hz, left out by on_wrong_sample_rate='skip')"]
+    """
+    problems = []
+    for name, path in items:
+        path = str(path)
+        if path in usable:
+            continue
+        info = info_by_path[path]
+        if not info.ok:
+            problems.append(f"{name} (unreadable: {info.error})")
+        else:
+            problems.append(
+                f"{name} ({info.sample_rate} Hz, left out by on_wrong_sample_rate='skip')"
+            )
+    return problems

@@ -1,0 +1,1 @@
+"""Evaluation: embedding and scoring trials, EER/minDCF, plots."""

@@ -1,0 +1,123 @@
+"""The training objective of one batch: AAM-softmax and AM-SupCon, balanced.
+
+:class:`JointObjective` is what the Brain calls in training::
+
+    loss = alpha * L_cls + (1 - alpha) * L_con
+
+``L_cls`` is the classification loss (SpeechBrain's AAM-softmax) on the
+classifier's cosines, local to the rank. ``L_con`` is
+:class:`~sb_angcl.objective.losses.AngularSupConLoss` on the embeddings (or on
+the YAML's contrastive head of them), its negatives weighted by the
+confidences the classifier's cosines give (class-aware attention); under DDP
+the embeddings, labels and confidences of every rank are gathered first
+(:mod:`sb_angcl.objective.distributed`). ``alpha`` comes from the balancer
+(:mod:`sb_angcl.objective.balancing`), whose gradients are taken with respect
+to the shared embedding (``mgda_ub``) or the encoder's parameters (``mgda``).
+A balancer that gives the contrastive loss no weight trains on ``L_cls``
+alone (``alpha = 1``) and the contrastive loss is not computed.
+
+Authors
+ * sb-angcl contributors
+"""
+
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+
+from sb_angcl.objective.distributed import gather_no_grad, gather_with_grad, world_size
+from sb_angcl.objective.losses import negative_weight_spread
+
+
+class ObjectiveResult(NamedTuple):
+    """The parts of one batch's objective (losses in float32)."""
+
+    #: ``alpha * loss_cls + (1 - alpha) * loss_con``, with its graph.
+    loss: torch.Tensor
+    loss_cls: torch.Tensor
+    loss_con: torch.Tensor
+    #: Detached weight of the classification loss.
+    alpha: torch.Tensor
+    #: 5th and 95th percentiles of the negative-pair weights; None without attention.
+    weight_spread: Optional[Tuple[float, float]]
+
+
+class JointObjective:
+    """The balanced objective of a training batch.
+
+    Arguments
+    ---------
+    classification_loss : callable
+        ``(cosine [N, 1, C], labels [N, 1]) -> loss``, e.g. SpeechBrain's
+        ``LogSoftmaxWrapper(AdditiveAngularMargin(...))``.
+    contrastive_loss : sb_angcl.objective.losses.AngularSupConLoss or None
+        None: no contrastive loss (``alpha = 1``).
+    balancer : sb_angcl.objective.balancing.Balancer
+        Gives ``alpha``.
+    gather_across_ranks : bool
+        Under DDP, the contrastive loss of the gathered global batch.
+
+    Example
+    -------
+    >>> from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
+    >>> from sb_angcl.objective.balancing import make_balancer
+    >>> from sb_angcl.objective.losses import AngularSupConLoss
+    >>> objective = JointObjective(
+    ...     LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
+    ...     AngularSupConLoss(0.2, 0.07, attention_temperature=1 / 30),
+    ...     make_balancer("mgda_ub"), gather_across_ranks=True)
+    >>> embeddings = torch.randn(6, 1, 8, requires_grad=True)
+    >>> cosine = torch.rand(6, 1, 3) * 2 - 1
+    >>> labels = torch.tensor([0, 0, 1, 1, 2, 2]).unsqueeze(1)
+    >>> result = objective(embeddings, cosine, labels)
+    >>> result.loss.backward()
+    >>> 0.0 <= float(result.alpha) <= 1.0, len(result.weight_spread)
+    (True, 2)
+    """
+
+    def __init__(self, classification_loss, contrastive_loss, balancer, gather_across_ranks):
+        self.classification_loss = classification_loss
+        self.contrastive_loss = contrastive_loss
+        self.balancer = balancer
+        self.gather_across_ranks = gather_across_ranks
+
+    def __call__(self, embeddings, cosine, labels, head=None, encoder=None, grad_scale=1.0):
+        """The objective of one batch.
+
+        Arguments
+        ---------
+        embeddings : torch.Tensor
+            ``[N, 1, D]`` speaker embeddings (with graph): the shared representation.
+        cosine : torch.Tensor
+            ``[N, 1, C]`` float32 classifier cosines, without margin.
+        labels : torch.Tensor
+            ``[N, 1]`` speaker indices.
+        head : torch.nn.Module, optional
+            The contrastive loss sees ``head(embeddings)``.
+        encoder : torch.nn.Module, optional
+            The shared encoder, whose parameters ``mgda`` needs.
+        grad_scale : float
+            The GradScaler's scale (1 without one); MGDA differentiates the scaled losses.
+        """
+        loss_cls = self.classification_loss(cosine, labels)
+        if self.contrastive_loss is None or not self.balancer.uses_contrastive:
+            zero = embeddings.float().sum() * 0.0
+            return ObjectiveResult(loss_cls, loss_cls, zero, torch.tensor(1.0), None)
+        flat_labels = labels.reshape(-1)
+        confidence = self.contrastive_loss.confidence(cosine, flat_labels)
+        z = embeddings if head is None else head(embeddings)
+        if self.gather_across_ranks and world_size() > 1:
+            z = gather_with_grad(z.reshape(z.shape[0], -1))
+            flat_labels = gather_no_grad(flat_labels)
+            if confidence is not None:
+                confidence = gather_no_grad(confidence)
+        spread = None
+        if confidence is not None:
+            spread = negative_weight_spread(confidence, flat_labels)
+        loss_con = self.contrastive_loss(z, flat_labels, confidence)
+        parameters = None
+        if self.balancer.needs_parameters:
+            parameters = list(encoder.parameters())
+        loss, alpha = self.balancer(
+            loss_cls, loss_con, shared=embeddings, parameters=parameters, grad_scale=grad_scale
+        )
+        return ObjectiveResult(loss, loss_cls, loss_con, alpha, spread)

@@ -1,0 +1,373 @@
+"""The SpeechBrain ``Brain`` that trains a speaker encoder with AAM-softmax + AM-SupCon.
+
+:class:`AngularContrastiveBrain` fills in SpeechBrain's public hooks and keeps
+its ``fit_batch`` (gradient accumulation, GradScaler, DDP's ``no_sync``,
+clipping, checkpointing). A training batch goes::
+
+    on_fit_batch_start   keep the module buffers (a skipped batch puts them back)
+    compute_forward      features, augmentation, embeddings, cosine logits (autocast)
+    compute_objectives   the JointObjective in float32 (sb_angcl.objective.joint):
+                         alpha * L_cls + (1 - alpha) * L_con; its parts join the outputs
+    check_loss_isfinite  a non-finite loss on any rank skips the batch on every rank
+    optimizers_step      ... as does a non-finite gradient; else SpeechBrain's step
+    on_fit_batch_end     the parts counted in the epoch statistics; a per-step LR schedule
+
+More than ``nonfinite_patience`` (SpeechBrain's run option) skipped batches in
+a row raise :class:`~sb_angcl.training.nonfinite.NonFiniteLossError`. Files whose
+audio held NaN/inf samples are named. Before resuming, checkpoints half-written
+by a killed run are set aside. In validation the loss is the classification
+loss, and the classification error is noted.
+
+The hparams it reads, all required (the recipe YAMLs set each of them):
+``classification_loss``, ``contrastive_loss`` (an
+:class:`~sb_angcl.objective.losses.AngularSupConLoss`, or None), ``balancer``
+(a :class:`~sb_angcl.objective.balancing.Balancer`), ``gather_across_ranks``,
+``augmentation`` (``waveform`` | ``features`` | ``none``, with ``wav_augment``
+or ``feat_augment``), ``lr_annealing`` (a
+:class:`~sb_angcl.training.lr_schedule.WarmupDecayScheduler`, stepped per
+optimiser step; any other, e.g. SpeechBrain's ``LinearScheduler``, per epoch;
+or None), ``error_stats``, ``train_logger`` (each may be None) and, with a
+checkpointer, ``checkpoints_to_keep``. Modules: ``compute_features``,
+``mean_var_norm``, ``embedding_model``, ``classifier`` (cosine logits) and,
+optionally, ``contrastive_head``.
+
+Authors
+ * sb-angcl contributors
+"""
+
+import logging
+import math
+
+import speechbrain as sb
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from sb_angcl.data.augment import select_augmenters
+from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
+from sb_angcl.objective.balancing import Balancer
+from sb_angcl.objective.joint import JointObjective
+from sb_angcl.training.checkpoints import discard_incomplete_checkpoints
+from sb_angcl.training.epoch_stats import EpochStats
+from sb_angcl.training.lr_schedule import WarmupDecayScheduler
+from sb_angcl.training.nonfinite import (  # noqa: F401  (NonFiniteLossError: raised here)
+    NonFiniteLossError,
+    SkippedBatches,
+    all_ranks_finite,
+    gradients_finite,
+    note_nonfinite_audio,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The hparams the Brain reads (``checkpoints_to_keep`` too, with a checkpointer).
+HPARAMS = (
+    "classification_loss",
+    "contrastive_loss",
+    "balancer",
+    "gather_across_ranks",
+    "augmentation",
+    "lr_annealing",
+    "error_stats",
+    "train_logger",
+)
+
+
+class AngularContrastiveBrain(sb.Brain):
+    """Joint AAM-softmax and AM-SupCon training with loss balancing.
+
+    Example
+    -------
+    >>> from sb_angcl.objective.losses import AngularSupConLoss
+    >>> from sb_angcl.objective.balancing import make_balancer
+    >>> from speechbrain.lobes.features import Fbank
+    >>> from speechbrain.processing.features import InputNormalization
+    >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
+    >>> from speechbrain.nnet.losses import LogSoftmaxWrapper, AdditiveAngularMargin
+    >>> modules = {
+    ...     "compute_features": Fbank(n_mels=20),
+    ...     "mean_var_norm": InputNormalization(norm_type="sentence", std_norm=False),
+    ...     "embedding_model": ECAPA_TDNN(20, channels=[16, 16, 16, 16, 48], lin_neurons=8),
+    ...     "classifier": Classifier(8, out_neurons=3),
+    ... }
+    >>> hparams = {
+    ...     "classification_loss": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
+    ...     "contrastive_loss": AngularSupConLoss(0.2, 0.07, attention_temperature=1.0),
+    ...     "balancer": make_balancer("mgda_ub"),
+    ...     "gather_across_ranks": True, "augmentation": "none", "lr_annealing": None,
+    ...     "error_stats": None, "train_logger": None,
+    ... }
+    >>> brain = AngularContrastiveBrain(modules, lambda p: torch.optim.SGD(p, 0.01), hparams)
+    >>> brain.on_fit_start()
+    >>> batch = sb.dataio.batch.PaddedBatch([
+    ...     {"id": str(i), "sig": torch.randn(4000), "spk_id_encoded": torch.LongTensor([i % 3])}
+    ...     for i in range(6)])
+    >>> loss = brain.fit_batch(batch)
+    >>> bool(torch.isfinite(loss)), 0.0 <= brain.last_alpha <= 1.0
+    (True, True)
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        #: Files whose audio held NaN/inf samples: path -> count (named once each).
+        self.nonfinite_audio_files = {}
+        self.skips = SkippedBatches(self.nonfinite_patience)
+        self.stats = EpochStats()
+        self.last_alpha = math.nan
+
+    # ------------------------------------------------------------------ the batch
+    def compute_forward(self, batch, stage):
+        """Waveforms to embeddings ``[N, 1, D]`` and cosine logits ``[N, 1, C]``."""
+        note_nonfinite_audio(batch, self.nonfinite_audio_files)
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        wav_augment, feat_augment = self.augmenters(stage)
+        if wav_augment is not None:
+            wavs, lens = wav_augment(wavs, lens)
+        feats = self.modules.compute_features(wavs)
+        feats = self.modules.mean_var_norm(feats, lens)
+        if feat_augment is not None:
+            # Masks on the normalised features: masked bins hold the mean (0).
+            feats, lens = feat_augment(feats, lens)
+        embeddings = self.modules.embedding_model(feats, lens)
+        if embeddings.dim() == 2:
+            embeddings = embeddings.unsqueeze(1)
+        cosine = self.modules.classifier(embeddings)
+        return {"embeddings": embeddings, "cosine": cosine, "lens": lens}
+
+    def augmenters(self, stage):
+        """``(wav_augment, feat_augment)`` in force: the YAML's ``augmentation``, in training only."""
+        if stage != sb.Stage.TRAIN:
+            return None, None
+        return select_augmenters(self.hparams.augmentation, self.hparams)
+
+    def _labels(self, batch, stage):
+        labels, _ = batch.spk_id_encoded
+        labels = labels.to(self.device)
+        for augment in self.augmenters(stage):
+            if augment is not None:
+                labels = augment.replicate_labels(labels)
+        return labels
+
+    @property
+    def objective(self):
+        """The :class:`~sb_angcl.objective.joint.JointObjective` of the hparams."""
+        return JointObjective(
+            self.hparams.classification_loss,
+            self.hparams.contrastive_loss,
+            self.hparams.balancer,
+            self.hparams.gather_across_ranks,
+        )
+
+    def compute_objectives(self, outputs, batch, stage):
+        """The balanced objective in training, the classification loss otherwise.
+
+        The objectives run in float32, outside any autocast. In training the
+        parts (an :class:`~sb_angcl.objective.joint.ObjectiveResult`) join the
+        outputs as ``outputs["objective"]``, which SpeechBrain hands to
+        :meth:`on_fit_batch_end`.
+        """
+        labels = self._labels(batch, stage)
+        with torch.autocast(device_type=self.device_type, enabled=False):
+            cosine = outputs["cosine"].float()
+            if stage != sb.Stage.TRAIN:
+                loss = self.hparams.classification_loss(cosine, labels)
+                if self.error_metrics is not None:
+                    self.error_metrics.append(batch.id, outputs["cosine"], labels)
+                return loss
+            result = self.objective(
+                outputs["embeddings"],
+                cosine,
+                labels,
+                head=getattr(self.modules, "contrastive_head", None),
+                encoder=self.modules.embedding_model,
+                grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else 1.0,
+            )
+        outputs["objective"] = result
+        return result.loss
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Keep the module buffers: the forward pass updates BatchNorm statistics, a skip restores them."""
+        self.skips.begin(self.modules, batch.id)
+
+    def check_loss_isfinite(self, loss):
+        """Skip the batch on every rank when its loss is non-finite on any (a collective under DDP).
+
+        SpeechBrain back-propagates the loss anyway; :meth:`optimizers_step`
+        then does not step and :meth:`on_fit_batch_end` drops the gradients.
+        """
+        if not all_ranks_finite(loss):
+            self.skips.skip(self.step, "loss")
+
+    def optimizers_step(self):
+        """SpeechBrain's step, unless the batch is skipped or a gradient is non-finite.
+
+        With a GradScaler (fp16) non-finite gradients are the scaler's to skip.
+        """
+        if not (self.skips.skipping or self.scaler.is_enabled() or gradients_finite(self.modules)):
+            self.skips.skip(self.step, "gradient")
+        if not self.skips.skipping:
+            super().optimizers_step()
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Count the batch in the epoch statistics and step a per-step LR schedule; or drop a skipped one."""
+        if self.skips.end(should_step):
+            self.zero_grad(set_to_none=True)
+            return
+        result = outputs["objective"]
+        self.stats.add(result)
+        self.last_alpha = float(result.alpha)
+        annealing = self.hparams.lr_annealing
+        if should_step and isinstance(annealing, WarmupDecayScheduler):
+            annealing.on_batch_end(self.optimizer)
+
+    @property
+    def skipped_nonfinite(self):
+        """Batches skipped for a non-finite loss or gradient in this fit."""
+        return self.skips.total
+
+    # ------------------------------------------------------------------ set-up
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """SpeechBrain's loaders, the speaker-balanced sampler kept as it is; the schedule sized.
+
+        SpeechBrain wraps any ``batch_sampler`` in a ``DistributedSamplerWrapper``
+        under DDP, which would split these batches a second time (the sampler
+        gives each rank its own speakers), and calls ``set_epoch`` only on
+        samplers it made. So the loader of a
+        :class:`~sb_angcl.data.sampler.SpeakerBalancedBatchSampler` is made
+        with SpeechBrain's ``make_dataloader`` and registered with the
+        checkpointer (mid-epoch resume), and the sampler becomes the Brain's
+        ``train_sampler``. A :class:`~sb_angcl.training.lr_schedule.WarmupDecayScheduler`
+        learns the optimiser steps of an epoch from the training loader.
+        """
+        sampler = loader_kwargs.get("batch_sampler")
+        if stage == sb.Stage.TRAIN and isinstance(sampler, SpeakerBalancedBatchSampler):
+            loader = sb.dataio.dataloader.make_dataloader(dataset, **loader_kwargs)
+            if self.checkpointer is not None and ckpt_prefix is not None:
+                self.checkpointer.add_recoverable(ckpt_prefix + stage.name, loader)
+            self.train_sampler = sampler
+        else:
+            loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+        annealing = self.hparams.lr_annealing
+        if stage == sb.Stage.TRAIN and isinstance(annealing, WarmupDecayScheduler):
+            try:
+                batches = len(loader)
+            except TypeError:
+                raise TypeError(
+                    "the learning-rate schedule is defined in epochs and needs the "
+                    "training loader's length; this loader has none"
+                ) from None
+            steps = max(batches // self.grad_accumulation_factor, 1)
+            annealing.set_steps_per_epoch(steps)
+            logger.info("Learning-rate schedule: %d optimiser steps per epoch.", steps)
+        return loader
+
+    def _wrap_distributed(self):
+        # SpeechBrain 1.1.2's Brain._wrap_distributed converts every BatchNorm to
+        # SyncBatchNorm, which PyTorch refuses on CPU, and no public hook or run
+        # option avoids it: DDP on CPU (gloo) wraps here without the conversion
+        # (BatchNorm statistics stay per rank); any other device keeps SpeechBrain's.
+        if not (self.distributed_launch and self.device_type == "cpu"):
+            return super()._wrap_distributed()
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = DistributedDataParallel(
+                    module, find_unused_parameters=self.find_unused_parameters
+                )
+        return None
+
+    def on_fit_start(self):
+        """Check the hparams, register the stateful balancer and schedule, then SpeechBrain's start.
+
+        A balancer with state (MGDA's moving average of alpha) and a
+        :class:`~sb_angcl.training.lr_schedule.WarmupDecayScheduler` are
+        checkpointed even when the YAML's ``checkpointer`` does not list them,
+        so a resumed run continues them; after the recovery the schedule sets
+        the optimiser's rate for the first batch.
+        """
+        missing = [k for k in HPARAMS if not hasattr(self.hparams, k)]
+        if self.checkpointer is not None and not hasattr(self.hparams, "checkpoints_to_keep"):
+            missing.append("checkpoints_to_keep")
+        if missing:
+            raise KeyError(
+                f"the hparams lack {', '.join(missing)}: set them in the recipe YAML "
+                "(every recipes/*/SpeakerRec/hparams/*.yaml sets them)"
+            )
+        balancer = self.hparams.balancer
+        if not isinstance(balancer, Balancer):
+            raise TypeError(
+                f"hparams balancer must be a sb_angcl.objective.balancing.Balancer, got "
+                f"{type(balancer).__name__}; build it in the YAML with "
+                "!apply:sb_angcl.objective.balancing.make_balancer"
+            )
+        annealing = self.hparams.lr_annealing
+        if self.checkpointer is not None:
+            recoverables = self.checkpointer.recoverables
+            if balancer.state_dict() and "balancer" not in recoverables:
+                self.checkpointer.add_recoverable("balancer", balancer, optional_load=True)
+            if (
+                isinstance(annealing, WarmupDecayScheduler)
+                and annealing not in recoverables.values()
+            ):
+                self.checkpointer.add_recoverable("lr_annealing", annealing)
+        self.stats = EpochStats()
+        self.skips = SkippedBatches(self.nonfinite_patience)
+        self.last_alpha = math.nan
+        super().on_fit_start()
+        if isinstance(annealing, WarmupDecayScheduler) and self.optimizer is not None:
+            annealing.apply(self.optimizer)
+
+    def init_optimizers(self):
+        """SpeechBrain's optimiser set-up, then half-written checkpoints set aside.
+
+        ``Brain.on_fit_start`` calls this once every recoverable (the
+        optimiser included) is registered and right before it recovers the
+        latest checkpoint, so a run killed while saving resumes from the
+        checkpoint before (see :func:`discard_incomplete_checkpoints`).
+        """
+        super().init_optimizers()
+        if self.checkpointer is not None:
+            sb.utils.distributed.run_on_main(
+                discard_incomplete_checkpoints, args=[self.checkpointer]
+            )
+
+    # ------------------------------------------------------------------ stages
+    def on_stage_start(self, stage, epoch=None):
+        """New epoch statistics (training) and error metrics."""
+        if stage == sb.Stage.TRAIN:
+            self.stats = EpochStats()
+        error_stats = self.hparams.error_stats
+        self.error_metrics = error_stats() if error_stats is not None else None
+
+    def epoch_train_stats(self):
+        """Means over the epoch's optimised batches: losses, alpha, attention spread."""
+        return self.stats.means()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the epoch, step an epoch-wise LR schedule, save checkpoints."""
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss, **self.epoch_train_stats()}
+            self.train_stats["time_s"] = self.stats.seconds()
+            return
+        stats = {"loss": stage_loss}
+        if self.error_metrics is not None and len(self.error_metrics.scores):
+            stats["ErrorRate"] = self.error_metrics.summarize("average")
+        if stage == sb.Stage.VALID:
+            lr = self.optimizer.param_groups[0]["lr"] if self.optimizer else None
+            annealing = self.hparams.lr_annealing
+            if annealing is not None and not isinstance(annealing, WarmupDecayScheduler):
+                _, new_lr = annealing(epoch)
+                sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            if self.hparams.train_logger is not None:
+                self.hparams.train_logger.log_stats(
+                    stats_meta={"epoch": epoch, "lr": lr},
+                    train_stats=getattr(self, "train_stats", None),
+                    valid_stats=stats,
+                )
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta={"ErrorRate": stats.get("ErrorRate", stage_loss)},
+                    min_keys=["ErrorRate"],
+                    num_to_keep=self.hparams.checkpoints_to_keep,
+                )
+        else:
+            logger.info("Test stats: %s", stats)
