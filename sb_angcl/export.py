@@ -342,10 +342,33 @@ def _training_data(tree, n_speakers):
     csv = tree.get("train_annotation")
     line = f"data folder `{tree.get('data_folder')}`; {n_speakers} training speakers"
     if csv and os.path.isfile(csv):
-        train = pd.read_csv(csv, usecols=lambda c: c in ("ID", "duration"))
-        hours = train["duration"].sum() / 3600 if "duration" in train else float("nan")
-        line += f", {len(train)} utterances ({hours:.2f} h) listed in `{csv}`"
+        columns = ("ID", "duration", "start", "stop", "sample_rate")
+        train = pd.read_csv(csv, usecols=lambda c: c in columns)
+        hours = _listed_seconds(train, tree.get("sample_rate", 16000)) / 3600
+        line += f", {len(train)} rows ({hours:.2f} h) listed in `{csv}`"
     return line
+
+
+def _listed_seconds(train, sample_rate):
+    """Seconds of audio a manifest lists: ``stop - start`` where a row gives a segment
+    (upstream's VoxCeleb preparation lists 3 s chunks, each with the whole file's
+    ``duration``), else ``duration``.
+
+    Example
+    -------
+    >>> rows = pd.DataFrame({"duration": [7.0, 7.0, 2.0], "start": [0, 48000, 0],
+    ...                      "stop": [48000, 96000, 0]})
+    >>> _listed_seconds(rows, 16000)
+    8.0
+    """
+    if "duration" not in train:
+        return float("nan")
+    seconds = train["duration"].astype(float)
+    if {"start", "stop"} <= set(train.columns):
+        rate = train["sample_rate"] if "sample_rate" in train else sample_rate
+        segment = (train["stop"] - train["start"]) / rate
+        seconds = seconds.where(train["stop"] <= train["start"], segment)
+    return float(seconds.sum())
 
 
 def write_model_card(folder, hparams_file, overrides=None, n_speakers=None):

@@ -159,6 +159,12 @@ def train_from_csv(csv_path, vox_root, out):
     assert "sessions taken from the 'spk--video--utt' IDs" in log, log[-3000:]
     assert re.search(r"epoch: 1, .*train loss: \d", open(os.path.join(out, "train_log.txt")).read())
     assert os.path.isfile(os.path.join(out, "inference", "embedding_model.ckpt"))
+    # The model card says how upstream's cosine scoring loads the export.
+    with open(os.path.join(out, "inference", "README.md"), encoding="utf-8") as fin:
+        card = fin.read()
+    assert "speaker_verification_cosine.py hparams/verification_ecapa.yaml" in card
+    assert f"--pretrain_path={os.path.join(out, 'inference')}" in card
+    assert "'--embedding_model={input_size: 40, channels: [32, 32, 32, 32, 96]" in card
 
 
 # ------------------------------------------------------------ upstream manifests
