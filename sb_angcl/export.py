@@ -342,10 +342,13 @@ def _training_data(tree, n_speakers):
     csv = tree.get("train_annotation")
     line = f"data folder `{tree.get('data_folder')}`; {n_speakers} training speakers"
     if csv and os.path.isfile(csv):
-        columns = ("ID", "duration", "start", "stop", "sample_rate")
+        columns = ("ID", "duration", "wav", "start", "stop", "sample_rate")
         train = pd.read_csv(csv, usecols=lambda c: c in columns)
         hours = _listed_seconds(train, tree.get("sample_rate", 16000)) / 3600
-        line += f", {len(train)} rows ({hours:.2f} h) listed in `{csv}`"
+        files = train["wav"].nunique() if "wav" in train else len(train)
+        what = (f"{len(train)} utterances" if files == len(train)
+                else f"{len(train)} segments of {files} files")
+        line += f", {what} ({hours:.2f} h) listed in `{csv}`"
     return line
 
 

@@ -63,8 +63,9 @@ def prepare_and_size(hparams_file, overrides, prepare):
     pretrained classifier (``pretrained_classifier: True``, which needs
     ``pretrained_model``: refused here, before data preparation, when it is
     null), that run's label encoder is adopted (:func:`adopt_label_encoder`);
-    otherwise the label encoder is made from the training manifest. Its number of speakers becomes ``out_n_neurons``,
-    unless the overrides already give one.
+    otherwise the label encoder is made from the training manifest. Its
+    number of speakers becomes ``out_n_neurons``, unless the overrides already
+    give one.
 
     Arguments
     ---------
