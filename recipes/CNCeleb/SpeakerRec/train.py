@@ -82,7 +82,8 @@ def train(argv, brain_class=AngularContrastiveBrain):
     # The MUSAN and RIR file lists of the YAML's noise augmentation (musan_folder, rir_folder).
     run_on_main(hparams["prepare_noise_lists"])
     train_data, valid_data, label_encoder = speaker_datasets(hparams)
-    start_from_pretrained(hparams)
+    # A trained model to start from: the YAML's pretrainer (pretrained_model: null = none).
+    start_from_pretrained(hparams["pretrainer"], hparams["pretrained_model"])
 
     brain = brain_class(
         modules=hparams["modules"],
