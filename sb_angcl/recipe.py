@@ -55,7 +55,8 @@ def prepare_and_size(hparams_file, overrides, prepare):
 
     ``prepare(hparams)`` gets the YAML's plain settings
     (:func:`~sb_angcl.hyperparams.plain_hparams`: nothing is built yet) and
-    runs on the main process, unless ``skip_prep``. When fine-tuning with the
+    runs on the main process; it passes ``skip_prep`` on to the recipe's
+    data preparation, which then does nothing (as SpeechBrain's recipes do). When fine-tuning with the
     pretrained classifier, that run's label encoder is adopted
     (:func:`adopt_label_encoder`); otherwise the label encoder is made from
     the training manifest. Its number of speakers becomes ``out_n_neurons``,
@@ -80,8 +81,7 @@ def prepare_and_size(hparams_file, overrides, prepare):
             f"{hparams_file} does not set {', '.join(missing)}: every setting the recipe "
             "reads is in its YAML (see the shipped recipes/*/SpeakerRec/hparams/*.yaml)"
         )
-    if not plain["skip_prep"]:
-        run_on_main(prepare, kwargs={"hparams": plain})
+    run_on_main(prepare, kwargs={"hparams": plain})
     if plain["pretrained_model"] and plain["pretrained_classifier"]:
         # The pretrained classifier's rows follow its run's label encoder.
         run_on_main(adopt_label_encoder, args=[plain["pretrained_model"], plain["save_folder"]])
@@ -95,6 +95,8 @@ def prepare_and_size(hparams_file, overrides, prepare):
 def _make_label_encoder(plain):
     """``<save_folder>/label_encoder.txt`` from the training manifest (kept if it exists)."""
     train = load_manifest(plain["train_annotation"], plain["data_folder"])
+    # With skip_prep no preparation has made the folder yet.
+    os.makedirs(plain["save_folder"], exist_ok=True)
     build_label_encoder(train, os.path.join(plain["save_folder"], LABEL_ENCODER_FILE))
 
 
