@@ -135,8 +135,16 @@ def rewrite(text, renames):
     return text
 
 
-def plan():
+def plan(checkout=None):
     """Everything the contribution writes, in order.
+
+    Arguments
+    ---------
+    checkout : str or None
+        The SpeechBrain checkout: our VoxCeleb rows are numbered after the
+        rows its ``tests/recipes/VoxCeleb.csv`` already has (the fine-tuning
+        row names the output folder of the row it starts from); ``None``
+        numbers them as a file of their own.
 
     Returns
     -------
@@ -161,11 +169,58 @@ def plan():
         items.append((f"{folder}/extra_requirements.txt", "new", _read(FILES, "extra_requirements.txt")))
     section = _read(FILES, "VoxCeleb_README_section.md")
     items.append(("recipes/VoxCeleb/SpeakerRec/README.md", "append", f"\n{README_MARKER}\n{section}"))
-    items.append(("tests/recipes/VoxCeleb.csv", "append", _rows_only(_read(FILES, "VoxCeleb.csv"))))
+    vox_rows = _rows_only(_read(FILES, "VoxCeleb.csv"))
+    existing = os.path.join(checkout, "tests", "recipes", "VoxCeleb.csv") if checkout else None
+    if existing and os.path.isfile(existing):
+        vox_rows = renumber_rows(vox_rows, "VoxCeleb", _count_rows(existing))
+    items.append(("tests/recipes/VoxCeleb.csv", "append", vox_rows))
     items.append(("tests/recipes/CNCeleb.csv", "new", _read(FILES, "CNCeleb.csv")))
     items.append(("tests/samples/annotation/speaker_verification_trials.csv", "new",
                   _read(FILES, "speaker_verification_trials.csv")))
     return items
+
+
+def renumber_rows(rows, dataset, rows_before):
+    """Shifts the ``tests/tmp/<dataset>_row_NN`` folders our rows name.
+
+    SpeechBrain's runner gives row ``i`` of ``tests/recipes/<dataset>.csv``
+    (``i`` = 2 for the line after the header) the output folder
+    ``tests/tmp/<dataset>_row_<i>``. Our rows name those folders as if they
+    were the whole file; appended after ``rows_before`` rows, each moves down
+    by that much.
+
+    Arguments
+    ---------
+    rows : str
+        Our rows (no header).
+    dataset : str
+        The CSV's name (``VoxCeleb``).
+    rows_before : int
+        Rows the checkout's file already has.
+
+    Returns
+    -------
+    str
+        The rows with the folder numbers shifted.
+
+    Example
+    -------
+    >>> renumber_rows("a,--pretrained_model=tests/tmp/VoxCeleb_row_03/inference", "VoxCeleb", 7)
+    'a,--pretrained_model=tests/tmp/VoxCeleb_row_10/inference'
+    """
+    return re.sub(
+        r"(tests/tmp/" + re.escape(dataset) + r"_row_)(\d+)",
+        lambda m: f"{m.group(1)}{int(m.group(2)) + rows_before:02d}",
+        rows,
+    )
+
+
+def _count_rows(csv_path):
+    """Data rows of a recipe CSV (as SpeechBrain's runner counts them)."""
+    import csv
+
+    with open(csv_path, newline="", encoding="utf-8") as fin:
+        return sum(1 for _ in csv.DictReader(fin, skipinitialspace=True))
 
 
 def _read(*parts):
@@ -248,7 +303,7 @@ def lay(checkout, items=None):
     LayoutError
         Before anything is written, when :func:`check_checkout` refuses.
     """
-    items = plan() if items is None else items
+    items = plan(checkout) if items is None else items
     check_checkout(checkout, items)
     for path, mode, text in items:
         target = os.path.join(checkout, path)
@@ -284,7 +339,7 @@ def main(argv=None):
     parser.add_argument("checkout", help="root of a SpeechBrain checkout")
     parser.add_argument("--list", action="store_true", help="print what would be written; write nothing")
     args = parser.parse_args(argv)
-    items = plan()
+    items = plan(args.checkout)
     try:
         if args.list:
             check_checkout(args.checkout, items)
