@@ -793,6 +793,7 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
     if subsets and os.path.isfile(scores_file):
         result.update(subset_metrics(scores_file, subsets))
     result["commit"] = args.commit
+    result["cpu"] = cpu_model()
     result["overrides"] = json.loads(json.dumps(overrides))
     result["settings"] = settings
     with open(result_file, "w", encoding="utf-8") as fout:
@@ -965,6 +966,86 @@ def machine_line(device):
     return line
 
 
+def read_results_csv(path):
+    """The runs of an earlier report's CSV (``--csv``) as result dicts.
+
+    Text columns stay text, counts (``n_*``) become ints, the rest floats
+    (an empty cell is NaN). Each row is marked ``included`` with the path.
+
+    Arguments
+    ---------
+    path : str
+        A CSV written by this script.
+
+    Returns
+    -------
+    list of dict
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+    ...     _ = f.write("variant,seed,EER,n_trials,commit\\naam,6,0.05,3264,abc\\n")
+    >>> row = read_results_csv(f.name)[0]
+    >>> row["variant"], row["seed"], row["EER"], row["n_trials"], row["commit"]
+    ('aam', 6, 0.05, 3264, 'abc')
+    """
+    import csv
+
+    rows = []
+    with open(path, encoding="utf-8", newline="") as fin:
+        for row in csv.DictReader(fin):
+            result = {"included": path}
+            for key, text in row.items():
+                if key in ("variant", "commit", "cpu"):
+                    result[key] = text
+                elif key == "seed" or key.startswith("n_"):
+                    result[key] = int(float(text)) if text else 0
+                else:
+                    result[key] = float(text) if text else math.nan
+            rows.append(result)
+    return rows
+
+
+def include_runs(results, paths, variants):
+    """``results`` with the runs of earlier CSVs that this invocation did not run.
+
+    Arguments
+    ---------
+    results : list of dict
+        This invocation's runs.
+    paths : list of str
+        CSVs written by this script (``--include-csv``).
+    variants : list of str
+        The variants reported; rows of other variants are left out.
+
+    Returns
+    -------
+    list of dict
+
+    Raises
+    ------
+    ValueError
+        When a CSV's runs scored another number of trials than this
+        invocation's (another corpus or trial list).
+    """
+    done = {(r["variant"], r["seed"]) for r in results}
+    n_trials = {r["n_trials"] for r in results}
+    merged = list(results)
+    for path in paths:
+        for row in read_results_csv(path):
+            if row["variant"] not in variants or (row["variant"], row["seed"]) in done:
+                continue
+            if n_trials and row["n_trials"] not in n_trials:
+                raise ValueError(
+                    f"{path}: its runs scored {row['n_trials']} trials, this invocation's "
+                    f"{sorted(n_trials)}: not the same trial list. Include only reports "
+                    "of the same corpus (--corpus) and trials.")
+            done.add((row["variant"], row["seed"]))
+            merged.append(row)
+    return merged
+
+
 def report(results, args, corpus_line, command, wall_s):
     """The whole Markdown document.
 
@@ -1002,9 +1083,17 @@ def report(results, args, corpus_line, command, wall_s):
     # language labels in its manifests) are left out.
     metrics = [m for m in metrics
                if any(math.isfinite(r.get(m[0], math.nan)) for r in results)]
-    commits = {}
+    commits, cpus, included = {}, {}, {}
     for r in results:
         commits.setdefault(r.get("commit", "unknown"), set()).add(r["variant"])
+        cpus.setdefault(r.get("cpu") or "not recorded", set()).add(r["seed"])
+        if r.get("included"):
+            included.setdefault(r["included"], set()).add(r["seed"])
+    cpu_line = "; ".join(f"{c}: seeds {', '.join(str(s) for s in sorted(v))}"
+                         for c, v in sorted(cpus.items()))
+    included_lines = [f"- Included from `{p}` (an earlier invocation, `--include-csv`): "
+                      f"seeds {', '.join(str(s) for s in sorted(v))}"
+                      for p, v in sorted(included.items())]
     commit_line = "; ".join(f"`{c}`: {', '.join(sorted(v))}" for c, v in sorted(commits.items()))
     corpus = [f"{args.label_noise:g} of training utterances relabelled"] if args.label_noise else []
     if args.confusable_pairs:
@@ -1023,8 +1112,10 @@ def report(results, args, corpus_line, command, wall_s):
         + (f" ({reused} of them reused from an earlier invocation: the wall time below is this "
            f"invocation's; the runs' own times are in the min/run column and the CSV)"
            if reused else ""),
+        f"- CPU of each run: {cpu_line}",
+        *included_lines,
         f"- Date: {datetime.date.today().isoformat()}; total wall time "
-        f"{wall_s / 60:.1f} min",
+        f"{wall_s / 60:.1f} min" + (" (this invocation's)" if included else ""),
         f"- Code: the commit each run ran at ({'+dirty: uncommitted changes in sb_angcl/ or recipes/'}): "
         f"{commit_line}",
         "",
@@ -1118,6 +1209,11 @@ def parse_args(argv=None):
     parser.add_argument("--output", default=None,
                         help=f"Markdown table (default {os.path.relpath(DEFAULT_OUTPUT, ROOT)}; "
                         "with --quick: in the work folder)")
+    parser.add_argument("--include-csv", action="append", default=[], metavar="FILE.csv",
+                        help="also report the runs of an earlier report's CSV (repeatable): its "
+                        "(variant, seed) pairs that this invocation does not run join the "
+                        "tables, e.g. more seeds run on another day or machine; it must have "
+                        "scored the same trials")
     parser.add_argument("--csv", default=None,
                         help="per-run CSV (default: next to --output, <name>_runs.csv)")
     parser.add_argument("--resume", action="store_true",
@@ -1321,6 +1417,7 @@ def main(argv=None):
             results.append(run_one(variant, seed, args, data_folder, train, allowed))
             bar.write(_run_line(results[-1]), file=sys.stdout)
     wall_s = time.perf_counter() - wall
+    results = include_runs(results, args.include_csv, args.variants)
 
     command = "python benchmarks/ablation.py " + " ".join(shlex.quote(a) for a in argv)
     text = report(results, args, corpus_line, command, wall_s)
@@ -1336,7 +1433,7 @@ def main(argv=None):
     with open(args.output, "w", encoding="utf-8") as fout:
         fout.write(text)
     csv_path = args.csv or os.path.splitext(args.output)[0] + "_runs.csv"
-    skip = ("overrides", "reused", "settings")
+    skip = ("overrides", "reused", "settings", "included")
     keys = [k for k in results[0] if k not in skip]
     keys += sorted({k for r in results for k in r if k not in keys and k not in skip})
     import csv

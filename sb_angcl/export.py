@@ -12,9 +12,12 @@ and verify two files, and a results section that
 :func:`record_calibration` adds a score calibration fitted by ``verify.py``: a
 ``calibration`` mapping in ``hyperparams.yaml``, the calibrated interface as
 ``custom.py`` and a section of the card.
-:func:`load_pretrained_encoder` does the converse: it starts an encoder from
-such a folder (ours, or a downloaded ``spkrec-ecapa-voxceleb``) through
-SpeechBrain's ``Pretrainer``.
+The converse, starting training from such a folder (ours, or one laid out
+like ``speechbrain/spkrec-ecapa-voxceleb``), is the recipe YAML's
+``pretrainer`` (:func:`sb_angcl.recipe.start_from_pretrained`). The
+``embedding_model.ckpt`` also serves upstream SpeechBrain's
+``recipes/VoxCeleb/SpeakerRec/speaker_verification_cosine.py``, its
+``pretrain_path`` pointed at the folder (the model card gives the overrides).
 
 Authors
  * sb-angcl contributors
@@ -165,59 +168,92 @@ def _plain(module):
     return getattr(module, "module", module)
 
 
-def load_pretrained_encoder(folder, embedding_model, collect_in, classifier=None):
-    """Initialise ``embedding_model`` from a local SpeechBrain model folder.
+#: The classes SpeechBrain's ``recipes/VoxCeleb/SpeakerRec/hparams/verification_ecapa.yaml``
+#: builds for its features, normalisation and encoder.
+UPSTREAM_VERIFICATION_CLASSES = {
+    "compute_features": "speechbrain.lobes.features.Fbank",
+    "mean_var_norm": "speechbrain.processing.features.InputNormalization",
+    "embedding_model": "speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN",
+}
 
-    Uses SpeechBrain's ``Pretrainer`` on ``<folder>/embedding_model.ckpt``
-    (and ``classifier.ckpt`` when a classifier is given and the file exists;
-    its speaker count must then match).
+
+def _plain_yaml(node):
+    """A round-trip YAML node as plain Python values (for ``yaml.safe_dump``)."""
+    if isinstance(node, dict):
+        return {str(k): _plain_yaml(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_plain_yaml(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    return str(node)
+
+
+def upstream_scoring_overrides(folder):
+    """Overrides under which SpeechBrain's VoxCeleb cosine scoring loads this folder's encoder.
+
+    Upstream's ``recipes/VoxCeleb/SpeakerRec/speaker_verification_cosine.py``
+    with ``hparams/verification_ecapa.yaml`` builds its own filterbank,
+    normalisation and ECAPA-TDNN (the paper's size on 80 filterbanks) and
+    loads ``<pretrain_path>/embedding_model.ckpt`` through its
+    ``pretrainer``. These overrides point ``pretrain_path`` at ``folder`` and
+    give the three modules the arguments of the folder's ``hyperparams.yaml``
+    (SpeechBrain merges a mapping override into the YAML's ``!new:`` node).
 
     Arguments
     ---------
     folder : str
-        Local folder, e.g. a downloaded ``spkrec-ecapa-voxceleb`` or one written
-        by :func:`export_inference_folder`.
-    embedding_model : torch.nn.Module
-        Encoder with the same architecture.
-    collect_in : str
-        Where the Pretrainer puts its links.
-    classifier : torch.nn.Module or None
-        Also load the classifier.
+        An exported folder (``hyperparams.yaml``, ``embedding_model.ckpt``).
 
     Returns
     -------
     list of str
-        Names of the loaded parts.
+        ``--key=value`` arguments for the script (one argument each, no shell quoting).
+
+    Raises
+    ------
+    ValueError
+        When a module is not of the class upstream's YAML builds (then its
+        arguments cannot be carried over).
 
     Example
     -------
-    >>> load_pretrained_encoder("/no/such/folder", torch.nn.Linear(1, 1), "/tmp/x")
-    Traceback (most recent call last):
-     ...
-    FileNotFoundError: pretrained_model: /no/such/folder/embedding_model.ckpt not found. Give a local folder holding embedding_model.ckpt (e.g. a downloaded spkrec-ecapa-voxceleb), or set pretrained_model: null.
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(folder, "hyperparams.yaml"), "w").write(
+    ...     "compute_features: !new:speechbrain.lobes.features.Fbank\\n  n_mels: 40\\n"
+    ...     "mean_var_norm: !new:speechbrain.processing.features.InputNormalization\\n"
+    ...     "  norm_type: sentence\\n"
+    ...     "embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN\\n"
+    ...     "  input_size: 40\\n  channels: [8, 8, 24]\\n  lin_neurons: 16\\n")
+    >>> upstream_scoring_overrides(folder)[1:]
+    ['--n_mels=40', '--compute_features={n_mels: 40}', '--mean_var_norm={norm_type: sentence}', '--embedding_model={input_size: 40, channels: [8, 8, 24], lin_neurons: 16}']
     """
-    from speechbrain.utils.parameter_transfer import Pretrainer
+    import yaml
 
-    folder = os.path.abspath(folder)
-    ckpt = os.path.join(folder, "embedding_model.ckpt")
-    if not os.path.isfile(ckpt):
-        raise FileNotFoundError(
-            f"pretrained_model: {ckpt} not found. Give a local folder holding "
-            "embedding_model.ckpt (e.g. a downloaded spkrec-ecapa-voxceleb), or set "
-            "pretrained_model: null."
-        )
-    loadables = {"embedding_model": _plain(embedding_model)}
-    paths = {"embedding_model": ckpt}
-    cls_ckpt = os.path.join(folder, "classifier.ckpt")
-    if classifier is not None and os.path.isfile(cls_ckpt):
-        loadables["classifier"] = _plain(classifier)
-        paths["classifier"] = cls_ckpt
-    os.makedirs(collect_in, exist_ok=True)
-    pretrainer = Pretrainer(collect_in=collect_in, loadables=loadables, paths=paths)
-    pretrainer.collect_files()
-    pretrainer.load_collected()
-    logger.info("Initialised %s from %s", sorted(loadables), folder)
-    return sorted(loadables)
+    path = os.path.join(folder, "hyperparams.yaml")
+    with open(path, encoding="utf-8") as fin:
+        tree = YAML().load(fin) or {}
+    args = [f"--pretrain_path={os.path.abspath(folder)}"]
+    modules = []
+    for key, cls in UPSTREAM_VERIFICATION_CLASSES.items():
+        node = tree.get(key)
+        tag = getattr(getattr(node, "tag", None), "value", None)
+        if tag != f"!new:{cls}":
+            raise ValueError(
+                f"{path}: {key} is {tag or node!r}, but SpeechBrain's verification_ecapa.yaml "
+                f"builds {cls}; its cosine scoring cannot load this model by overrides."
+            )
+        values = _plain_yaml(node)
+        dumped = yaml.safe_dump(values, default_flow_style=True, sort_keys=False,
+                                width=1 << 20).strip()
+        modules.append(f"--{key}={dumped}")
+        if key == "compute_features" and "n_mels" in values:
+            args.append(f"--n_mels={values['n_mels']}")
+    return args + modules
 
 
 # ------------------------------------------------------------------ model card
@@ -306,10 +342,36 @@ def _training_data(tree, n_speakers):
     csv = tree.get("train_annotation")
     line = f"data folder `{tree.get('data_folder')}`; {n_speakers} training speakers"
     if csv and os.path.isfile(csv):
-        train = pd.read_csv(csv, usecols=lambda c: c in ("ID", "duration"))
-        hours = train["duration"].sum() / 3600 if "duration" in train else float("nan")
-        line += f", {len(train)} utterances ({hours:.2f} h) listed in `{csv}`"
+        columns = ("ID", "duration", "wav", "start", "stop", "sample_rate")
+        train = pd.read_csv(csv, usecols=lambda c: c in columns)
+        hours = _listed_seconds(train, tree.get("sample_rate", 16000)) / 3600
+        files = train["wav"].nunique() if "wav" in train else len(train)
+        what = (f"{len(train)} utterances" if files == len(train)
+                else f"{len(train)} segments of {files} files")
+        line += f", {what} ({hours:.2f} h) listed in `{csv}`"
     return line
+
+
+def _listed_seconds(train, sample_rate):
+    """Seconds of audio a manifest lists: ``stop - start`` where a row gives a segment
+    (upstream's VoxCeleb preparation lists 3 s chunks, each with the whole file's
+    ``duration``), else ``duration``.
+
+    Example
+    -------
+    >>> rows = pd.DataFrame({"duration": [7.0, 7.0, 2.0], "start": [0, 48000, 0],
+    ...                      "stop": [48000, 96000, 0]})
+    >>> _listed_seconds(rows, 16000)
+    8.0
+    """
+    if "duration" not in train:
+        return float("nan")
+    seconds = train["duration"].astype(float)
+    if {"start", "stop"} <= set(train.columns):
+        rate = train["sample_rate"] if "sample_rate" in train else sample_rate
+        segment = (train["stop"] - train["start"]) / rate
+        seconds = seconds.where(train["stop"] <= train["start"], segment)
+    return float(seconds.sum())
 
 
 def write_model_card(folder, hparams_file, overrides=None, n_speakers=None):
@@ -418,7 +480,7 @@ The model was trained on {tree.get('sample_rate', 16000)} Hz audio.
 {_CALIBRATION_START}
 {_NO_CALIBRATION}{_CALIBRATION_END}
 
-## Files
+{_upstream_scoring_section(folder)}## Files
 
 `hyperparams.yaml`, `embedding_model.ckpt`, `classifier.ckpt` (training
 speakers), `label_encoder.ckpt`/`.txt`, `{TRAIN_YAML}`, this `{MODEL_CARD}`
@@ -428,6 +490,37 @@ speakers), `label_encoder.ckpt`/`.txt`, `{TRAIN_YAML}`, this `{MODEL_CARD}`
     with open(path, "w", encoding="utf-8") as fout:
         fout.write(text)
     return path
+
+
+def _upstream_scoring_section(folder):
+    """The card's section on scoring with SpeechBrain's own VoxCeleb recipe ('' where it cannot)."""
+    import shlex
+
+    try:
+        args = upstream_scoring_overrides(folder)
+    except (OSError, ValueError):
+        return ""
+    flags = " \\\n        ".join(shlex.quote(arg) for arg in args)
+    return f"""## Scoring with SpeechBrain's VoxCeleb recipe
+
+SpeechBrain's own cosine scoring, `recipes/VoxCeleb/SpeakerRec/speaker_verification_cosine.py`
+of a SpeechBrain checkout with its `hparams/verification_ecapa.yaml`, scores this encoder
+when its pretrainer is pointed here and the model definitions follow `hyperparams.yaml`:
+
+```
+cd recipes/VoxCeleb/SpeakerRec
+python speaker_verification_cosine.py hparams/verification_ecapa.yaml \\
+        --data_folder=/path/to/VoxCeleb1 --verification_file=/path/to/veri_test2.txt \\
+        {flags} \\
+        --score_norm=null
+```
+
+`--score_norm=null` scores by plain cosine (the recipe's `verify.py` with `score_norm: null`
+gives the same EER on the same trials). The script still embeds its training split as a
+score-normalisation cohort and takes the top `cohort_size` (20000) scores against it: on a
+small corpus give a `--cohort_size` no larger than the rows of its `train.csv`.
+
+"""
 
 
 def _version():

@@ -12,8 +12,11 @@ recipes share are here:
   exists (data preparation) still reaches its ``log.txt``;
 * :func:`train_loader_kwargs`, :func:`valid_loader_kwargs`: the loaders
   (speaker-balanced batches or random ones);
-* :func:`start_from_pretrained`, :func:`adopt_label_encoder`: fine-tuning
-  from an exported folder;
+* :func:`start_from_pretrained`, :func:`adopt_label_encoder`: starting from
+  a trained model through the YAML's ``pretrainer`` (SpeechBrain's
+  ``Pretrainer`` with ``loadables`` and ``paths``, as upstream recipes write
+  it), from a local folder laid out like ``speechbrain/spkrec-ecapa-voxceleb``
+  or a run's exported ``inference`` folder;
 * :func:`report_skipped`: the end-of-run summary of broken audio and skipped
   batches.
 
@@ -27,10 +30,11 @@ import os
 import shutil
 
 from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.fetching import FetchConfig
+from speechbrain.utils.parameter_transfer import Pretrainer
 
 from sb_angcl.data.dataio import build_label_encoder, load_manifest
 from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
-from sb_angcl.export import load_pretrained_encoder
 from sb_angcl.hyperparams import (
     LABEL_ENCODER_FILE,
     classifier_size,
@@ -56,8 +60,10 @@ def prepare_and_size(hparams_file, overrides, prepare):
     ``prepare(hparams)`` gets the YAML's plain settings
     (:func:`~sb_angcl.hyperparams.plain_hparams`: nothing is built yet) and
     runs on the main process; it passes ``skip_prep`` on to the recipe's
-    data preparation, which then does nothing (as SpeechBrain's recipes do). When fine-tuning with the
-    pretrained classifier, that run's label encoder is adopted
+    data preparation, which then does nothing (as SpeechBrain's recipes do).
+    When fine-tuning with the pretrained classifier (``pretrained_classifier:
+    True``, which needs ``pretrained_model``: refused here, before data
+    preparation, when it is null), that run's label encoder is adopted
     (:func:`adopt_label_encoder`); otherwise the label encoder is made from
     the training manifest. Its number of speakers becomes ``out_n_neurons``,
     unless the overrides already give one.
@@ -81,6 +87,14 @@ def prepare_and_size(hparams_file, overrides, prepare):
             f"{hparams_file} does not set {', '.join(missing)}: every setting the recipe "
             "reads is in its YAML (see the shipped recipes/*/SpeakerRec/hparams/*.yaml)"
         )
+    if plain["pretrained_classifier"] and not plain["pretrained_model"]:
+        raise ValueError(
+            f"{hparams_file}: pretrained_model is null, but pretrained_classifier: True "
+            "(fine-tuning) loads a trained model's classifier. Give --pretrained_model="
+            f"<local folder holding {', '.join(PRETRAINED_FILES)}>: a run's "
+            "<output_folder>/inference or a downloaded speechbrain/spkrec-ecapa-voxceleb "
+            "(or set pretrained_classifier: False)."
+        )
     run_on_main(prepare, kwargs={"hparams": plain})
     if plain["pretrained_model"] and plain["pretrained_classifier"]:
         # The pretrained classifier's rows follow its run's label encoder.
@@ -95,8 +109,7 @@ def prepare_and_size(hparams_file, overrides, prepare):
 def _make_label_encoder(plain):
     """``<save_folder>/label_encoder.txt`` from the training manifest (kept if it exists)."""
     train = load_manifest(plain["train_annotation"], plain["data_folder"])
-    # With skip_prep no preparation has made the folder yet.
-    os.makedirs(plain["save_folder"], exist_ok=True)
+    os.makedirs(plain["save_folder"], exist_ok=True)  # skip_prep: manifests from elsewhere
     build_label_encoder(train, os.path.join(plain["save_folder"], LABEL_ENCODER_FILE))
 
 
@@ -158,7 +171,8 @@ def adopt_label_encoder(pretrained_folder, save_folder):
 
     Its classifier's row ``i`` is the speaker with index ``i`` in that run's
     ``label_encoder.ckpt`` (an exported inference folder) or
-    ``label_encoder.txt`` (a ``save`` folder); the copy becomes this run's
+    ``label_encoder.txt`` (a ``save`` folder, or a folder laid out like
+    ``speechbrain/spkrec-ecapa-voxceleb``); the copy becomes this run's
     ``label_encoder.txt`` unless this run already has one.
 
     Arguments
@@ -201,29 +215,132 @@ def valid_loader_kwargs(hparams):
     return {"batch_size": hparams["eval_batch_size"], "num_workers": hparams["num_workers"]}
 
 
-def start_from_pretrained(hparams):
-    """Load ``pretrained_model`` (a local folder) into the encoder, if the YAML names one.
+#: Files of a folder to start from, laid out like ``speechbrain/spkrec-ecapa-voxceleb``.
+PRETRAINED_FILES = ("hyperparams.yaml", "embedding_model.ckpt", "classifier.ckpt",
+                    "label_encoder.txt")
 
-    The classifier is loaded too with ``pretrained_classifier: True``. SpeechBrain's
-    fetching is safe to run on every rank at once.
+
+def start_from_pretrained(pretrainer, pretrained_model):
+    """Run the YAML's ``pretrainer``: load a trained model's weights before training.
+
+    The recipe YAMLs define it the way upstream SpeechBrain recipes do::
+
+        pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+            collect_in: !ref <save_folder>/pretrained
+            loadables:
+                embedding_model: !ref <embedding_model>
+                classifier: !ref <classifier>
+            paths:
+                embedding_model: !ref <pretrained_model>/embedding_model.ckpt
+                classifier: !ref <pretrained_model>/classifier.ckpt
+            conditions:
+                embedding_model: !ref <pretrained_model>
+                classifier: !ref <pretrained_classifier>
+
+    so ``pretrained_model: null`` loads nothing and ``pretrained_classifier``
+    adds the classifier. Every file to load must be local (the files are
+    linked into ``collect_in`` on the main process, with no network, then
+    loaded on every process): a Hugging Face id such as
+    ``speechbrain/spkrec-ecapa-voxceleb`` is refused with the way to download
+    it. A loadable whose path needs ``pretrained_model`` while it is null
+    (the fine-tuning YAMLs load the classifier) is refused naming the key.
+
+    Arguments
+    ---------
+    pretrainer : speechbrain.utils.parameter_transfer.Pretrainer
+        The YAML's ``pretrainer``.
+    pretrained_model : str or None
+        The YAML's ``pretrained_model`` (named in the errors).
 
     Returns
     -------
     list of str
-        The parts loaded (empty without ``pretrained_model``).
+        The parts loaded (empty when nothing is to be loaded).
 
     Example
     -------
-    >>> start_from_pretrained({"pretrained_model": None})
+    >>> from speechbrain.utils.parameter_transfer import Pretrainer
+    >>> import torch
+    >>> off = Pretrainer(loadables={"embedding_model": torch.nn.Linear(1, 1)},
+    ...                  paths={"embedding_model": "None/embedding_model.ckpt"},
+    ...                  conditions={"embedding_model": None})
+    >>> start_from_pretrained(off, None)
     []
+    >>> hub = Pretrainer(loadables={"embedding_model": torch.nn.Linear(1, 1)},
+    ...     paths={"embedding_model": "speechbrain/spkrec-ecapa-voxceleb/embedding_model.ckpt"})
+    >>> start_from_pretrained(hub, "speechbrain/spkrec-ecapa-voxceleb")
+    Traceback (most recent call last):
+     ...
+    FileNotFoundError: pretrained_model: 'speechbrain/spkrec-ecapa-voxceleb' is not a local folder (it looks like a Hugging Face id); the recipes start from local folders only, without network. Download the model first, e.g. `huggingface-cli download speechbrain/spkrec-ecapa-voxceleb --local-dir pretrained_models/spkrec-ecapa-voxceleb`, and pass its path: --pretrained_model=pretrained_models/spkrec-ecapa-voxceleb
     """
-    if not hparams["pretrained_model"]:
+    if not isinstance(pretrainer, Pretrainer):
+        raise TypeError(
+            "pretrainer must be a speechbrain.utils.parameter_transfer.Pretrainer "
+            f"(the YAML's `pretrainer: !new:...Pretrainer`), got {type(pretrainer).__name__}"
+        )
+    names = [name for name in pretrainer.loadables if pretrainer.is_loadable(name)]
+    if not names:
         return []
-    return load_pretrained_encoder(
-        hparams["pretrained_model"],
-        hparams["embedding_model"],
-        os.path.join(hparams["save_folder"], "pretrained"),
-        classifier=hparams["classifier"] if hparams["pretrained_classifier"] else None,
+    for name in names:
+        _check_local_path(name, pretrainer.paths.get(name), pretrained_model)
+    # Links in collect_in, made once; every process then loads them.
+    run_on_main(pretrainer.collect_files,
+                kwargs={"fetch_config": FetchConfig(allow_network=False)})
+    pretrainer.load_collected()
+    logger.info("Initialised %s from %s (the YAML's pretrainer).", sorted(names),
+                pretrained_model or sorted({pretrainer.paths.get(n) for n in names}))
+    return sorted(names)
+
+
+def _check_local_path(name, path, pretrained_model):
+    """Refuse, with the fix, a pretrainer path that is not a local file."""
+    if path is None:
+        raise ValueError(
+            f"The YAML's pretrainer is to load '{name}' but gives no path for it: add "
+            f"`{name}: !ref <pretrained_model>/{name}.ckpt` under its `paths:`."
+        )
+    path = str(path)
+    if os.path.isfile(path):
+        return
+    folder = None if pretrained_model in (None, "", "None") else str(pretrained_model)
+    if folder is None:
+        raise ValueError(
+            f"pretrained_model is null, but the YAML's pretrainer is to load '{name}' "
+            f"(from {path}): this YAML starts from a trained model (the fine-tuning "
+            "YAMLs load its classifier, pretrained_classifier: True). Give "
+            "--pretrained_model=<local folder holding "
+            f"{', '.join(PRETRAINED_FILES)}>: a run's <output_folder>/inference or a "
+            "downloaded speechbrain/spkrec-ecapa-voxceleb."
+        )
+    if not os.path.exists(folder) and _looks_like_hub_id(folder):
+        local = os.path.join("pretrained_models", folder.rstrip("/").rsplit("/", 1)[-1])
+        raise FileNotFoundError(
+            f"pretrained_model: {folder!r} is not a local folder (it looks like a Hugging "
+            "Face id); the recipes start from local folders only, without network. "
+            f"Download the model first, e.g. `huggingface-cli download {folder} "
+            f"--local-dir {local}`, and pass its path: --pretrained_model={local}"
+        )
+    raise FileNotFoundError(
+        f"pretrained_model: {path} not found (the YAML's pretrainer loads '{name}' from "
+        f"it). Give a local folder holding {', '.join(PRETRAINED_FILES)} (a run's "
+        "<output_folder>/inference, or a downloaded speechbrain/spkrec-ecapa-voxceleb), "
+        "or set pretrained_model: null to train from scratch"
+        + (" (and pretrained_classifier: False)." if name == "classifier" else ".")
+    )
+
+
+def _looks_like_hub_id(text):
+    """Whether ``text`` reads as ``owner/name`` (a Hugging Face id), not a path.
+
+    Example
+    -------
+    >>> _looks_like_hub_id("speechbrain/spkrec-ecapa-voxceleb"), _looks_like_hub_id("./x/y")
+    (True, False)
+    """
+    parts = text.strip("/").split("/")
+    return (
+        len(parts) == 2 and not text.startswith((".", "/", "~"))
+        and all(part and not part.startswith(".") for part in parts)
     )
 
 

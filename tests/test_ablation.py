@@ -86,6 +86,19 @@ def test_ablation_on_external_corpus_reports_every_subset(tmp_path, external_cor
     assert all(p.stat().st_mtime == t for p, t in stamps.items())
     assert "reused from an earlier invocation" in output.read_text(encoding="utf-8")
 
+    # An earlier report's runs of other seeds join the tables (--include-csv).
+    with open(tmp_path / "ablation_runs.csv", encoding="utf-8") as fin:
+        rows = list(csv.DictReader(fin))
+    earlier = tmp_path / "earlier.csv"
+    with open(earlier, "w", encoding="utf-8", newline="") as fout:
+        writer = csv.DictWriter(fout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(dict(r, seed="7") for r in rows)
+    run_script("ablation.py", *args, "--include-csv", str(earlier))
+    text = output.read_text(encoding="utf-8")
+    assert f"- Included from `{earlier}`" in text and "seeds 7" in text
+    assert "| default | 2 |" in text  # two pairs now: seeds 1 and 7
+
 
 def test_a_run_is_reused_only_when_its_resolved_settings_match():
     base = ablation.run_settings(ablation.DEFAULT_HPARAMS, {"seed": 1})
@@ -123,3 +136,36 @@ def test_vary_is_one_factor_at_a_time():
     assert args.all_variants[name][1] == dict(ablation.VARIANTS["amsupcon_caa"][1],
                                               contrastive_weight=0.1)
     assert ablation.run_folder_name(name) == "amsupcon_caa+contrastive_weight-0.1"
+
+
+def test_included_runs_join_the_paired_table(tmp_path):
+    """``--include-csv``: an earlier report's seeds join this invocation's, pairs by seed."""
+    earlier = tmp_path / "earlier.csv"
+    with open(earlier, "w", encoding="utf-8", newline="") as fout:
+        writer = csv.writer(fout)
+        writer.writerow(["variant", "seed", "EER", "minDCF", "n_trials", "commit"])
+        writer.writerows([
+            ["aam", 1, 0.50, 0.9, 100, "old"],        # this invocation ran (aam, 1): not taken
+            ["aam", 2, 0.06, 0.6, 100, "old"],
+            ["default", 2, 0.05, 0.5, 100, "old"],
+            ["supcon", 2, 0.01, 0.1, 100, "old"],     # not a reported variant: left out
+            ["aam", 3, 0.07, 0.7, 100, "old"],        # no default for seed 3: unpaired
+        ])
+    now = [{"variant": "aam", "seed": 1, "EER": 0.04, "minDCF": 0.4, "n_trials": 100},
+           {"variant": "default", "seed": 1, "EER": 0.03, "minDCF": 0.45, "n_trials": 100}]
+    merged = ablation.include_runs(now, [str(earlier)], ["aam", "default"])
+    got = sorted((r["variant"], r["seed"], r["EER"]) for r in merged)
+    assert got == [("aam", 1, 0.04), ("aam", 2, 0.06), ("aam", 3, 0.07),
+                   ("default", 1, 0.03), ("default", 2, 0.05)]
+    assert all(r["included"] == str(earlier) for r in merged if r["seed"] > 1)
+    by = {v: {r["seed"]: r["EER"] for r in merged if r["variant"] == v} for v in ("aam", "default")}
+    d = ablation.paired_difference(by["default"], by["aam"])
+    # two pairs: (0.03 - 0.04) and (0.05 - 0.06); seed 3 has no default run
+    assert d["n"] == 2 and d["mean"] == pytest.approx(-0.01)
+    assert d["ratio"] == pytest.approx((0.03 + 0.05) / (0.04 + 0.06))
+
+    # Runs scored on another trial list are refused, naming the file.
+    other = tmp_path / "other.csv"
+    other.write_text("variant,seed,EER,n_trials\ndefault,9,0.1,99\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="other.csv.*not the same trial list"):
+        ablation.include_runs(now, [str(other)], ["aam", "default"])

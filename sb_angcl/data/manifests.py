@@ -17,7 +17,9 @@ seconds. ``genre`` and ``language`` are empty where the corpus does not say.
 ``session`` is the recording the utterance comes from, as the layout names it
 (VoxCeleb: the video folder; CN-Celeb: ``<genre>-<ss>`` from the file name),
 meaningful within one speaker; rows joined from several sessions list them
-joined by ``+``. Consumers (the sampler) read this column, never the paths.
+joined by ``+``. Consumers (the sampler) read this column, never the paths;
+for a manifest without it (SpeechBrain's standard ``voxceleb_prepare.py``)
+the sampler takes the video part of ``spk--video--utt`` IDs.
 ``sample_rate`` is the file's rate: where it differs from the recipe's rate
 (``on_wrong_sample_rate="resample"``) the loader must resample.
 ``trials.csv`` has ``enrol,test,label`` plus condition columns

@@ -303,6 +303,10 @@ class SpeakerBalancedBatchSampler(Sampler):
         session_key : str
             The static key holding the session label, read when
             ``positives_across_sessions=True`` (and ``sessions`` not given).
+            A manifest without it (SpeechBrain's standard
+            ``voxceleb_prepare.py`` writes none) gives the session through
+            its IDs, ``spk--video--utt`` (:func:`sessions_from_ids`); other
+            IDs are refused with an error saying what to add.
         **kwargs : dict
             Passed to the constructor (``speakers_per_batch``,
             ``utterances_per_speaker``, ``seed``, ...).
@@ -360,14 +364,15 @@ class SpeakerBalancedBatchSampler(Sampler):
                     f"error: {err!r}). Pass key=<the speaker-label column>."
                 ) from err
         if kwargs.get("positives_across_sessions") and kwargs.get("sessions") is None:
-            if session_key not in first:
-                raise ValueError(
-                    "SpeakerBalancedBatchSampler.from_dataset: "
-                    f"positives_across_sessions=True needs a '{session_key}' column in the "
-                    f"training manifest (static keys: {sorted(first)}). Re-run the data "
-                    "preparation (it writes 'session') or set positives_across_sessions: False."
+            if session_key in first:
+                kwargs["sessions"] = [data[data_id][session_key] for data_id in data_ids]
+            else:
+                kwargs["sessions"] = sessions_from_ids(data_ids, session_key, sorted(first))
+                logger.info(
+                    "No '%s' column in the training manifest: sessions taken from the "
+                    "'spk--video--utt' IDs (%d sessions).", session_key,
+                    len(set(zip(labels, kwargs["sessions"]))),
                 )
-            kwargs["sessions"] = [data[data_id][session_key] for data_id in data_ids]
         return cls(labels, **kwargs)
 
     def set_epoch(self, epoch):
@@ -680,6 +685,94 @@ class EpochPlanner:
         else:
             chosen = must
         return chosen[rng.permutation(len(chosen))]
+
+
+#: Separator of the parts of a VoxCeleb utterance ID as SpeechBrain's
+#: ``recipes/VoxCeleb/voxceleb_prepare.py`` writes it: ``spk--video--utt``
+#: (``spk--video--utt_<start>_<stop>`` for its fixed-length chunks).
+ID_SEPARATOR = "--"
+
+
+def session_from_id(utt_id):
+    """The session (video) part of a ``spk--video--utt`` utterance ID.
+
+    SpeechBrain's standard VoxCeleb preparation writes no ``session`` column;
+    its IDs join the speaker, the video and the utterance (``00001``, or
+    ``00001_0.0_3.0`` for a chunk) with ``--``, so the video is the second part.
+
+    Arguments
+    ---------
+    utt_id : str
+        The manifest's ``ID``.
+
+    Returns
+    -------
+    str or None
+        The video part; ``None`` when the ID has fewer than three non-empty parts.
+
+    Example
+    -------
+    >>> session_from_id("id10001--1zcIwhmdeo4--00001_0.0_3.0")
+    '1zcIwhmdeo4'
+    >>> session_from_id("id10001/1zcIwhmdeo4/00001") is None
+    True
+    """
+    parts = str(utt_id).split(ID_SEPARATOR)
+    if len(parts) < 3 or not all(parts[:3]):
+        return None
+    return parts[1]
+
+
+def sessions_from_ids(data_ids, session_key="session", columns=None):
+    """The session of every item, parsed from ``spk--video--utt`` IDs.
+
+    The fallback of :meth:`SpeakerBalancedBatchSampler.from_dataset` for a
+    manifest without a session column (one written by SpeechBrain's standard
+    ``voxceleb_prepare.py``).
+
+    Arguments
+    ---------
+    data_ids : sequence of str
+        The dataset's IDs.
+    session_key : str
+        The session column the manifest lacks (named in the error).
+    columns : list of str or None
+        The manifest's columns (named in the error).
+
+    Returns
+    -------
+    list of str
+        One session per ID.
+
+    Raises
+    ------
+    ValueError
+        Naming an ID that has no video part.
+
+    Example
+    -------
+    >>> sessions_from_ids(["s1--v1--00001", "s1--v2--00001_0.0_3.0"])
+    ['v1', 'v2']
+    >>> sessions_from_ids(["utt7"])
+    Traceback (most recent call last):
+     ...
+    ValueError: positives_across_sessions=True needs the session of every training utterance: the manifest has no 'session' column, and the ID 'utt7' is not of the form spk--video--utt (SpeechBrain's VoxCeleb IDs), so no session can be read from it. Add a 'session' column to the training manifest (the recording each utterance comes from), or set positives_across_sessions: False.
+    """
+    sessions = []
+    for data_id in data_ids:
+        session = session_from_id(data_id)
+        if session is None:
+            found = f" (columns: {columns})" if columns else ""
+            raise ValueError(
+                "positives_across_sessions=True needs the session of every training "
+                f"utterance: the manifest has no '{session_key}' column{found}, and the ID "
+                f"{data_id!r} is not of the form spk{ID_SEPARATOR}video{ID_SEPARATOR}utt "
+                "(SpeechBrain's VoxCeleb IDs), so no session can be read from it. Add a "
+                f"'{session_key}' column to the training manifest (the recording each "
+                "utterance comes from), or set positives_across_sessions: False."
+            )
+        sessions.append(session)
+    return sessions
 
 
 def session_codes(sessions, labels):

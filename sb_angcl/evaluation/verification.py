@@ -826,7 +826,7 @@ def fit_score_calibration(hparams, hparams_file, test_trials, test, cohort, opts
     _warn_shared_speakers(listed, test_trials, manifests[:2], source)
     table = _calibration_embeddings(found, test, hparams, opts)
     scores = score_trials(table, table, trials["enrol"].tolist(), trials["test"].tolist(),
-                          cohort=cohort, top_k=hparams.get("top_k", 300), progress=False)
+                          cohort=cohort, top_k=hparams["top_k"], progress=False)
     seconds = {}
     if method == "qmf":
         lengths = pd.concat([_manifest_seconds(m, hparams) for m in set(found.values())])

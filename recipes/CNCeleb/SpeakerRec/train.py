@@ -226,15 +226,8 @@ def train(argv, brain_class=AngularContrastiveBrain):
     # The MUSAN and RIR file lists of the YAML's noise augmentation (musan_folder, rir_folder).
     run_on_main(hparams["prepare_noise_lists"])
     train_data, valid_data, label_encoder, batch_sampler = dataio_prep(hparams)
-    start_from_pretrained(
-        {
-            "pretrained_model": hparams["pretrained_model"],
-            "pretrained_classifier": hparams["pretrained_classifier"],
-            "embedding_model": hparams["embedding_model"],
-            "classifier": hparams["classifier"],
-            "save_folder": hparams["save_folder"],
-        }
-    )
+    # A trained model to start from: the YAML's pretrainer (pretrained_model: null = none).
+    start_from_pretrained(hparams["pretrainer"], hparams["pretrained_model"])
 
     brain = brain_class(
         modules=hparams["modules"],
