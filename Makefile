@@ -24,7 +24,7 @@ CN_RESULTS := $(DEMO)/results_cnceleb$(DEMO_TAG)
 VOX := recipes/VoxCeleb/SpeakerRec
 CN := recipes/CNCeleb/SpeakerRec
 
-.PHONY: venv test demo demo-cnceleb lint bench clean
+.PHONY: venv test demo demo-cnceleb lint bench clean upstream
 
 # Create (or reuse) the virtual environment; reinstall when setup.cfg changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -83,6 +83,12 @@ demo-cnceleb:
 	t4=$$(date +%s); \
 	echo "Exported model: $(CN_RESULTS)/inference"; \
 	echo "Demo wall time: install $$((t1 - t0)) s, corpus $$((t2 - t1)) s, training $$((t3 - t2)) s, scoring $$((t4 - t3)) s; total $$((t4 - t0)) s ($$threads thread(s), $$cores core(s))"
+
+# Lay the recipes into a SpeechBrain checkout as a contribution (docs/upstream.md):
+# new files, rows appended to tests/recipes/VoxCeleb.csv, a README section.
+upstream:
+	@test -n "$(SPEECHBRAIN)" || { echo "usage: make upstream SPEECHBRAIN=/path/to/speechbrain (a clean checkout)"; exit 2; }
+	$(PYTHON) tools/upstream.py $(SPEECHBRAIN)
 
 clean:
 	rm -rf $(DEMO) results

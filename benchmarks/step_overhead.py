@@ -185,7 +185,7 @@ def build_brain(variant, modules, device="cpu", lr=0.002):
         raise ValueError(f"unknown variant {variant!r}; choose from {list(VARIANTS)}")
     margin, att_temperature, balancing, _ = VARIANTS[variant]
     hparams = {
-        "classification_loss": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
+        "compute_cost": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
         "contrastive_loss": None if margin is None else AngularSupConLoss(
             margin, 0.07, attention_temperature=att_temperature),
         "balancer": make_balancer(balancing, contrastive_weight=0.0 if margin is None else 0.5),

@@ -59,13 +59,14 @@ def prepare_and_size(hparams_file, overrides, prepare):
 
     ``prepare(hparams)`` gets the YAML's plain settings
     (:func:`~sb_angcl.hyperparams.plain_hparams`: nothing is built yet) and
-    runs on the main process, unless ``skip_prep``. When fine-tuning with the
-    pretrained classifier (``pretrained_classifier: True``, which needs
-    ``pretrained_model``: refused here, before data preparation, when it is
-    null), that run's label encoder is adopted (:func:`adopt_label_encoder`);
-    otherwise the label encoder is made from the training manifest. Its
-    number of speakers becomes ``out_n_neurons``, unless the overrides already
-    give one.
+    runs on the main process; it passes ``skip_prep`` on to the recipe's
+    data preparation, which then does nothing (as SpeechBrain's recipes do).
+    When fine-tuning with the pretrained classifier (``pretrained_classifier:
+    True``, which needs ``pretrained_model``: refused here, before data
+    preparation, when it is null), that run's label encoder is adopted
+    (:func:`adopt_label_encoder`); otherwise the label encoder is made from
+    the training manifest. Its number of speakers becomes ``out_n_neurons``,
+    unless the overrides already give one.
 
     Arguments
     ---------
@@ -94,8 +95,7 @@ def prepare_and_size(hparams_file, overrides, prepare):
             "<output_folder>/inference or a downloaded speechbrain/spkrec-ecapa-voxceleb "
             "(or set pretrained_classifier: False)."
         )
-    if not plain["skip_prep"]:
-        run_on_main(prepare, kwargs={"hparams": plain})
+    run_on_main(prepare, kwargs={"hparams": plain})
     if plain["pretrained_model"] and plain["pretrained_classifier"]:
         # The pretrained classifier's rows follow its run's label encoder.
         run_on_main(adopt_label_encoder, args=[plain["pretrained_model"], plain["save_folder"]])

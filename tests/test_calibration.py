@@ -372,7 +372,7 @@ def _hparams(tmp_path, given):
     (save / "dev.csv").write_text(rows + "d/v/1.wav,2.0,x,0,1,d\ne/v/1.wav,2.0,x,0,1,e\n")
     (save / "train.csv").write_text(rows + "d/v/2.wav,2.0,x,0,1,d\n")
     return {"calibration": "linear", "calibration_prior": 0.01, "calibration_trials": given,
-            "calibration_max_trials": 100, "calibration_folds": 3, "seed": 1,
+            "calibration_max_trials": 100, "calibration_folds": 3, "seed": 1, "top_k": 50,
             "scores_file": str(tmp_path / "scores.txt"),
             "trials_annotation": str(save / "trials.csv"),
             "test_annotation": str(save / "test.csv"), "enrol_annotation": str(save / "enrol.csv"),

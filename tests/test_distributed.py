@@ -94,7 +94,7 @@ def objective_hparams(balancing, normalization, gather):
     return {
         # A moderate AAM scale keeps alpha inside (0, 1) on these batches,
         # so that the alpha comparisons are not between two clipped values.
-        "classification_loss": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 5)),
+        "compute_cost": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 5)),
         "contrastive_loss": AngularSupConLoss(0.2, 0.1, attention_temperature=1.0),
         "balancer": make_balancer(balancing, 0.3, normalization),
         "gather_across_ranks": gather,
@@ -379,7 +379,7 @@ def _nonfinite_worker(rank, world, init_file, out_dir):
     result = {"error": ""}
     try:
         brain = make_brain("mgda_ub", "none", True)
-        aam = brain.hparams.classification_loss
+        aam = brain.hparams.compute_cost
         calls = []
 
         def poisoned(*args):
@@ -389,7 +389,7 @@ def _nonfinite_worker(rank, world, init_file, out_dir):
             return loss * float("inf") if rank == 0 and len(calls) == 2 else loss
 
         brain.on_fit_start()
-        brain.hparams.classification_loss = poisoned
+        brain.hparams.compute_cost = poisoned
         for step in range(3):
             brain.fit_batch(make_batch(step, rank, world))
         result["skipped"] = brain.skipped_nonfinite

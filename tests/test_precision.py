@@ -49,7 +49,7 @@ def make_brain(precision="fp32", balancing="mgda_ub"):
         "classifier": Classifier(8, out_neurons=SPEAKERS),
     }
     hparams = {
-        "classification_loss": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
+        "compute_cost": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
         "contrastive_loss": AngularSupConLoss(0.2, 0.07, attention_temperature=1.0),
         "balancer": make_balancer(balancing),
         "gather_across_ranks": True,
@@ -221,7 +221,7 @@ def test_bf16_objectives_are_computed_in_float32():
     cosine = out["cosine"].detach().float()
     conf = brain.hparams.contrastive_loss.confidence(cosine, labels.reshape(-1))
     expected_con = brain.hparams.contrastive_loss(emb, labels, conf)
-    expected_cls = brain.hparams.classification_loss(cosine, labels)
+    expected_cls = brain.hparams.compute_cost(cosine, labels)
     assert con16 == pytest.approx(float(expected_con), rel=1e-6)
     assert cls16 == pytest.approx(float(expected_cls), rel=1e-6)
 

@@ -273,7 +273,7 @@ def small_brain(
         "classifier": Classifier(8, out_neurons=num_classes),
     }
     hp = {
-        "classification_loss": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
+        "compute_cost": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
         "contrastive_loss": AngularSupConLoss(0.2, 0.07, attention_temperature=1.0),
         "balancer": make_balancer("mgda_ub"),
         "gather_across_ranks": True,

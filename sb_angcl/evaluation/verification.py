@@ -232,6 +232,37 @@ def run_verification(argv, enrol_protocol=None):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     overrides = overrides_to_dict(overrides)
     hparams, device = load_trained_modules(hparams_file, overrides, run_opts)
+    return score_trained(hparams, hparams_file, device, enrol_protocol)
+
+
+def score_trained(hparams, hparams_file, device="cpu", enrol_protocol=None):
+    """Embed, score and report with modules already trained and loaded.
+
+    The part of :func:`run_verification` after the checkpoint is loaded; a
+    recipe's ``train.py`` calls it at the end of training
+    (``verify_after_training``) with the settings it reads from its YAML.
+
+    Arguments
+    ---------
+    hparams : Mapping
+        The modules ``compute_features``, ``mean_var_norm`` and
+        ``embedding_model`` (trained, in eval mode, on ``device``) and the
+        settings of the YAML's evaluation section, with ``data_folder``,
+        ``sample_rate``, ``seed``, the manifests (``train_annotation``,
+        ``valid_annotation``, ``enrol_annotation``, ``test_annotation``,
+        ``trials_annotation``) and ``export_folder``.
+    hparams_file : str
+        The YAML (named in errors and in the calibration record).
+    device : str
+        Torch device of the modules.
+    enrol_protocol : str or None
+        As for :func:`run_verification`.
+
+    Returns
+    -------
+    pandas.DataFrame or dict
+        As :func:`run_verification`.
+    """
     protocol = enrol_protocol or hparams.get("enrol_protocol", "concat")
     opts = {
         "device": device,

@@ -19,7 +19,7 @@ by a killed run are set aside. In validation the loss is the classification
 loss, and the classification error is noted.
 
 The hparams it reads, all required (the recipe YAMLs set each of them):
-``classification_loss``, ``contrastive_loss`` (an
+``compute_cost``, ``contrastive_loss`` (an
 :class:`~sb_angcl.objective.losses.AngularSupConLoss`, or None), ``balancer``
 (a :class:`~sb_angcl.objective.balancing.Balancer`), ``gather_across_ranks``,
 ``augmentation`` (``waveform`` | ``features`` | ``none``, with ``wav_augment``
@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 #: The hparams the Brain reads (``checkpoints_to_keep`` too, with a checkpointer).
 HPARAMS = (
-    "classification_loss",
+    "compute_cost",
     "contrastive_loss",
     "balancer",
     "gather_across_ranks",
@@ -90,7 +90,7 @@ class AngularContrastiveBrain(sb.Brain):
     ...     "classifier": Classifier(8, out_neurons=3),
     ... }
     >>> hparams = {
-    ...     "classification_loss": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
+    ...     "compute_cost": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
     ...     "contrastive_loss": AngularSupConLoss(0.2, 0.07, attention_temperature=1.0),
     ...     "balancer": make_balancer("mgda_ub"),
     ...     "gather_across_ranks": True, "augmentation": "none", "lr_annealing": None,
@@ -152,7 +152,7 @@ class AngularContrastiveBrain(sb.Brain):
     def objective(self):
         """The :class:`~sb_angcl.objective.joint.JointObjective` of the hparams."""
         return JointObjective(
-            self.hparams.classification_loss,
+            self.hparams.compute_cost,
             self.hparams.contrastive_loss,
             self.hparams.balancer,
             self.hparams.gather_across_ranks,
@@ -170,7 +170,7 @@ class AngularContrastiveBrain(sb.Brain):
         with torch.autocast(device_type=self.device_type, enabled=False):
             cosine = outputs["cosine"].float()
             if stage != sb.Stage.TRAIN:
-                loss = self.hparams.classification_loss(cosine, labels)
+                loss = self.hparams.compute_cost(cosine, labels)
                 if self.error_metrics is not None:
                     self.error_metrics.append(batch.id, outputs["cosine"], labels)
                 return loss

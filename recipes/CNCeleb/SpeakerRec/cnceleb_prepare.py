@@ -533,6 +533,7 @@ def _resolve_eval(cn1, models, model_utts, used_models, used_tests):
     problems = []
 
     def resolve(kind, name, base, rel):
+        """Record the audio file of one list entry, or the problem of a missing one."""
         path = preparation.resolve_audio(base, rel, AUDIO_EXTENSIONS)
         if path is None:
             stem = os.path.splitext(rel)[0]

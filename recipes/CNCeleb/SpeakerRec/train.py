@@ -1,13 +1,23 @@
 #!/usr/bin/env python3
 """Train a speaker encoder on CN-Celeb with AAM-softmax + AM-SupCon (sb-angcl).
 
+The system of Li, Mak & Meng, "Discriminative Speaker Representation via
+Contrastive Learning with Class-Aware Attention in Angular Space" (ICASSP
+2023): an ECAPA-TDNN trained on speaker-balanced batches with AAM-softmax
+and an angular-margin supervised contrastive loss with class-aware attention,
+the two balanced by MGDA-UB. The losses, the balancing and the Brain are in
+the ``sb-angcl`` package (``pip install sb-angcl``).
+
 Usage::
 
     python train.py hparams/train_ecapa_angcl.yaml --data_folder=/path/to/cnceleb
 
 ``data_folder`` holds ``CN-Celeb_flac/`` (CN-Celeb1: dev speakers train, eval
 tests) and ``CN-Celeb2_flac/`` (training). Any top-level YAML key can be
-overridden (``--train_sets=[cnceleb1] --short_utterance_rule=drop``).
+overridden (``--train_sets=[cnceleb1] --short_utterance_rule=drop``);
+``--skip_prep=True --train_annotation=A.csv --valid_annotation=B.csv`` trains
+on manifests made elsewhere (``ID,duration,wav,start,stop,spk_id``).
+Multi-GPU: ``torchrun --nproc_per_node=4 train.py hparams/... --data_folder=...``.
 
 Authors
  * sb-angcl contributors
@@ -21,25 +31,32 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from sb_angcl.data.dataio import speaker_datasets
+from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
+from sb_angcl.evaluation.verification import score_trained
 from sb_angcl.export import export_inference_folder
 from sb_angcl.recipe import (
     log_to_experiment,
     prepare_and_size,
     report_skipped,
     start_from_pretrained,
-    train_loader_kwargs,
-    valid_loader_kwargs,
 )
 from sb_angcl.training.brain import AngularContrastiveBrain
 
 
 def prepare(hparams):
-    """Write the manifests named in the YAML (skipped when already done)."""
+    """Writes the manifests named in the YAML (nothing to do with ``skip_prep``).
+
+    Arguments
+    ---------
+    hparams : dict
+        The YAML's plain settings (nothing built yet).
+    """
+    train_percent, dev_percent = hparams["split_ratio"]
     prepare_cnceleb(
         data_folder=hparams["data_folder"],
         save_folder=hparams["save_folder"],
         train_sets=hparams["train_sets"],
-        dev_fraction=hparams["dev_fraction"],
+        dev_fraction=dev_percent / (train_percent + dev_percent),
         min_duration=hparams["min_duration"],
         short_utterance_rule=hparams["short_utterance_rule"],
         concat_min_duration=hparams["concat_min_duration"],
@@ -47,11 +64,138 @@ def prepare(hparams):
         on_wrong_sample_rate=hparams["on_wrong_sample_rate"],
         strict=hparams["strict"],
         seed=hparams["seed"],
+        skip_prep=hparams["skip_prep"],
     )
 
 
+def dataio_prep(hparams):
+    """Creates the training and validation datasets and the training batches.
+
+    Arguments
+    ---------
+    hparams : dict
+        The loaded YAML.
+
+    Returns
+    -------
+    train_data : DynamicItemDataset
+        Random ``sentence_len`` crops of ``train_annotation``.
+    valid_data : DynamicItemDataset
+        Fixed crops of ``valid_annotation`` (training speakers).
+    label_encoder : CategoricalEncoder
+        The training speakers (``<save_folder>/label_encoder.txt``).
+    batch_sampler : SpeakerBalancedBatchSampler
+        P x K batches: ``speakers_per_batch`` speakers, ``utterances_per_speaker`` each.
+    """
+    train_data, valid_data, label_encoder = speaker_datasets(
+        {
+            "train_annotation": hparams["train_annotation"],
+            "valid_annotation": hparams["valid_annotation"],
+            "data_folder": hparams["data_folder"],
+            "save_folder": hparams["save_folder"],
+            "sentence_len": hparams["sentence_len"],
+            "sample_rate": hparams["sample_rate"],
+            "seed": hparams["seed"],
+            "epoch_counter": hparams["epoch_counter"],
+        }
+    )
+    batch_sampler = SpeakerBalancedBatchSampler.from_dataset(
+        train_data,
+        key="spk_id",
+        speakers_per_batch=hparams["speakers_per_batch"],
+        utterances_per_speaker=hparams["utterances_per_speaker"],
+        seed=hparams["seed"],
+        positives_across_sessions=hparams["positives_across_sessions"],
+    )
+    return train_data, valid_data, label_encoder, batch_sampler
+
+
+def brain_hparams(hparams):
+    """The settings the Brain reads: objective, augmentation, schedule, logging.
+
+    Arguments
+    ---------
+    hparams : dict
+        The loaded YAML.
+
+    Returns
+    -------
+    dict
+        The ``hparams`` of :class:`~sb_angcl.training.brain.AngularContrastiveBrain`
+        (with the run options ``max_grad_norm`` and ``ckpt_interval_minutes``).
+    """
+    return {
+        "compute_cost": hparams["compute_cost"],
+        "contrastive_loss": hparams["contrastive_loss"],
+        "balancer": hparams["balancer"],
+        "gather_across_ranks": hparams["gather_across_ranks"],
+        "augmentation": hparams["augmentation"],
+        "feat_augment": hparams.get("feat_augment"),  # the small YAMLs only (augmentation: features)
+        "wav_augment": hparams["wav_augment"],
+        "lr_annealing": hparams["lr_annealing"],
+        "max_grad_norm": hparams["max_grad_norm"],
+        "epoch_counter": hparams["epoch_counter"],
+        "error_stats": hparams["error_stats"],
+        "train_logger": hparams["train_logger"],
+        "ckpt_interval_minutes": hparams["ckpt_interval_minutes"],
+        "checkpoints_to_keep": hparams["checkpoints_to_keep"],
+    }
+
+
+def verify(hparams, hparams_file, device):
+    """Scores the CN-Celeb1 eval trials with the trained encoder, as ``verify.py`` does.
+
+    Uses the YAML's ``enrol_protocol``; writes ``scores_file``, ``metrics.csv`` and the calibration beside it, and
+    the results into the exported model card.
+
+    Arguments
+    ---------
+    hparams : dict
+        The loaded YAML, its modules holding the best checkpoint.
+    hparams_file : str
+        The YAML's path.
+    device : str
+        Where the modules are.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The metrics table (EER, minDCF, Cllr overall and per condition).
+    """
+    settings = {
+        "compute_features": hparams["compute_features"],
+        "mean_var_norm": hparams["mean_var_norm"],
+        "embedding_model": hparams["embedding_model"],
+        "data_folder": hparams["data_folder"],
+        "sample_rate": hparams["sample_rate"],
+        "seed": hparams["seed"],
+        "train_annotation": hparams["train_annotation"],
+        "valid_annotation": hparams["valid_annotation"],
+        "enrol_annotation": hparams["enrol_annotation"],
+        "test_annotation": hparams["test_annotation"],
+        "trials_annotation": hparams["trials_annotation"],
+        "enrol_average_annotation": hparams["enrol_average_annotation"],
+        "enrol_protocol": hparams["enrol_protocol"],
+        "eval_batch_size": hparams["eval_batch_size"],
+        "eval_max_seconds": hparams["eval_max_seconds"],
+        "score_norm": hparams["score_norm"],
+        "cohort_size": hparams["cohort_size"],
+        "top_k": hparams["top_k"],
+        "calibration": hparams["calibration"],
+        "calibration_trials": hparams["calibration_trials"],
+        "calibration_prior": hparams["calibration_prior"],
+        "calibration_folds": hparams["calibration_folds"],
+        "calibration_max_trials": hparams["calibration_max_trials"],
+        "scores_file": hparams["scores_file"],
+        "export_folder": hparams["export_folder"],
+    }
+    for name in ("compute_features", "mean_var_norm", "embedding_model"):
+        settings[name].to(device).eval()
+    return score_trained(settings, hparams_file, device)
+
+
 def train(argv, brain_class=AngularContrastiveBrain):
-    """Prepare the data, train, export: ``python train.py hparams.yaml --key=value``.
+    """Prepares the data, trains, exports: ``python train.py hparams.yaml --key=value``.
 
     Arguments
     ---------
@@ -81,14 +225,14 @@ def train(argv, brain_class=AngularContrastiveBrain):
         )
     # The MUSAN and RIR file lists of the YAML's noise augmentation (musan_folder, rir_folder).
     run_on_main(hparams["prepare_noise_lists"])
-    train_data, valid_data, label_encoder = speaker_datasets(hparams)
+    train_data, valid_data, label_encoder, batch_sampler = dataio_prep(hparams)
     # A trained model to start from: the YAML's pretrainer (pretrained_model: null = none).
     start_from_pretrained(hparams["pretrainer"], hparams["pretrained_model"])
 
     brain = brain_class(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
-        hparams=hparams,
+        hparams=brain_hparams(hparams),
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
@@ -96,8 +240,8 @@ def train(argv, brain_class=AngularContrastiveBrain):
         brain.hparams.epoch_counter,
         train_data,
         valid_data,
-        train_loader_kwargs=train_loader_kwargs(hparams, train_data),
-        valid_loader_kwargs=valid_loader_kwargs(hparams),
+        train_loader_kwargs={**hparams["train_dataloader_opts"], "batch_sampler": batch_sampler},
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
     report_skipped(brain)
 
@@ -111,6 +255,8 @@ def train(argv, brain_class=AngularContrastiveBrain):
             label_encoder,
             overrides=overrides,
         )
+    if hparams["verify_after_training"] and if_main_process():
+        verify(hparams, hparams_file, brain.device)
     return brain, hparams
 
 

@@ -268,6 +268,7 @@ def _evaluation_manifests(trials, languages, info_of):
     lang0 = languages or {}
 
     def eval_row(rel):
+        """The manifest row of one evaluation file (its speaker, language and video)."""
         return manifests.audio_row(
             rel,
             info_of(rel),
