@@ -130,7 +130,7 @@ def brain_hparams(hparams):
         "balancer": hparams["balancer"],
         "gather_across_ranks": hparams["gather_across_ranks"],
         "augmentation": hparams["augmentation"],
-        "feat_augment": hparams.get("feat_augment"),  # the small YAMLs only (augmentation: features)
+        "feat_augment": hparams["feat_augment"],
         "wav_augment": hparams["wav_augment"],
         "lr_annealing": hparams["lr_annealing"],
         "max_grad_norm": hparams["max_grad_norm"],
