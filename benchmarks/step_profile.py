@@ -183,17 +183,18 @@ def profile(hparams_file, data_folder, augmentation, epochs, work_dir):
     total : float
         Wall seconds of ``fit``.
     """
-    from sb_angcl.data.dataio import speaker_datasets
     from sb_angcl.hyperparams import load_hparams
-    from sb_angcl.recipe import prepare_and_size, train_loader_kwargs
+    from sb_angcl.recipe import prepare_and_size
     from sb_angcl.training.brain import AngularContrastiveBrain
 
+    recipe = load_recipe_module(hparams_file)
     overrides = {"data_folder": data_folder, "output_folder": work_dir,
                  "number_of_epochs": epochs, "augmentation": augmentation,
                  "export_folder": None}
-    overrides = prepare_and_size(hparams_file, overrides, load_recipe_module(hparams_file).prepare)
+    overrides = prepare_and_size(hparams_file, overrides, recipe.prepare)
     hparams = load_hparams(hparams_file, overrides)
-    train_data, valid_data, _ = speaker_datasets(hparams)
+    # The recipe's own data pipeline: datasets and P x K batches, as train.py builds them.
+    train_data, valid_data, _, batch_sampler = recipe.dataio_prep(hparams)
     brain = profiled_brain_class(AngularContrastiveBrain)(
         modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
         run_opts={"device": "cpu", "noprogressbar": True}, checkpointer=hparams["checkpointer"],
@@ -204,8 +205,8 @@ def profile(hparams_file, data_folder, augmentation, epochs, work_dir):
     _wrap_timed(brain, hparams["balancer"], "forward", "balancing")
     start = time.perf_counter()
     brain.fit(brain.hparams.epoch_counter, train_data, valid_data,
-              train_loader_kwargs=train_loader_kwargs(hparams, train_data),
-              valid_loader_kwargs={"batch_size": hparams.get("eval_batch_size", 16)})
+              train_loader_kwargs={**hparams["train_dataloader_opts"], "batch_sampler": batch_sampler},
+              valid_loader_kwargs=hparams["valid_dataloader_opts"])
     return brain.times, brain.batches, time.perf_counter() - start
 
 

@@ -10,8 +10,6 @@ recipes share are here:
   created;
 * :func:`log_to_experiment`: what is logged before the experiment folder
   exists (data preparation) still reaches its ``log.txt``;
-* :func:`train_loader_kwargs`, :func:`valid_loader_kwargs`: the loaders
-  (speaker-balanced batches or random ones);
 * :func:`start_from_pretrained`, :func:`adopt_label_encoder`: starting from
   a trained model through the YAML's ``pretrainer`` (SpeechBrain's
   ``Pretrainer`` with ``loadables`` and ``paths``, as upstream recipes write
@@ -34,7 +32,6 @@ from speechbrain.utils.fetching import FetchConfig
 from speechbrain.utils.parameter_transfer import Pretrainer
 
 from sb_angcl.data.dataio import build_label_encoder, load_manifest
-from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
 from sb_angcl.hyperparams import (
     LABEL_ENCODER_FILE,
     classifier_size,
@@ -153,19 +150,6 @@ def log_to_experiment():
                     handler.handle(record)
 
 
-def train_loader_kwargs(hparams, train_data):
-    """DataLoader options for training: speaker-balanced P x K batches (the YAML's sizes, seed, sessions)."""
-    sampler = SpeakerBalancedBatchSampler.from_dataset(
-        train_data,
-        key="spk_id",
-        speakers_per_batch=hparams["speakers_per_batch"],
-        utterances_per_speaker=hparams["utterances_per_speaker"],
-        seed=hparams["seed"],
-        positives_across_sessions=hparams["positives_across_sessions"],
-    )
-    return {"batch_sampler": sampler, "num_workers": hparams["num_workers"]}
-
-
 def adopt_label_encoder(pretrained_folder, save_folder):
     """Start a fine-tuning run with the label encoder of the run it starts from.
 
@@ -202,17 +186,6 @@ def adopt_label_encoder(pretrained_folder, save_folder):
             logger.info("Speaker labels taken from %s (pretrained classifier).", source)
             return True
     return False
-
-
-def valid_loader_kwargs(hparams):
-    """DataLoader options for validation.
-
-    Example
-    -------
-    >>> valid_loader_kwargs({"eval_batch_size": 8, "num_workers": 0})
-    {'batch_size': 8, 'num_workers': 0}
-    """
-    return {"batch_size": hparams["eval_batch_size"], "num_workers": hparams["num_workers"]}
 
 
 #: Files of a folder to start from, laid out like ``speechbrain/spkrec-ecapa-voxceleb``.

@@ -292,3 +292,22 @@ def test_paired_statistics_match_a_hand_computation():
                                   [("EER", "EER %", 100, 2), ("minDCF", "minDCF", 1, 3)])
     # minDCF differences +0.05, 0, -0.05: mean 0, CI +-4.302653*0.05/sqrt(3) = 0.124207
     assert table.splitlines()[-1] == "| x | 3 | -3.00 [-5.48, -0.52] | +0.000 [-0.124, 0.124] | 0.850 |"
+
+
+def test_step_profile_parts_add_up_to_the_epoch(tmp_path):
+    """``step_profile.py`` on a tiny corpus: the recipe's own data pipeline runs, and the
+    table's parts add up to its epoch total, whose per-batch time is total / batches."""
+    out = run_script("step_profile.py", "--speakers", "16", "--utterances", "6", "--epochs", "1",
+                     "--augmentation", "features", "--threads", "1",
+                     "--work-dir", str(tmp_path / "work"))
+    rows = dict(re.findall(r"^\| (\w+) \| ([\d.]+) s \(\d+ %\) \|$", out, flags=re.M))
+    assert set(rows) == {"loading", "augmentation", "features", "forward", "objectives",
+                         "balancing", "backward", "optimiser", "validation", "checkpointing",
+                         "logging", "other"}
+    total = re.search(r"\*\*([\d.]+) s\*\* \((\d+) batches, (\d+) ms/batch\)", out)
+    seconds, batches, per_batch = float(total.group(1)), int(total.group(2)), int(total.group(3))
+    assert batches >= 1
+    # each printed part is rounded to 0.05 s at most, the total too
+    assert abs(sum(float(v) for v in rows.values()) - seconds) <= 0.05 * (len(rows) + 1)
+    assert abs(per_batch - 1000 * seconds / batches) <= 1000 * 0.05 / batches + 1
+    assert final_ratio(out) == 1.0  # one domain: the last domain's epoch time over the first's
