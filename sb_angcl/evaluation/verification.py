@@ -646,7 +646,8 @@ def split_trials(manifest, max_trials, seed, source="the manifest"):
     if not pairs:
         raise ValueError(
             f"No target calibration trial can be built from {source}: no speaker has two "
-            "utterances there. Raise dev_fraction (and prepare and train again), give a "
+            "utterances there. Give the validation split a larger share in split_ratio (and prepare "
+            "and train again), give a "
             "trial list as calibration_trials, or set calibration: none."
         )
     n_tar = min(len(pairs), max_trials // 2)
