@@ -80,8 +80,11 @@ DEFAULT_OUTPUT = os.path.join(ROOT, "benchmarks", "results", "ablation.md")
 PINNED = {"balancing": "fixed", "contrastive_weight": 0.5, "gradient_normalization": "none",
           "alpha_min": 0.0, "alpha_max": 1.0, "alpha_smoothing": 0.0, "margin": 0.2,
           "temperature": 0.07, "attention_temperature": "!ref 1 / <aam_scale>",
-          "positives_across_sessions": True, "projection_dim": 0}
+          "positives_across_sessions": True, "projection_dim": 0, "positive_views": 1,
+          "contrastive_fade_start": None, "speed_perturb_speakers": [], "label_noise": 0.0}
 PAPER_RULE = dict(PINNED, balancing="mgda_ub")
+#: The batches of the two-view variants: 8 speakers x 2 utterances (x 2 views).
+VIEWS_BATCH = {"speakers_per_batch": 8, "utterances_per_speaker": 2}
 
 
 def _pinned(**settings):
@@ -110,6 +113,19 @@ VARIANTS = {
     "mgda_lossnorm": ("+ MGDA-UB on loss-normalised gradients",
                       dict(PAPER_RULE, gradient_normalization="loss")),
     "mgda": ("+ MGDA on parameters", dict(PAPER_RULE, balancing="mgda")),
+    # The authors' positives: each crop and an augmented copy (same label), on
+    # top of 2 utterances per speaker from two sessions; AAM-softmax trained on
+    # the same batches and views.
+    "aam_views": ("AAM-softmax, 8 x 2 x 2 views",
+                  dict(_pinned(contrastive_weight=0.0, attention_temperature=None,
+                               positive_views=2), **VIEWS_BATCH)),
+    "default_views": ("the recipe's defaults, 8 x 2 x 2 views",
+                      dict(positive_views=2, **VIEWS_BATCH)),
+    "default_views_emb": ("the defaults, 8 x 2 x 2 views, AM-SupCon on the embedding",
+                          dict(positive_views=2, projection_dim=0, **VIEWS_BATCH)),
+    "default_views_fade": ("the defaults, 8 x 2 x 2 views, contrastive term fading from mid-run",
+                           dict(positive_views=2, contrastive_fade_start="!ref <number_of_epochs> // 2",
+                                **VIEWS_BATCH)),
 }
 DEFAULT_VARIANTS = ["aam", "supcon", "amsupcon", "amsupcon_caa", "paper", "default"]
 

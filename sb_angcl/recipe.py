@@ -31,7 +31,12 @@ from speechbrain.utils.distributed import run_on_main
 from speechbrain.utils.fetching import FetchConfig
 from speechbrain.utils.parameter_transfer import Pretrainer
 
-from sb_angcl.data.dataio import build_label_encoder, load_manifest
+from sb_angcl.data.dataio import (
+    build_label_encoder,
+    derive_training_set,
+    load_manifest,
+    write_dataset_csv,
+)
 from sb_angcl.hyperparams import (
     LABEL_ENCODER_FILE,
     classifier_size,
@@ -41,6 +46,9 @@ from sb_angcl.hyperparams import (
 
 logger = logging.getLogger(__name__)
 
+#: The derived training set, written for analysis (not read back).
+DERIVED_TRAIN_FILE = "train_derived.csv"
+
 #: The YAML settings the recipes' train.py and these steps read (the Brain's are in
 #: :data:`sb_angcl.training.brain.HPARAMS`); a YAML without one is refused, naming it.
 RECIPE_SETTINGS = (
@@ -48,6 +56,7 @@ RECIPE_SETTINGS = (
     "valid_annotation", "skip_prep", "sample_rate", "sentence_len", "speakers_per_batch",
     "utterances_per_speaker", "positives_across_sessions", "num_workers", "eval_batch_size",
     "pretrained_model", "pretrained_classifier", "musan_folder", "rir_folder", "export_folder",
+    "speed_perturb_speakers", "label_noise",
 )
 
 
@@ -104,10 +113,27 @@ def prepare_and_size(hparams_file, overrides, prepare):
 
 
 def _make_label_encoder(plain):
-    """``<save_folder>/label_encoder.txt`` from the training manifest (kept if it exists)."""
+    """``<save_folder>/label_encoder.txt`` from the training set (kept if it exists).
+
+    The training set is the manifest with its derived labels
+    (:func:`~sb_angcl.data.dataio.derive_training_set`); when labels are
+    derived, the set is also written to ``<save_folder>/train_derived.csv``
+    for analysis (``true_spk_id``, ``label_noise``, ``speed``).
+    """
     train = load_manifest(plain["train_annotation"], plain["data_folder"])
+    derived = derive_training_set(
+        train, plain["speed_perturb_speakers"], plain["label_noise"], plain["seed"]
+    )
     os.makedirs(plain["save_folder"], exist_ok=True)  # skip_prep: manifests from elsewhere
-    build_label_encoder(train, os.path.join(plain["save_folder"], LABEL_ENCODER_FILE))
+    if derived is not train:
+        write_dataset_csv(derived, os.path.join(plain["save_folder"], DERIVED_TRAIN_FILE))
+        speakers = {row["spk_id"] for row in derived.data.values()}
+        logger.info(
+            "Training set: %d utterances of %d speakers after speed_perturb_speakers=%s, "
+            "label_noise=%s (%s).", len(derived), len(speakers),
+            plain["speed_perturb_speakers"], plain["label_noise"], DERIVED_TRAIN_FILE,
+        )
+    build_label_encoder(derived, os.path.join(plain["save_folder"], LABEL_ENCODER_FILE))
 
 
 class _HeldRecords(logging.Handler):

@@ -183,7 +183,9 @@ class CropRandom:
         return random.Random(f"{self.seed}|{key[0]}|{key[1]}|{item_id}|{occurrence}")
 
 
-def make_train_pipeline(crop_seconds, sample_rate=16000, seed=None, epoch_source=None):
+def make_train_pipeline(
+    crop_seconds, sample_rate=16000, seed=None, epoch_source=None, with_speed=False
+):
     """Dynamic-item pipeline: random crop of ``crop_seconds`` from each row.
 
     The crop is drawn from ``[start, stop)`` of the row, reading only the
@@ -199,11 +201,15 @@ def make_train_pipeline(crop_seconds, sample_rate=16000, seed=None, epoch_source
         Seed of the crop positions (``None``: a random seed).
     epoch_source : object or None
         The ``EpochCounter`` (``None``: the same crops every epoch).
+    with_speed : bool
+        Also take the rows' ``speed`` (:func:`derive_training_set`): the crop
+        is played that many times faster.
 
     Returns
     -------
     callable
-        A SpeechBrain dynamic item taking ``id, wav, start, stop`` and
+        A SpeechBrain dynamic item taking ``id, wav, start, stop`` (and
+        ``speed``) and
         providing ``sig`` and ``sig_nonfinite``.
 
     Example
@@ -216,19 +222,36 @@ def make_train_pipeline(crop_seconds, sample_rate=16000, seed=None, epoch_source
     num_samples = int(round(crop_seconds * sample_rate))
     rates = {}
 
-    @sb.utils.data_pipeline.takes("id", "wav", "start", "stop")
-    @sb.utils.data_pipeline.provides("sig", "sig_nonfinite")
-    def train_audio(item_id, wav, start, stop):
+    def crop(item_id, wav, start, stop, speed=1.0):
         rng = crops.for_item(item_id)
-        start, stop = int(start), int(stop)
+        start, stop, speed = int(start), int(stop), float(speed)
         file_rate = _file_rate(wav, rates)
-        want = int(round(crop_seconds * file_rate))
+        # A copy played `speed` times faster needs `speed` times the audio.
+        want = int(round(crop_seconds * file_rate * speed))
         if stop - start > want:
             start = rng.randint(start, stop - want)
             stop = start + want
         signal, bad = replace_nonfinite(load_segment(wav, start, stop, sample_rate))
-        yield crop_or_pad(signal, num_samples, rng)
-        yield bad
+        if speed != 1.0:
+            # Read at sample_rate * speed, played at sample_rate: `speed` times faster.
+            signal = torchaudio.functional.resample(
+                signal, int(round(sample_rate * speed)), sample_rate
+            )
+        return crop_or_pad(signal, num_samples, rng), bad
+
+    if with_speed:
+
+        @sb.utils.data_pipeline.takes("id", "wav", "start", "stop", "speed")
+        @sb.utils.data_pipeline.provides("sig", "sig_nonfinite")
+        def train_audio_speed(item_id, wav, start, stop, speed):
+            yield from crop(item_id, wav, start, stop, speed)
+
+        return train_audio_speed
+
+    @sb.utils.data_pipeline.takes("id", "wav", "start", "stop")
+    @sb.utils.data_pipeline.provides("sig", "sig_nonfinite")
+    def train_audio(item_id, wav, start, stop):
+        yield from crop(item_id, wav, start, stop)
 
     return train_audio
 
@@ -386,7 +409,8 @@ def speaker_datasets(hparams):
     """Training and validation datasets of a speaker recipe.
 
     Reads ``train_annotation`` and ``valid_annotation`` from ``hparams``,
-    adds the cropping pipeline (``sentence_len`` seconds at ``sample_rate``)
+    derives the training set (``speed_perturb_speakers``, ``label_noise``:
+    :func:`derive_training_set`), adds the cropping pipeline (``sentence_len`` seconds at ``sample_rate``)
     and the speaker labels.
 
     Example
@@ -395,11 +419,20 @@ def speaker_datasets(hparams):
     True
     """
     sample_rate = hparams["sample_rate"]
-    train_data = load_manifest(hparams["train_annotation"], hparams["data_folder"])
-    valid_data = load_manifest(hparams["valid_annotation"], hparams["data_folder"])
-    label_encoder = build_label_encoder(
-        train_data, f"{hparams['save_folder']}/label_encoder.txt"
+    train_data = derive_training_set(
+        load_manifest(hparams["train_annotation"], hparams["data_folder"]),
+        hparams["speed_perturb_speakers"], hparams["label_noise"], hparams["seed"],
     )
+    valid_data = load_manifest(hparams["valid_annotation"], hparams["data_folder"])
+    encoder_file = f"{hparams['save_folder']}/label_encoder.txt"
+    label_encoder = build_label_encoder(train_data, encoder_file)
+    absent = sorted({row["spk_id"] for row in train_data.data.values()} - set(label_encoder.lab2ind))
+    if absent:
+        raise ValueError(
+            f"{encoder_file} lacks training speakers ({absent[:5]}...): it was made for other "
+            "training labels (speed_perturb_speakers or label_noise changed?). Delete it, or "
+            "use another save_folder."
+        )
     unknown = sorted(
         {row["spk_id"] for row in valid_data.data.values()}
         - set(label_encoder.lab2ind)
@@ -412,6 +445,7 @@ def speaker_datasets(hparams):
     train_pipeline = make_train_pipeline(
         hparams["sentence_len"], sample_rate, seed=hparams["seed"],
         epoch_source=hparams["epoch_counter"],
+        with_speed=bool(hparams["speed_perturb_speakers"]),
     )
     sb.dataio.dataset.add_dynamic_item([train_data], train_pipeline)
     valid_pipeline = make_train_pipeline(hparams["sentence_len"], sample_rate, seed=0)
@@ -423,3 +457,125 @@ def speaker_datasets(hparams):
         [train_data, valid_data], ["id", "wav", "sig", "sig_nonfinite", "spk_id_encoded"]
     )
     return train_data, valid_data, label_encoder
+
+
+#: How a speed-perturbed pseudo-speaker is named: ``<speaker>@sp<factor>``.
+PSEUDO_SPEAKER = "{speaker}@sp{factor:g}"
+
+
+def derive_training_set(train_data, speed_factors=(), label_noise=0.0, seed=0):
+    """The training set with speed-perturbed pseudo-speakers and noisy labels.
+
+    * ``label_noise``: a seeded fraction of the training rows is filed under
+      another training speaker (drawn uniformly); ``true_spk_id`` keeps the
+      truth and ``label_noise`` says 1. For studying how the objective copes
+      with mislabelled data on a clean corpus.
+    * ``speed_factors`` (e.g. ``[0.9, 1.1]``, WeSpeaker's ``speed_perturb``):
+      every row gets a copy per factor, played ``factor`` times faster, filed
+      under the new speaker ``<speaker>@sp<factor>`` (for both losses); the
+      rows gain a ``speed`` column that the training pipeline applies.
+
+    Only the training set changes: validation, enrolment and test speakers
+    are never touched. The result depends on the rows and the seed alone,
+    so every process of a run derives the same set.
+
+    Arguments
+    ---------
+    train_data : DynamicItemDataset
+        The training manifest (``spk_id`` and ``duration`` columns).
+    speed_factors : sequence of float
+        Positive factors other than 1.
+    label_noise : float
+        Fraction in ``[0, 1)`` of rows relabelled.
+    seed : int
+        Seed of the relabelling.
+
+    Returns
+    -------
+    DynamicItemDataset
+        ``train_data`` itself when nothing is asked, else a new set.
+
+    Example
+    -------
+    >>> data = sb.dataio.dataset.DynamicItemDataset({
+    ...     f"u{i}": {"spk_id": f"s{i % 4}", "duration": 2.0} for i in range(8)})
+    >>> out = derive_training_set(data, [0.9, 1.1], label_noise=0.25, seed=3)
+    >>> len(out), len({row["spk_id"] for row in out.data.values()})
+    (24, 12)
+    >>> sum(row["label_noise"] for row in out.data.values())  # 2 rows and their copies
+    6
+    >>> out.data["u1@sp1.1"]["duration"], out.data["u1@sp1.1"]["speed"]
+    (1.8181818181818181, 1.1)
+    """
+    factors = [float(f) for f in speed_factors or ()]
+    bad = [f for f in factors if f <= 0 or f == 1.0]
+    if bad or len(set(factors)) != len(factors):
+        raise ValueError(
+            f"speed_perturb_speakers must be distinct positive factors other than 1 "
+            f"(e.g. [0.9, 1.1]), got {list(speed_factors)}"
+        )
+    if not 0.0 <= label_noise < 1.0:
+        raise ValueError(f"label_noise must be a fraction in [0, 1), got {label_noise}")
+    if not factors and label_noise == 0.0:
+        return train_data
+    rows = {uid: dict(row) for uid, row in train_data.data.items()}
+    for row in rows.values():
+        row.setdefault("true_spk_id", row["spk_id"])
+        row["label_noise"] = int(str(row.get("label_noise", 0)) == "1")
+    if label_noise > 0.0:
+        _relabel(rows, label_noise, seed)
+    if factors:
+        for row in rows.values():
+            row["speed"] = 1.0
+        for uid, row in list(rows.items()):
+            for factor in factors:
+                copy = dict(row, speed=factor, duration=float(row["duration"]) / factor)
+                copy["spk_id"] = PSEUDO_SPEAKER.format(speaker=row["spk_id"], factor=factor)
+                copy["true_spk_id"] = PSEUDO_SPEAKER.format(
+                    speaker=row["true_spk_id"], factor=factor
+                )
+                rows[f"{uid}@sp{factor:g}"] = copy
+    return sb.dataio.dataset.DynamicItemDataset(rows)
+
+
+def _relabel(rows, fraction, seed):
+    """File ``round(fraction * len(rows))`` rows under another speaker (in place)."""
+    speakers = sorted({row["spk_id"] for row in rows.values()})
+    if len(speakers) < 2:
+        raise ValueError("label_noise needs at least two training speakers")
+    rng = random.Random(f"label-noise|{seed}")
+    chosen = rng.sample(sorted(rows), int(round(fraction * len(rows))))
+    for uid in chosen:
+        row = rows[uid]
+        others = [s for s in speakers if s != row["spk_id"]]
+        row["spk_id"] = rng.choice(others)
+        row["label_noise"] = 1
+    logger.info(
+        "label_noise: %d of %d training utterances (%.1f %%) relabelled to another speaker "
+        "(seed %s); true labels in the column true_spk_id.",
+        len(chosen), len(rows), 100.0 * len(chosen) / len(rows), seed,
+    )
+
+
+def write_dataset_csv(dataset, path):
+    """Write a dataset's rows as a manifest CSV (``ID`` first, then every column).
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> data = sb.dataio.dataset.DynamicItemDataset({"u1": {"spk_id": "s1", "duration": 2.0}})
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.csv")
+    >>> write_dataset_csv(data, path)
+    >>> open(path).read().splitlines()
+    ['ID,spk_id,duration', 'u1,s1,2.0']
+    """
+    import csv
+
+    columns = []
+    for row in dataset.data.values():
+        columns += [c for c in row if c not in columns]
+    with open(path, "w", newline="", encoding="utf-8") as fout:
+        writer = csv.writer(fout)
+        writer.writerow(["ID"] + columns)
+        for uid, row in dataset.data.items():
+            writer.writerow([uid] + [row.get(c, "") for c in columns])

@@ -55,6 +55,10 @@ class JointObjective:
         Gives ``alpha``.
     gather_across_ranks : bool
         Under DDP, the contrastive loss of the gathered global batch.
+    contrastive_share : float
+        The fading schedule's factor on the contrastive weight (see
+        :func:`contrastive_share`): the balancer's ``alpha`` becomes
+        ``1 - share * (1 - alpha)``; 0 trains on ``L_cls`` alone.
 
     Example
     -------
@@ -74,11 +78,17 @@ class JointObjective:
     (True, 2)
     """
 
-    def __init__(self, classification_loss, contrastive_loss, balancer, gather_across_ranks):
+    def __init__(
+        self, classification_loss, contrastive_loss, balancer, gather_across_ranks,
+        contrastive_share=1.0,
+    ):
         self.classification_loss = classification_loss
         self.contrastive_loss = contrastive_loss
         self.balancer = balancer
         self.gather_across_ranks = gather_across_ranks
+        if not 0.0 <= contrastive_share <= 1.0:
+            raise ValueError(f"contrastive_share must be in [0, 1], got {contrastive_share}")
+        self.contrastive_share = float(contrastive_share)
 
     def __call__(self, embeddings, cosine, labels, head=None, encoder=None, grad_scale=1.0):
         """The objective of one batch.
@@ -99,7 +109,11 @@ class JointObjective:
             The GradScaler's scale (1 without one); MGDA differentiates the scaled losses.
         """
         loss_cls = self.classification_loss(cosine, labels)
-        if self.contrastive_loss is None or not self.balancer.uses_contrastive:
+        if (
+            self.contrastive_loss is None
+            or not self.balancer.uses_contrastive
+            or self.contrastive_share == 0.0
+        ):
             zero = embeddings.float().sum() * 0.0
             return ObjectiveResult(loss_cls, loss_cls, zero, torch.tensor(1.0), None)
         flat_labels = labels.reshape(-1)
@@ -120,4 +134,42 @@ class JointObjective:
         loss, alpha = self.balancer(
             loss_cls, loss_con, shared=embeddings, parameters=parameters, grad_scale=grad_scale
         )
+        if self.contrastive_share < 1.0:
+            alpha = 1.0 - self.contrastive_share * (1.0 - alpha)
+            loss = alpha * loss_cls + (1.0 - alpha) * loss_con
         return ObjectiveResult(loss, loss_cls, loss_con, alpha, spread)
+
+
+def contrastive_share(epoch, fade_start=None, fade_end=None):
+    """The contrastive term's share in an epoch of a fading schedule.
+
+    Full (1) before ``fade_start``, then falling linearly to 0 at
+    ``fade_end`` (and after): the contrastive loss shapes the space early, and
+    AAM-softmax alone finishes training. ``fade_start: null`` keeps it at 1.
+    The value follows from the epoch number alone, so a resumed run (whose
+    epoch counter the checkpoint restores) continues the schedule.
+
+    Arguments
+    ---------
+    epoch : int
+        The epoch, counted from 1 (SpeechBrain's ``EpochCounter``).
+    fade_start : int or None
+        The last epoch at full share.
+    fade_end : int or None
+        The first epoch at share 0 (``> fade_start``).
+
+    Example
+    -------
+    >>> [round(contrastive_share(e, 3, 6), 3) for e in range(1, 8)]
+    [1.0, 1.0, 1.0, 0.667, 0.333, 0.0, 0.0]
+    >>> contrastive_share(5)
+    1.0
+    """
+    if fade_start is None:
+        return 1.0
+    if fade_end is None or fade_end <= fade_start:
+        raise ValueError(
+            f"contrastive_fade_end ({fade_end}) must be an epoch after contrastive_fade_start "
+            f"({fade_start}); set contrastive_fade_start: null to keep the contrastive term"
+        )
+    return min(max((fade_end - epoch) / (fade_end - fade_start), 0.0), 1.0)

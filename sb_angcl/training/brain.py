@@ -23,7 +23,10 @@ The hparams it reads, all required (the recipe YAMLs set each of them):
 :class:`~sb_angcl.objective.losses.AngularSupConLoss`, or None), ``balancer``
 (a :class:`~sb_angcl.objective.balancing.Balancer`), ``gather_across_ranks``,
 ``augmentation`` (``waveform`` | ``features`` | ``none``, with ``wav_augment``
-or ``feat_augment``), ``lr_annealing`` (a
+or ``feat_augment``), ``positive_views`` (1, or 2: each crop and an augmented
+copy of it, same label), ``contrastive_fade_start`` / ``contrastive_fade_end``
+(the contrastive term's fading schedule, see
+:func:`~sb_angcl.objective.joint.contrastive_share`; null: none), ``lr_annealing`` (a
 :class:`~sb_angcl.training.lr_schedule.WarmupDecayScheduler`, stepped per
 optimiser step; any other, e.g. SpeechBrain's ``LinearScheduler``, per epoch;
 or None), ``error_stats``, ``train_logger`` (each may be None) and, with a
@@ -45,7 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 from sb_angcl.data.augment import select_augmenters
 from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
 from sb_angcl.objective.balancing import Balancer
-from sb_angcl.objective.joint import JointObjective
+from sb_angcl.objective.joint import JointObjective, contrastive_share
 from sb_angcl.training.checkpoints import discard_incomplete_checkpoints
 from sb_angcl.training.epoch_stats import EpochStats
 from sb_angcl.training.lr_schedule import WarmupDecayScheduler
@@ -66,6 +69,9 @@ HPARAMS = (
     "balancer",
     "gather_across_ranks",
     "augmentation",
+    "positive_views",
+    "contrastive_fade_start",
+    "contrastive_fade_end",
     "lr_annealing",
     "error_stats",
     "train_logger",
@@ -94,7 +100,8 @@ class AngularContrastiveBrain(sb.Brain):
     ...     "contrastive_loss": AngularSupConLoss(0.2, 0.07, attention_temperature=1.0),
     ...     "balancer": make_balancer("mgda_ub"),
     ...     "gather_across_ranks": True, "augmentation": "none", "lr_annealing": None,
-    ...     "error_stats": None, "train_logger": None,
+    ...     "error_stats": None, "train_logger": None, "positive_views": 1,
+    ...     "contrastive_fade_start": None, "contrastive_fade_end": None,
     ... }
     >>> brain = AngularContrastiveBrain(modules, lambda p: torch.optim.SGD(p, 0.01), hparams)
     >>> brain.on_fit_start()
@@ -113,21 +120,36 @@ class AngularContrastiveBrain(sb.Brain):
         self.skips = SkippedBatches(self.nonfinite_patience)
         self.stats = EpochStats()
         self.last_alpha = math.nan
+        #: The fading schedule's share of the contrastive term in this epoch.
+        self.contrastive_share = 1.0
 
     # ------------------------------------------------------------------ the batch
     def compute_forward(self, batch, stage):
-        """Waveforms to embeddings ``[N, 1, D]`` and cosine logits ``[N, 1, C]``."""
+        """Waveforms to embeddings ``[N, 1, D]`` and cosine logits ``[N, 1, C]``.
+
+        With ``positive_views: 2`` (training only) each crop gives two views
+        with the same label, the authors' positives: the crop as it is and the
+        crop through the YAML's augmentation, stacked along the batch (clean
+        views first), so both losses see ``2N`` samples.
+        """
         note_nonfinite_audio(batch, self.nonfinite_audio_files)
         batch = batch.to(self.device)
         wavs, lens = batch.sig
+        two_views = self.views(stage) == 2
         wav_augment, feat_augment = self.augmenters(stage)
         if wav_augment is not None:
-            wavs, lens = wav_augment(wavs, lens)
+            augmented, augmented_lens = wav_augment(wavs, lens)
+            if two_views:
+                augmented, augmented_lens = stack_views(wavs, lens, augmented, augmented_lens)
+            wavs, lens = augmented, augmented_lens
         feats = self.modules.compute_features(wavs)
         feats = self.modules.mean_var_norm(feats, lens)
         if feat_augment is not None:
             # Masks on the normalised features: masked bins hold the mean (0).
-            feats, lens = feat_augment(feats, lens)
+            augmented, augmented_lens = feat_augment(feats, lens)
+            if two_views:
+                augmented, augmented_lens = stack_views(feats, lens, augmented, augmented_lens)
+            feats, lens = augmented, augmented_lens
         embeddings = self.modules.embedding_model(feats, lens)
         if embeddings.dim() == 2:
             embeddings = embeddings.unsqueeze(1)
@@ -140,12 +162,17 @@ class AngularContrastiveBrain(sb.Brain):
             return None, None
         return select_augmenters(self.hparams.augmentation, self.hparams)
 
+    def views(self, stage):
+        """Views of each crop: the YAML's ``positive_views`` in training, else 1."""
+        return self.hparams.positive_views if stage == sb.Stage.TRAIN else 1
+
     def _labels(self, batch, stage):
         labels, _ = batch.spk_id_encoded
         labels = labels.to(self.device)
         for augment in self.augmenters(stage):
             if augment is not None:
-                labels = augment.replicate_labels(labels)
+                replicated = augment.replicate_labels(labels)
+                labels = torch.cat([labels, replicated]) if self.views(stage) == 2 else replicated
         return labels
 
     @property
@@ -156,6 +183,7 @@ class AngularContrastiveBrain(sb.Brain):
             self.hparams.contrastive_loss,
             self.hparams.balancer,
             self.hparams.gather_across_ranks,
+            contrastive_share=self.contrastive_share,
         )
 
     def compute_objectives(self, outputs, batch, stage):
@@ -245,6 +273,12 @@ class AngularContrastiveBrain(sb.Brain):
             if self.checkpointer is not None and ckpt_prefix is not None:
                 self.checkpointer.add_recoverable(ckpt_prefix + stage.name, loader)
             self.train_sampler = sampler
+            views = self.hparams.positive_views
+            logger.info(
+                "Training batches: %d speakers x %d utterances x %d view(s) = %d samples.",
+                sampler.speakers_per_batch, sampler.utterances_per_speaker, views,
+                sampler.speakers_per_batch * sampler.utterances_per_speaker * views,
+            )
         else:
             loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
         annealing = self.hparams.lr_annealing
@@ -299,6 +333,14 @@ class AngularContrastiveBrain(sb.Brain):
                 f"{type(balancer).__name__}; build it in the YAML with "
                 "!apply:sb_angcl.objective.balancing.make_balancer"
             )
+        views = self.hparams.positive_views
+        if views not in (1, 2):
+            raise ValueError(f"positive_views must be 1 or 2, got {views!r}")
+        if views == 2 and self.hparams.augmentation == "none":
+            raise ValueError(
+                "positive_views: 2 pairs each crop with an augmented copy of it, and "
+                "augmentation is none: set augmentation: features (or waveform)"
+            )
         annealing = self.hparams.lr_annealing
         if self.checkpointer is not None:
             recoverables = self.checkpointer.recoverables
@@ -335,12 +377,18 @@ class AngularContrastiveBrain(sb.Brain):
         """New epoch statistics (training) and error metrics."""
         if stage == sb.Stage.TRAIN:
             self.stats = EpochStats()
+            self.contrastive_share = contrastive_share(
+                epoch or 1, self.hparams.contrastive_fade_start, self.hparams.contrastive_fade_end
+            )
         error_stats = self.hparams.error_stats
         self.error_metrics = error_stats() if error_stats is not None else None
 
     def epoch_train_stats(self):
         """Means over the epoch's optimised batches: losses, alpha, attention spread."""
-        return self.stats.means()
+        means = self.stats.means()
+        if self.hparams.contrastive_fade_start is not None:
+            means["con_share"] = self.contrastive_share
+        return means
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log the epoch, step an epoch-wise LR schedule, save checkpoints."""
@@ -371,3 +419,38 @@ class AngularContrastiveBrain(sb.Brain):
                 )
         else:
             logger.info("Test stats: %s", stats)
+
+
+def stack_views(first, first_lens, second, second_lens):
+    """Two views of a batch along the batch axis, the shorter zero-padded in time.
+
+    Arguments
+    ---------
+    first, second : torch.Tensor
+        ``[N, T1, ...]`` and ``[N, T2, ...]`` batches.
+    first_lens, second_lens : torch.Tensor
+        Their relative lengths (SpeechBrain's, in ``[0, 1]``).
+
+    Returns
+    -------
+    batch : torch.Tensor
+        ``[2N, max(T1, T2), ...]``.
+    lens : torch.Tensor
+        ``[2N]`` relative lengths in the stacked batch.
+
+    Example
+    -------
+    >>> batch, lens = stack_views(torch.ones(2, 4), torch.ones(2), torch.ones(2, 2), torch.ones(2))
+    >>> tuple(batch.shape), lens.tolist()
+    ((4, 4), [1.0, 1.0, 0.5, 0.5])
+    """
+    length = max(first.shape[1], second.shape[1])
+    parts, all_lens = [], []
+    for views, lens in ((first, first_lens), (second, second_lens)):
+        pad = length - views.shape[1]
+        if pad:
+            widths = [0, 0] * (views.dim() - 2) + [0, pad]
+            views = torch.nn.functional.pad(views, widths)
+        parts.append(views)
+        all_lens.append(lens * (length - pad) / length)
+    return torch.cat(parts), torch.cat(all_lens)

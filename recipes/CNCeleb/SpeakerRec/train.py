@@ -97,6 +97,8 @@ def dataio_prep(hparams):
             "sample_rate": hparams["sample_rate"],
             "seed": hparams["seed"],
             "epoch_counter": hparams["epoch_counter"],
+            "speed_perturb_speakers": hparams["speed_perturb_speakers"],
+            "label_noise": hparams["label_noise"],
         }
     )
     batch_sampler = SpeakerBalancedBatchSampler.from_dataset(
@@ -130,6 +132,9 @@ def brain_hparams(hparams):
         "balancer": hparams["balancer"],
         "gather_across_ranks": hparams["gather_across_ranks"],
         "augmentation": hparams["augmentation"],
+        "positive_views": hparams["positive_views"],
+        "contrastive_fade_start": hparams["contrastive_fade_start"],
+        "contrastive_fade_end": hparams["contrastive_fade_end"],
         "feat_augment": hparams["feat_augment"],
         "wav_augment": hparams["wav_augment"],
         "lr_annealing": hparams["lr_annealing"],
