@@ -24,7 +24,7 @@ CN_RESULTS := $(DEMO)/results_cnceleb$(DEMO_TAG)
 VOX := recipes/VoxCeleb/SpeakerRec
 CN := recipes/CNCeleb/SpeakerRec
 
-.PHONY: venv test demo demo-cnceleb lint bench clean upstream
+.PHONY: venv test demo demo-cnceleb lint clean upstream
 
 # Create (or reuse) the virtual environment; reinstall when setup.cfg changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
