@@ -35,12 +35,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: $(VENV)/.installed
 
-# The whole suite: unit, recipe, DDP and reliability tests plus the doctests of sb_angcl.
+# The whole suite: unit, recipe, DDP and reliability tests plus the doctests of sb_angcl and of
+# the corpus generator (synthetic_corpus/, run from the repository root; not installed).
 test: venv
-	$(PY) -m pytest -q tests sb_angcl
+	$(PY) -m pytest -q tests sb_angcl synthetic_corpus
 
 lint: venv
-	$(PY) -m ruff check sb_angcl recipes tests benchmarks
+	$(PY) -m ruff check sb_angcl synthetic_corpus recipes tests benchmarks tools
 
 # Generate the built-in corpus, train the small paper system on it, score the
 # trials (EER, minDCF) and export a SpeechBrain inference folder; prints the
@@ -52,7 +53,7 @@ demo:
 	$(MAKE) --no-print-directory venv || exit 1; t1=$$(date +%s); \
 	export OMP_NUM_THREADS=$$threads; \
 	echo "Demo: $$threads torch thread(s) ($$cores core(s) available to this process; 1-minute load average $$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo ?))"; \
-	$(PY) -m sb_angcl.synthetic --output $(VOX_CORPUS) --layout voxceleb --replace-stale $(DEMO_CORPUS_ARGS) || exit 1; \
+	$(PY) -m synthetic_corpus --output $(VOX_CORPUS) --layout voxceleb --replace-stale $(DEMO_CORPUS_ARGS) || exit 1; \
 	t2=$$(date +%s); cd $(VOX) && \
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
 	    --data_folder=$(VOX_CORPUS)/VoxCeleb1 --output_folder=$(VOX_RESULTS) $(DEMO_ARGS) || exit 1; \
@@ -71,7 +72,7 @@ demo-cnceleb:
 	$(MAKE) --no-print-directory venv || exit 1; t1=$$(date +%s); \
 	export OMP_NUM_THREADS=$$threads; \
 	echo "Demo: $$threads torch thread(s) ($$cores core(s) available to this process; 1-minute load average $$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo ?))"; \
-	$(PY) -m sb_angcl.synthetic --output $(CN_CORPUS) --layout cnceleb --replace-stale $(DEMO_CORPUS_ARGS) || exit 1; \
+	$(PY) -m synthetic_corpus --output $(CN_CORPUS) --layout cnceleb --replace-stale $(DEMO_CORPUS_ARGS) || exit 1; \
 	t2=$$(date +%s); cd $(CN) && \
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
 	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) $(DEMO_ARGS) || exit 1; \

@@ -22,7 +22,7 @@ report gives mean ± std per variant, and the mean difference from
 overall, on the cross-language trials, and on every other condition of the
 recipe's metrics table (e.g. same- / cross-session target trials).
 
-By default the corpus is the built-in synthetic one (``sb_angcl.synthetic``,
+By default the corpus is the built-in synthetic one (``synthetic_corpus``,
 VoxCeleb1 layout, 40 speakers x 24 utterances, generated once into the work
 folder; ``--corpus-seed``, ``--label-noise``, ``--confusable-pairs``) and the
 recipe is ``recipes/VoxCeleb/SpeakerRec`` with its small ECAPA YAML. A sweep
@@ -605,7 +605,8 @@ def synthetic_corpus(work_dir, layout, args):
     summary : dict
         The generator's summary.
     """
-    from sb_angcl.synthetic import generate_corpus
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # synthetic_corpus/
+    from synthetic_corpus import generate_corpus
 
     root = os.path.join(work_dir, "corpus")
     kwargs = dict(

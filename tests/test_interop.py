@@ -49,7 +49,7 @@ SAMPLE_RATE = 16000
 def vox_corpus(tmp_path_factory):
     """A small built-in corpus in the VoxCeleb1 layout, every file at least 3.2 s
     (upstream's preparation cuts training files into 3 s chunks)."""
-    from sb_angcl.synthetic import generate_corpus
+    from synthetic_corpus import generate_corpus
 
     out = str(tmp_path_factory.mktemp("interop_corpus"))
     generate_corpus(

@@ -46,7 +46,7 @@ def recipe_rows():
 @pytest.fixture(scope="session")
 def corpus():
     """The built-in corpus in both layouts (generated once, reused)."""
-    from sb_angcl.synthetic import generate_corpus
+    from synthetic_corpus import generate_corpus
 
     marker = os.path.join(CORPUS, "synthetic_corpus.json")
     if not os.path.isfile(marker):
