@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 DEMO ?= $(CURDIR)/demo
 DEMO_ARGS ?=
+# Overrides of hparams/verification.yaml for the demo's scoring (e.g. --score_norm=as-norm).
+VERIFY_ARGS ?=
 DEMO_CORPUS_ARGS ?=
 # Torch threads for the demo: `auto` takes every core this process may run on
 # (os.sched_getaffinity), whatever the load; set DEMO_THREADS=1 on a busy
@@ -58,8 +60,8 @@ demo:
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
 	    --data_folder=$(VOX_CORPUS)/VoxCeleb1 --output_folder=$(VOX_RESULTS) $(DEMO_ARGS) || exit 1; \
 	t3=$$(date +%s); \
-	$(PY) verify.py hparams/train_ecapa_angcl_small.yaml \
-	    --data_folder=$(VOX_CORPUS)/VoxCeleb1 --output_folder=$(VOX_RESULTS) $(DEMO_ARGS) || exit 1; \
+	$(PY) verify.py hparams/verification.yaml \
+	    --data_folder=$(VOX_CORPUS)/VoxCeleb1 --output_folder=$(VOX_RESULTS) $(VERIFY_ARGS) || exit 1; \
 	t4=$$(date +%s); \
 	echo "Exported model: $(VOX_RESULTS)/inference (model card: README.md there; SpeakerRecognition.from_hparams(source=...))"; \
 	echo "Demo wall time: install $$((t1 - t0)) s, corpus $$((t2 - t1)) s, training $$((t3 - t2)) s, scoring $$((t4 - t3)) s; total $$((t4 - t0)) s ($$threads thread(s), $$cores core(s))"
@@ -77,10 +79,10 @@ demo-cnceleb:
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
 	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) $(DEMO_ARGS) || exit 1; \
 	t3=$$(date +%s); \
-	$(PY) verify.py hparams/train_ecapa_angcl_small.yaml \
-	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) $(DEMO_ARGS) || exit 1; \
-	$(PY) verify.py hparams/train_ecapa_angcl_small.yaml \
-	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) --enrol_protocol=average $(DEMO_ARGS) || exit 1; \
+	$(PY) verify.py hparams/verification.yaml \
+	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) $(VERIFY_ARGS) || exit 1; \
+	$(PY) verify.py hparams/verification.yaml \
+	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) --enrol_protocol=average $(VERIFY_ARGS) || exit 1; \
 	t4=$$(date +%s); \
 	echo "Exported model: $(CN_RESULTS)/inference"; \
 	echo "Demo wall time: install $$((t1 - t0)) s, corpus $$((t2 - t1)) s, training $$((t3 - t2)) s, scoring $$((t4 - t3)) s; total $$((t4 - t0)) s ($$threads thread(s), $$cores core(s))"

@@ -717,13 +717,16 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
     """
     from sb_angcl.evaluation.verification import run_verification
 
+    verification_yaml = os.path.join(os.path.dirname(args.hparams), "verification.yaml")
+    verify_keys = yaml_top_keys(verification_yaml)
     run_dir = os.path.join(args.work_dir, "runs", run_folder_name(variant), f"seed{seed}")
     result_file = os.path.join(run_dir, "result.json")
     overrides = {"data_folder": data_folder, "output_folder": run_dir, "seed": seed,
-                 "number_of_epochs": args.epochs, "export_folder": None}
+                 "number_of_epochs": args.epochs}
     overrides.update(args.extra_overrides)
     overrides.update(args.all_variants[variant][1])
-    missing = [k for k in args.all_variants[variant][1] if k not in allowed_keys]
+    missing = [k for k in args.all_variants[variant][1]
+               if k not in allowed_keys and k not in verify_keys]
     if missing:
         raise KeyError(f"{args.hparams} lacks the keys {missing} that variant {variant!r} sets")
     # Pinned values the YAML already has are not passed (the same run).
@@ -748,7 +751,10 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
     argv = [args.hparams, f"--device={args.device}"]
     if args.no_progress:
         argv.append("--noprogressbar")
+    # Scoring keys go to the recipe's verification YAML, the rest to the training YAML.
+    verify_argv = [verification_yaml] + argv[1:]
     argv += [f"--{k}={yaml_value(v)}" for k, v in overrides.items() if k in allowed_keys]
+    verify_argv += [f"--{k}={yaml_value(v)}" for k, v in overrides.items() if k in verify_keys]
 
     log_path = os.path.join(run_dir, "ablation_run.log")
     try:
@@ -759,7 +765,7 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
             alpha = brain.epoch_train_stats()["alpha"]
             del brain
             start, cpu = time.perf_counter(), time.process_time()
-            table = run_verification(argv)
+            table = run_verification(verify_argv)
             verify_s, verify_cpu_s = time.perf_counter() - start, time.process_time() - cpu
     except Exception:
         sys.stderr.write(f"\n{variant} seed {seed} failed; end of {log_path}:\n{_tail(log_path)}\n")

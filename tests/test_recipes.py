@@ -140,14 +140,17 @@ def test_export_reloads_offline_with_same_embedding(corpus):
 
     # The trained encoder from the recipe's best checkpoint.
     sys.path.insert(0, ROOT)
-    from sb_angcl.evaluation.verification import load_trained_modules
+    from sb_angcl.hyperparams import load_trained_hparams
 
     overrides = {"data_folder": os.path.join(CORPUS, "VoxCeleb1"), "output_folder": folder,
                  "speakers_per_batch": 2, "utterances_per_speaker": 2, "sentence_len": 1.0}
-    hparams, _ = load_trained_modules(
+    hparams = load_trained_hparams(
         os.path.join(ROOT, "recipes/VoxCeleb/SpeakerRec/hparams/train_ecapa_angcl_small.yaml"),
-        overrides, {"device": "cpu"},
+        overrides,
     )
+    assert hparams["checkpointer"].recover_if_possible(min_key="ErrorRate") is not None
+    for name in ("compute_features", "mean_var_norm", "embedding_model"):
+        hparams[name].eval()
     with torch.no_grad():
         lens = torch.ones(1)
         feats = hparams["mean_var_norm"](hparams["compute_features"](signal), lens)

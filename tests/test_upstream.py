@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOX = "recipes/VoxCeleb/SpeakerRec"
 CN = "recipes/CNCeleb/SpeakerRec"
 YAMLS = ("train_ecapa_angcl_small.yaml", "train_ecapa_angcl.yaml", "train_ecapa_aam.yaml",
-         "finetune_ecapa_angcl_lm.yaml")
+         "finetune_ecapa_angcl_lm.yaml", "verification.yaml")
 #: Every file the contribution adds, written out here (not taken from the script).
 NEW_FILES = sorted(
     [f"{VOX}/{n}" for n in ("train_angcl.py", "verify_angcl.py", "angcl_voxceleb_prepare.py",

@@ -56,12 +56,13 @@ RENAMES = {
     },
 }
 
-#: The YAMLs of both recipes (same names in the checkout).
+#: The YAMLs of both recipes (same names in the checkout): training, and scoring (verify.py).
 HPARAMS = (
     "train_ecapa_angcl_small.yaml",
     "train_ecapa_angcl.yaml",
     "train_ecapa_aam.yaml",
     "finetune_ecapa_angcl_lm.yaml",
+    "verification.yaml",
 )
 
 #: The line that opens the section appended to SpeechBrain's VoxCeleb README.
