@@ -765,13 +765,13 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
             alpha = brain.epoch_train_stats()["alpha"]
             del brain
             start, cpu = time.perf_counter(), time.process_time()
-            table = run_verification(verify_argv)
+            _, reports = run_verification(verify_argv)
+            table = {name: report["table"] for name, report in reports.items()}
             verify_s, verify_cpu_s = time.perf_counter() - start, time.process_time() - cpu
     except Exception:
         sys.stderr.write(f"\n{variant} seed {seed} failed; end of {log_path}:\n{_tail(log_path)}\n")
         raise
-    if isinstance(table, dict):  # enrol_protocol "both": take the last
-        table = list(table.values())[-1]
+    table = list(table.values())[-1]  # enrol_protocol "both": the last
 
     def pick(condition, value):
         rows = table[(table["condition"] == condition) & (table["value"] == value)]

@@ -179,7 +179,7 @@ def verify(args, extra):
     argv = [args.hparams, f"--data_folder={args.data_folder}", f"--output_folder={args.run}",
             "--device=cpu", "--noprogressbar"]
     argv += [f"--{item}" for item in args.override] + extra
-    table = run_verification(argv)
+    table = list(run_verification(argv)[1].values())[-1]["table"]
     info = json.load(open(fitted)) if os.path.exists(fitted) else {}
     return table.iloc[0], info
 

@@ -26,7 +26,6 @@ from sb_angcl.evaluation.calibrated import Calibration, bayes_threshold, calibra
 from sb_angcl.evaluation.calibration import (
     cross_fit_test_calibration,
     cross_fitted_llrs,
-    enrolment_seconds,
     fit_calibration,
     fit_score_calibration,
     read_trial_list,
@@ -42,7 +41,7 @@ from sb_angcl.evaluation.metrics import (
     min_cllr,
     pav_llrs,
 )
-from sb_angcl.evaluation.scoring import EmbeddingTable
+from sb_angcl.evaluation.scoring import EmbeddingTable, enrolment_seconds
 
 
 # ------------------------------------------------------------ references

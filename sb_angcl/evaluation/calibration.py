@@ -5,11 +5,9 @@ itself; :class:`~sb_angcl.evaluation.calibrated.Calibration` maps it to a
 log-likelihood ratio (LLR). This module fits that map and chooses the trials
 it is fitted on:
 
-* :func:`fit_calibration`: prior-weighted logistic regression as in the
-  BOSARIS toolkit (targets weigh the effective prior ``P`` and non-targets
-  ``1 - P`` whatever their numbers; ``logit(P)`` is subtracted so the output
-  is an LLR); :func:`cross_fitted_llrs`: each trial's LLR from a map fitted on
-  trials of other speakers' folds; :func:`sample_trials` caps a fit's trials;
+* :func:`fit_calibration`: prior-weighted logistic regression (as BOSARIS);
+  :func:`cross_fitted_llrs`: each trial's LLR from a map fitted on trials of
+  other speakers' folds; :func:`sample_trials` caps a fit's trials;
 * the trials: :func:`cross_fit_test_calibration` across speaker folds of the
   test trials (:func:`speaker_folds`, :func:`trial_speakers`), or
   :func:`fit_score_calibration` on a given list (:func:`read_trial_list`) or
@@ -29,13 +27,17 @@ import pandas as pd
 
 from sb_angcl.evaluation.calibrated import Calibration, bayes_threshold, calibration_features, logit
 from sb_angcl.evaluation.metrics import _scores_labels, cllr
-from sb_angcl.evaluation.scoring import EmbeddingTable, embed_manifest, score_trials
+from sb_angcl.evaluation.scoring import (
+    _lookup,
+    _manifest_seconds,
+    embed_listed,
+    score_trials,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Calibration methods (the verification YAML's ``calibration`` key).
 METHODS = ("linear", "qmf", "none")
-
 #: p_target of minDCF and actDCF, and of the exported model's Bayes decision.
 DECISION_PRIOR = 0.01
 
@@ -55,14 +57,10 @@ def fit_calibration(scores, labels, prior, method="linear", enrol_seconds=None,
                     test_seconds=None, max_iter=100, tol=1e-10):
     """Fit the affine score-to-LLR map by prior-weighted logistic regression.
 
-    Minimises
-    ``P/N_tar sum_tar log(1 + e^-eta) + (1-P)/N_non sum_non log(1 + e^eta)``
-    over ``eta = w . features + c`` (Newton's method with a backtracking line
-    search, float64): targets weigh ``P`` and non-targets ``1 - P`` in total,
-    so ``eta`` is the log-odds at prior ``P`` whatever the class counts of the
-    calibration trials, and ``llr = eta - logit(P)``. The objective is ``P``
-    times the Cllr-style cost at that prior; for ``P = 0.5`` minimising it
-    minimises the Cllr of the calibration trials.
+    Minimises ``P/N_tar sum_tar log(1 + e^-eta) + (1-P)/N_non sum_non log(1 + e^eta)``
+    over ``eta = w . features + c`` (Newton with backtracking, float64): ``eta``
+    is the log-odds at prior ``P`` whatever the class counts, and
+    ``llr = eta - logit(P)``; at ``P = 0.5`` this minimises the trials' Cllr.
 
     Arguments
     ---------
@@ -89,9 +87,7 @@ def fit_calibration(scores, labels, prior, method="linear", enrol_seconds=None,
     Raises
     ------
     ValueError
-        No target or no non-target trial, or trials that the features separate
-        perfectly (the loss then has no minimum: the weights grow without
-        bound), so that there is nothing to calibrate on.
+        One class missing, or trials the features separate perfectly (no minimum).
 
     Example
     -------
@@ -143,12 +139,10 @@ def cross_fitted_llrs(scores, labels, enrol_fold, test_fold, prior, method="line
                       enrol_seconds=None, test_seconds=None, max_trials=None, seed=0):
     """LLRs of trials, each from a calibration fitted on trials of other speakers.
 
-    Speakers are grouped into folds; a trial between folds ``i`` and ``j``
-    (``i`` may equal ``j``) gets the map fitted (:func:`fit_calibration`) on
-    the trials whose two sides are both outside ``{i, j}``, so no speaker of
-    a trial is among those its calibration was fitted on. Every fold pair is
-    fitted once. It is how a calibration on unseen speakers is measured
-    when the only unseen speakers are the test's.
+    A trial between speaker folds ``i`` and ``j`` (maybe equal) gets the map
+    fitted (:func:`fit_calibration`) on the trials with both sides outside
+    ``{i, j}``: no speaker of a trial is among those of its fit. Every fold
+    pair is fitted once.
 
     Arguments
     ---------
@@ -156,18 +150,13 @@ def cross_fitted_llrs(scores, labels, enrol_fold, test_fold, prior, method="line
         Raw scores and 0/1 labels of all trials.
     enrol_fold, test_fold : array-like of int
         The fold of the speaker on each side of each trial.
-    prior : float
-        Effective prior of the fits.
-    method : str
-        ``linear`` or ``qmf``.
+    prior, method : float, str
+        Effective prior of the fits; ``linear`` or ``qmf``.
     enrol_seconds, test_seconds : array-like or None
         ``qmf``: durations of each side.
-    max_trials : int or None
-        Fit each map on at most this many of its trials (a seeded sample of
-        at most half targets, see :func:`sample_trials`): a few parameters
-        need no millions of trials, and CN-Celeb has 3.5 million.
-    seed : int
-        Seed of the samples.
+    max_trials, seed : int or None, int
+        Fit each map on at most this many of its trials (:func:`sample_trials`,
+        seeded): a few parameters need no millions of trials.
 
     Returns
     -------
@@ -221,10 +210,8 @@ def cross_fitted_llrs(scores, labels, enrol_fold, test_fold, prior, method="line
 
 
 def sample_trials(labels, max_trials, rng):
-    """Indices of at most ``max_trials`` trials: up to half targets, non-targets filling up.
-
-    The prior-weighted fit gives each class its prior's weight whatever its
-    count, so the sample keeps both classes as large as the cap allows.
+    """Indices of at most ``max_trials`` trials: up to half targets, non-targets filling up
+    (the prior-weighted fit weighs each class by its prior, whatever its count).
 
     Arguments
     ---------
@@ -259,13 +246,8 @@ def sample_trials(labels, max_trials, rng):
 
 
 def read_trial_list(path):
-    """A trial list: ``label enrol test`` per line (``veri_test2.txt``), or a CSV with
-    ``enrol,test,label`` columns (a ``trials.csv``).
-
-    Arguments
-    ---------
-    path : str
-        The list.
+    """A trial list (``path``): ``label enrol test`` per line (``veri_test2.txt``), or a
+    CSV with ``enrol,test,label`` columns (a ``trials.csv``).
 
     Returns
     -------
@@ -321,10 +303,8 @@ def split_trials(manifest, max_trials, seed, source="the manifest"):
     ---------
     manifest : pandas.DataFrame
         ``ID`` and ``spk_id`` columns (e.g. ``dev.csv``).
-    max_trials : int
-        Most trials to build.
-    seed : int
-        Seed of the draws.
+    max_trials, seed : int
+        Most trials to build; seed of the draws.
     source : str
         Name of the manifest for the error messages.
 
@@ -392,93 +372,28 @@ def _read_manifest(csv_path):
     return pd.read_csv(csv_path, dtype={"ID": str, "spk_id": str})
 
 
-def _manifest_seconds(csv_path, hparams):
-    """Seconds of audio the embedding of each row sees (``duration`` capped at ``eval_max_seconds``)."""
-    table = pd.read_csv(csv_path, dtype={"ID": str}, usecols=["ID", "duration"])
-    seconds = table["duration"].astype(float)
-    if hparams["eval_max_seconds"]:
-        seconds = seconds.clip(upper=hparams["eval_max_seconds"])
-    return pd.Series(seconds.to_numpy(), index=table["ID"])
-
-
-def enrolment_seconds(protocol, hparams):
-    """Seconds of audio of each enrolment model (``qmf`` calibration).
-
-    ``concat``: the rows of ``enrol.csv``; ``average``: the sum over the
-    utterances of each model of ``enrol_average.csv``.
-
-    Arguments
-    ---------
-    protocol : str
-        ``concat`` or ``average``.
-    hparams : dict
-        Recipe hyperparameters.
-
-    Returns
-    -------
-    pandas.Series
-        Seconds by model id.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> path = os.path.join(folder, "enrol_average.csv")
-    >>> _ = open(path, "w").write("ID,duration,model\\nu1,20.0,m1\\nu2,45.0,m1\\nu3,9.0,m2\\n")
-    >>> enrolment_seconds("average", {"enrol_average_annotation": path,
-    ...                               "eval_max_seconds": 30.0}).to_dict()
-    {'m1': 50.0, 'm2': 9.0}
-    """
-    if protocol == "average":
-        path = hparams["enrol_average_annotation"]
-        seconds = _manifest_seconds(path, hparams)
-        models = pd.read_csv(path, dtype=str)["model"].to_numpy()
-        return pd.Series(seconds.to_numpy()).groupby(models).sum()
-    return _manifest_seconds(hparams["enrol_annotation"], hparams)
-
-
-def _lookup(series, ids, side):
-    idx = series.index.get_indexer(list(ids))
-    if (idx < 0).any():
-        raise KeyError(f"no duration for {int((idx < 0).sum())} {side} ids, e.g. "
-                       f"{list(pd.unique(np.asarray(ids)[idx < 0])[:3])}")
-    return series.to_numpy()[idx]
-
-
 def fit_score_calibration(hparams, test_trials, test, cohort, model, opts):
     """Fit the YAML's score calibration on a given trial list (``calibration_trials``).
 
-    ``calibration_trials`` is a path to a list (:func:`read_trial_list`) that
-    may name any utterance of the run's manifests (``test``, ``enrol``,
-    ``dev``, ``train``) by its ID (at most ``calibration_max_trials`` of its
-    trials are used, a seeded sample), or ``dev``: the trials :func:`split_trials`
-    builds from the validation manifest ``dev.csv`` (at most
-    ``calibration_max_trials``, seeded by ``seed``). Data preparation fills
-    ``dev.csv`` with held-out *utterances* of the *training* speakers (the test
-    speakers are kept out of training): speakers disjoint from the test
-    trials', but ones the encoder has learnt, so their trials are far easier
-    than new speakers' (on the real-voice corpus the trained encoder separates
-    them perfectly and the fit has no finite solution; README, "Calibrated
-    scores"). Speakers shared with the test trials are reported (the reported
-    Cllr and actDCF would then be optimistic). The calibration trials are
-    scored as the test trials are (cosine, or AS-norm with the same cohort),
-    and the map (``calibration``: ``linear`` or ``qmf``) is fitted at the
-    effective prior ``calibration_prior``.
+    ``calibration_trials``: a list (:func:`read_trial_list`) naming any
+    utterance of the run's manifests by its ID, or ``dev``: trials
+    :func:`split_trials` builds from ``dev.csv``, held-out utterances of the
+    *training* speakers, which the encoder separates far better than new ones
+    (README, "Calibrated scores"). At most ``calibration_max_trials`` (seeded);
+    speakers shared with the test trials are reported (the test Cllr would be
+    optimistic). They are scored as the test trials (same cohort), and the map
+    is fitted at ``calibration_prior``.
 
     Arguments
     ---------
     hparams : dict
-        Recipe hyperparameters.
+        The verification YAML.
     test_trials : pandas.DataFrame
         The test trials (for the speaker-overlap check).
-    test : EmbeddingTable
-        Test embeddings (reused for calibration utterances among them).
-    cohort : EmbeddingTable or None
-        AS-norm cohort.
-    model : Mapping
-        The embedding modules.
-    opts : dict
-        Embedding options.
+    test, cohort : EmbeddingTable
+        Test embeddings (reused where they can be) and the AS-norm cohort (or None).
+    model, opts : dict
+        The embedding modules and options.
 
     Returns
     -------
@@ -530,7 +445,7 @@ def fit_score_calibration(hparams, test_trials, test, cohort, model, opts):
         )
     listed = pd.concat(rows, ignore_index=True)
     _warn_shared_speakers(listed, test_trials, manifests[:2], source)
-    table = _calibration_embeddings(found, test, model, opts)
+    table = embed_listed(found, test, model, opts)
     scores = score_trials(table, table, trials["enrol"].tolist(), trials["test"].tolist(),
                           cohort=cohort, top_k=hparams["top_k"], progress=False)
     seconds = {}
@@ -643,15 +558,12 @@ def speaker_folds(speakers, folds, seed):
 def cross_fit_test_calibration(trials, scores, protocol, hparams, calibration, seconds, scoring):
     """Calibrate the test trials across speaker folds (``calibration_trials: null``).
 
-    The test speakers are the only ones the encoder has not learnt, so they
-    are what a calibration for new speakers is fitted on: the speakers are
+    The test speakers are the only ones the encoder has not learnt: they are
     split into ``calibration_folds`` seeded folds and each trial's LLR comes
-    from a map fitted on the trials of the other folds
-    (:func:`~sb_angcl.evaluation.calibration.cross_fitted_llrs`): no trial is calibrated
-    on its own speakers. The map for the exported model is fitted on all test
-    trials; the cross-fitted Cllr and actDCF estimate how it does on new
-    speakers. Each fit uses at most ``calibration_max_trials`` trials (a
-    seeded sample, at most half targets).
+    from a map fitted on the other folds' trials (:func:`cross_fitted_llrs`).
+    The exported map is fitted on all test trials; the cross-fitted Cllr and
+    actDCF estimate how it does on new speakers. Each fit uses at most
+    ``calibration_max_trials`` trials.
 
     Arguments
     ---------
@@ -662,8 +574,7 @@ def cross_fit_test_calibration(trials, scores, protocol, hparams, calibration, s
     protocol : str
         Enrolment protocol (where the enrolment speakers are listed).
     hparams : dict
-        Recipe hyperparameters (``calibration_folds``, ``calibration_max_trials``,
-        ``seed``).
+        The verification YAML (``calibration_folds``, ``calibration_max_trials``, ``seed``).
     calibration : dict
         ``method`` and ``prior``.
     seconds : tuple
@@ -716,24 +627,6 @@ def cross_fit_test_calibration(trials, scores, protocol, hparams, calibration, s
     logger.info("Calibration (%s) of %s across %d speaker folds; for the exported model: %s",
                 method, where, folds, cal)
     return llrs, {"calibration": cal, "p_target": DECISION_PRIOR, "summary": summary}
-
-
-def _calibration_embeddings(found, test, model, opts):
-    """Embeddings of the calibration utterances (test embeddings reused)."""
-    ids, vectors = [], []
-    by_manifest = {}
-    for utt, csv_path in found.items():
-        if utt in test:
-            ids.append(utt)
-            vectors.append(test[utt])
-        else:
-            by_manifest.setdefault(csv_path, set()).add(utt)
-    for csv_path, utts in by_manifest.items():
-        table = embed_manifest(csv_path, model, desc="Embedding calibration utterances",
-                               limit_ids=utts, **opts)
-        ids.extend(table.ids)
-        vectors.extend(table.vectors)
-    return EmbeddingTable(ids, np.stack(vectors))
 
 
 def _warn_shared_speakers(listed, test_trials, eval_manifests, source):

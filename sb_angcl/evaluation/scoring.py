@@ -100,6 +100,25 @@ def embed_manifest(csv_path, modules, device="cpu", batch_size=16, sample_rate=1
     return EmbeddingTable(ids, np.concatenate(vectors))
 
 
+def embed_listed(found, test, model, opts):
+    """Embeddings of utterances, each from the manifest that lists it (``found``: id to
+    manifest), those already in the table ``test`` reused."""
+    ids, vectors = [], []
+    by_manifest = {}
+    for utt, csv_path in found.items():
+        if utt in test:
+            ids.append(utt)
+            vectors.append(test[utt])
+        else:
+            by_manifest.setdefault(csv_path, set()).add(utt)
+    for csv_path, utts in by_manifest.items():
+        table = embed_manifest(csv_path, model, desc="Embedding listed utterances",
+                               limit_ids=utts, **opts)
+        ids.extend(table.ids)
+        vectors.extend(table.vectors)
+    return EmbeddingTable(ids, np.stack(vectors))
+
+
 def _as_numpy_2d(vectors):
     if isinstance(vectors, torch.Tensor):
         vectors = vectors.detach().cpu().numpy()
@@ -567,3 +586,57 @@ def write_scores(path, enrol_ids, test_ids, scores, labels=None, precision=6):
             f"{e} {t} {s:.{precision}f}{tail}\n"
             for e, t, s, tail in zip(enrol_ids, test_ids, scores.tolist(), tails)
         )
+
+
+# ------------------------------------------------------------------ durations
+def _manifest_seconds(csv_path, hparams):
+    """Seconds of audio the embedding of each row sees (``duration`` capped at ``eval_max_seconds``)."""
+    table = pd.read_csv(csv_path, dtype={"ID": str}, usecols=["ID", "duration"])
+    seconds = table["duration"].astype(float)
+    if hparams["eval_max_seconds"]:
+        seconds = seconds.clip(upper=hparams["eval_max_seconds"])
+    return pd.Series(seconds.to_numpy(), index=table["ID"])
+
+
+def enrolment_seconds(protocol, hparams):
+    """Seconds of audio of each enrolment model (``qmf`` calibration).
+
+    ``concat``: the rows of ``enrol.csv``; ``average``: the sum over the
+    utterances of each model of ``enrol_average.csv``.
+
+    Arguments
+    ---------
+    protocol : str
+        ``concat`` or ``average``.
+    hparams : dict
+        Recipe hyperparameters.
+
+    Returns
+    -------
+    pandas.Series
+        Seconds by model id.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> path = os.path.join(folder, "enrol_average.csv")
+    >>> _ = open(path, "w").write("ID,duration,model\\nu1,20.0,m1\\nu2,45.0,m1\\nu3,9.0,m2\\n")
+    >>> enrolment_seconds("average", {"enrol_average_annotation": path,
+    ...                               "eval_max_seconds": 30.0}).to_dict()
+    {'m1': 50.0, 'm2': 9.0}
+    """
+    if protocol == "average":
+        path = hparams["enrol_average_annotation"]
+        seconds = _manifest_seconds(path, hparams)
+        models = pd.read_csv(path, dtype=str)["model"].to_numpy()
+        return pd.Series(seconds.to_numpy()).groupby(models).sum()
+    return _manifest_seconds(hparams["enrol_annotation"], hparams)
+
+
+def _lookup(series, ids, side):
+    idx = series.index.get_indexer(list(ids))
+    if (idx < 0).any():
+        raise KeyError(f"no duration for {int((idx < 0).sum())} {side} ids, e.g. "
+                       f"{list(pd.unique(np.asarray(ids)[idx < 0])[:3])}")
+    return series.to_numpy()[idx]

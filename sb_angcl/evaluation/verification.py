@@ -35,16 +35,16 @@ from sb_angcl.evaluation import calibrated
 from sb_angcl.evaluation.calibration import (
     DECISION_PRIOR,
     METHODS,
-    _lookup,
-    _manifest_seconds,
     cross_fit_test_calibration,
-    enrolment_seconds,
     fit_score_calibration,
 )
 from sb_angcl.evaluation.metrics import metrics_table, operating_points, trial_conditions
 from sb_angcl.evaluation.plots import plot_det, plot_score_histogram
 from sb_angcl.evaluation.scoring import (
+    _lookup,
+    _manifest_seconds,
     embed_manifest,
+    enrolment_seconds,
     score_trials,
     speaker_cohort,
     write_scores,
@@ -94,23 +94,24 @@ def load_exported_model(folder, device="cpu"):
 
 
 def run_verification(argv):
-    """``verify(...)`` from a command line (the benchmarks run it in-process).
+    """:func:`verify` from a command line: what a recipe's ``verify.py`` runs.
 
     Arguments
     ---------
     argv : list of str
-        ``[hparams/verification.yaml, --key=value, ...]``, as for ``verify.py``.
+        ``[hparams/verification.yaml, --key=value, ...]``.
 
     Returns
     -------
-    pandas.DataFrame or dict
-        The metrics table; a dict of them by protocol for ``enrol_protocol: both``.
+    hparams : dict
+        The loaded verification YAML.
+    reports : dict
+        :func:`verify`'s reports, by enrolment protocol.
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
-    tables = {k: r["table"] for k, r in verify(hparams, run_opts.get("device", "cpu")).items()}
-    return next(iter(tables.values())) if len(tables) == 1 else tables
+    return hparams, verify(hparams, run_opts.get("device", "cpu"))
 
 
 def verify(hparams, device="cpu"):

@@ -19,16 +19,10 @@ Authors
 
 import sys
 
-import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
-
-from sb_angcl.evaluation.verification import verify
+from sb_angcl.evaluation.verification import run_verification
 from sb_angcl.model_card import record_verification
 
 if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    reports = verify(hparams, run_opts.get("device", "cpu"))
-    for report in reports.values():
+    hparams, reports = run_verification(sys.argv[1:])
+    for report in reports.values():  # the results and the calibration go into the model's folder
         record_verification(hparams["model_folder"], report)
