@@ -722,7 +722,7 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
     run_dir = os.path.join(args.work_dir, "runs", run_folder_name(variant), f"seed{seed}")
     result_file = os.path.join(run_dir, "result.json")
     overrides = {"data_folder": data_folder, "output_folder": run_dir, "seed": seed,
-                 "number_of_epochs": args.epochs}
+                 "number_of_epochs": args.epochs, "export_folder": None}
     overrides.update(args.extra_overrides)
     overrides.update(args.all_variants[variant][1])
     missing = [k for k in args.all_variants[variant][1]

@@ -253,6 +253,8 @@ def upstream_scoring_section(folder):
         args = upstream_scoring_overrides(folder)
     except (OSError, ValueError):
         return ""
+    # The card travels with the folder: its path is the reader's to fill in.
+    args[0] = "--pretrain_path=/path/to/this/folder"
     flags = " \\\n        ".join(shlex.quote(arg) for arg in args)
     return f"""## Scoring with SpeechBrain's VoxCeleb recipe
 

@@ -17,7 +17,6 @@ import datetime
 import logging
 import os
 import shutil
-import sys
 
 import pandas as pd
 from hyperpyyaml import resolve_references
@@ -243,9 +242,12 @@ def write_model_card(folder, hparams_file, overrides=None, n_speakers=None, sect
     tree = YAML().load(resolved) or {}
     recipe = _recipe_folder(hparams_file)
     given = {k: v for k, v in overrides.items() if k != "out_n_neurons"}
-    script = sys.argv[0] if os.path.basename(sys.argv[0]) == "train.py" else "train.py"
+    # As typed in the recipe folder (no path of the machine it ran on).
+    yaml_path = os.fspath(hparams_file)
+    if os.path.basename(os.path.dirname(os.path.abspath(yaml_path))) == "hparams":
+        yaml_path = os.path.join("hparams", os.path.basename(yaml_path))
     command = " ".join(
-        ["python", script, os.fspath(hparams_file)] + [f"--{k}={v}" for k, v in given.items()]
+        ["python", "train.py", yaml_path] + [f"--{k}={v}" for k, v in given.items()]
     )
     settings = "\n".join(
         f"| {key} | {tree[key]} |" for key in CARD_SETTINGS if key in tree

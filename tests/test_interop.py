@@ -163,7 +163,7 @@ def train_from_csv(csv_path, vox_root, out):
     with open(os.path.join(out, "inference", "README.md"), encoding="utf-8") as fin:
         card = fin.read()
     assert "speaker_verification_cosine.py hparams/verification_ecapa.yaml" in card
-    assert f"--pretrain_path={os.path.join(out, 'inference')}" in card
+    assert "--pretrain_path=/path/to/this/folder" in card
     assert "'--embedding_model={input_size: 40, channels: [32, 32, 32, 32, 96]" in card
 
 

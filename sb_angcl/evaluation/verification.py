@@ -4,7 +4,7 @@ What a recipe's ``verify.py`` runs (:func:`verify`), with the verification
 YAML (``hparams/verification.yaml``) loaded:
 
 1. the exported model (``model_folder``: the folder ``train.py`` writes) is
-   loaded (:func:`load_exported_model`);
+   loaded (:func:`load_model`);
 2. the test, enrolment and (AS-norm) cohort utterances are embedded
    (:func:`~sb_angcl.evaluation.scoring.embed_manifest`) and every trial of
    ``trials_annotation`` is scored, cosine or AS-norm
@@ -49,6 +49,7 @@ from sb_angcl.evaluation.scoring import (
     speaker_cohort,
     write_scores,
 )
+from sb_angcl.hyperparams import load_trained_hparams
 
 logger = logging.getLogger(__name__)
 
@@ -56,17 +57,18 @@ logger = logging.getLogger(__name__)
 EMBEDDING_MODULES = ("compute_features", "mean_var_norm", "embedding_model")
 
 
-def load_exported_model(folder, device="cpu"):
-    """The embedding modules of an exported folder, their weights loaded, in eval mode.
+def load_model(hparams, device="cpu"):
+    """The embedding modules of a trained run, their weights loaded, in eval mode.
 
-    The folder is what ``train.py`` exports (:func:`sb_angcl.export.export_inference_folder`,
-    the best checkpoint): ``hyperparams.yaml`` defines the modules and
-    ``embedding_model.ckpt`` holds the encoder's weights.
+    From the folder ``train.py`` exported (``model_folder``: ``hyperparams.yaml``
+    defines the modules, ``embedding_model.ckpt`` holds the encoder of the best
+    checkpoint); for a run trained with ``export_folder: null``, from the
+    YAML SpeechBrain saved in its ``output_folder`` and its best checkpoint.
 
     Arguments
     ---------
-    folder : str
-        The exported folder (the verification YAML's ``model_folder``).
+    hparams : dict
+        The verification YAML (``model_folder``, ``output_folder``).
     device : str
         Torch device.
 
@@ -75,21 +77,27 @@ def load_exported_model(folder, device="cpu"):
     dict
         ``compute_features``, ``mean_var_norm``, ``embedding_model``.
     """
-    definition = os.path.join(folder, "hyperparams.yaml")
+    folder, run_yaml = hparams["model_folder"], os.path.join(hparams["output_folder"], "hyperparams.yaml")
     weights = os.path.join(folder, "embedding_model.ckpt")
-    if not (os.path.isfile(definition) and os.path.isfile(weights)):
+    if os.path.isfile(os.path.join(folder, "hyperparams.yaml")) and os.path.isfile(weights):
+        with open(os.path.join(folder, "hyperparams.yaml"), encoding="utf-8") as fin:
+            loaded = load_hyperpyyaml(fin)
+        loaded["embedding_model"].load_state_dict(torch.load(weights, map_location="cpu"))
+        logger.info("Loaded the exported model %s", folder)
+    elif os.path.isfile(run_yaml):
+        loaded = load_trained_hparams(run_yaml, {})
+        if loaded["checkpointer"].recover_if_possible(min_key="ErrorRate") is None:
+            raise FileNotFoundError(f"No checkpoint in {loaded['save_folder']}: train first.")
+        logger.info("Loaded the best checkpoint of %s", hparams["output_folder"])
+    else:
         raise FileNotFoundError(
-            f"No exported model in {folder} (hyperparams.yaml, embedding_model.ckpt): train "
-            "first with train.py (its export_folder), and give the training run's "
-            "--output_folder (or --model_folder=<exported folder>)."
+            f"No trained model in {folder} (hyperparams.yaml, embedding_model.ckpt) nor a "
+            f"training run in {hparams['output_folder']}: train first with train.py, and give "
+            "the training run's --output_folder (or --model_folder=<exported folder>)."
         )
-    with open(definition, encoding="utf-8") as fin:
-        loaded = load_hyperpyyaml(fin)
     model = {name: loaded[name] for name in EMBEDDING_MODULES}
-    model["embedding_model"].load_state_dict(torch.load(weights, map_location="cpu"))
     for module in model.values():
         module.to(device).eval()
-    logger.info("Loaded the exported model %s", folder)
     return model
 
 
@@ -137,7 +145,7 @@ def verify(hparams, device="cpu"):
     if not os.path.isfile(trials_path):
         raise FileNotFoundError(f"{trials_path} not found: run training (data preparation) first.")
     trials = pd.read_csv(trials_path, dtype={"enrol": str, "test": str})
-    model = load_exported_model(hparams["model_folder"], device)
+    model = load_model(hparams, device)
     opts = {
         "device": device,
         "batch_size": hparams["eval_batch_size"],
@@ -179,7 +187,7 @@ def enrolment_table(protocol, hparams, model, test, opts):
     hparams : dict
         The verification YAML.
     model : Mapping
-        The loaded modules (:func:`load_exported_model`).
+        The loaded modules (:func:`load_model`).
     test : EmbeddingTable
         Test embeddings (reused when enrolment and test manifests coincide).
     opts : dict
@@ -215,7 +223,7 @@ def training_cohort(hparams, model, opts):
         The verification YAML (``train_annotation``, ``cohort_size``,
         ``cohort_utterances_per_speaker``, ``seed``).
     model : Mapping
-        The loaded modules (:func:`load_exported_model`).
+        The loaded modules (:func:`load_model`).
     opts : dict
         Embedding options.
 
