@@ -402,6 +402,7 @@ def test_pretrainer_off_and_refusals(tmp_path):
     # Off: every recipe YAML loads with only data_folder given (no !PLACEHOLDER for an
     # optional path) and its pretrainer has nothing to load...
     yamls = sorted(glob.glob(os.path.join(ROOT, "recipes", "*", "SpeakerRec", "hparams", "*.yaml")))
+    yamls = [p for p in yamls if os.path.basename(p) != "verification.yaml"]  # scoring: no model
     assert len(yamls) == 8
     for path in yamls:
         text = open(path, encoding="utf-8").read()

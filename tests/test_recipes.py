@@ -197,3 +197,27 @@ def test_cnceleb_verify_counts(corpus):
             assert len(part) > 0, f"no {condition} rows"
             assert part["n_trials"].sum() == n_trials
             assert part["n_target"].sum() == overall["n_target"]
+
+
+def test_scoring_settings_live_in_the_verification_yaml(tmp_path):
+    """Each recipe's hparams/verification.yaml holds the scoring and calibration settings
+    (loaded with the two folders alone); no training YAML carries them."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    scoring = ("score_norm", "cohort_size", "top_k", "calibration", "calibration_trials",
+               "calibration_prior", "calibration_folds", "calibration_max_trials", "scores_file",
+               "trials_annotation", "enrol_annotation", "test_annotation", "eval_max_seconds",
+               "enrol_protocol", "model_folder")
+    for recipe in ("recipes/VoxCeleb/SpeakerRec", "recipes/CNCeleb/SpeakerRec"):
+        folder = os.path.join(ROOT, recipe, "hparams")
+        with open(os.path.join(folder, "verification.yaml"), encoding="utf-8") as fin:
+            hparams = load_hyperpyyaml(fin, {"data_folder": str(tmp_path),
+                                             "output_folder": str(tmp_path / "run")})
+        assert set(scoring) <= set(hparams), recipe
+        assert hparams["model_folder"] == str(tmp_path / "run" / "inference")
+        for name in os.listdir(folder):
+            if name == "verification.yaml":
+                continue
+            with open(os.path.join(folder, name), encoding="utf-8") as fin:
+                keys = set(re.findall(r"^(\w+):", fin.read(), re.M))
+            assert not keys & set(scoring), f"{recipe}/hparams/{name}: {sorted(keys & set(scoring))}"
