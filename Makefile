@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 DEMO ?= $(CURDIR)/demo
 DEMO_ARGS ?=
+# Overrides of hparams/verification.yaml for the demo's scoring (e.g. --score_norm=as-norm).
+VERIFY_ARGS ?=
 DEMO_CORPUS_ARGS ?=
 # Torch threads for the demo: `auto` takes every core this process may run on
 # (os.sched_getaffinity), whatever the load; set DEMO_THREADS=1 on a busy
@@ -35,12 +37,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: $(VENV)/.installed
 
-# The whole suite: unit, recipe, DDP and reliability tests plus the doctests of sb_angcl.
+# The whole suite: unit, recipe, DDP and reliability tests plus the doctests of sb_angcl and of
+# the corpus generator (synthetic_corpus/, run from the repository root; not installed).
 test: venv
-	$(PY) -m pytest -q tests sb_angcl
+	$(PY) -m pytest -q tests sb_angcl synthetic_corpus
 
 lint: venv
-	$(PY) -m ruff check sb_angcl recipes tests benchmarks
+	$(PY) -m ruff check sb_angcl synthetic_corpus recipes tests benchmarks tools
 
 # Generate the built-in corpus, train the small paper system on it, score the
 # trials (EER, minDCF) and export a SpeechBrain inference folder; prints the
@@ -52,13 +55,13 @@ demo:
 	$(MAKE) --no-print-directory venv || exit 1; t1=$$(date +%s); \
 	export OMP_NUM_THREADS=$$threads; \
 	echo "Demo: $$threads torch thread(s) ($$cores core(s) available to this process; 1-minute load average $$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo ?))"; \
-	$(PY) -m sb_angcl.synthetic --output $(VOX_CORPUS) --layout voxceleb --replace-stale $(DEMO_CORPUS_ARGS) || exit 1; \
+	$(PY) -m synthetic_corpus --output $(VOX_CORPUS) --layout voxceleb --replace-stale $(DEMO_CORPUS_ARGS) || exit 1; \
 	t2=$$(date +%s); cd $(VOX) && \
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
 	    --data_folder=$(VOX_CORPUS)/VoxCeleb1 --output_folder=$(VOX_RESULTS) $(DEMO_ARGS) || exit 1; \
 	t3=$$(date +%s); \
-	$(PY) verify.py hparams/train_ecapa_angcl_small.yaml \
-	    --data_folder=$(VOX_CORPUS)/VoxCeleb1 --output_folder=$(VOX_RESULTS) $(DEMO_ARGS) || exit 1; \
+	$(PY) verify.py hparams/verification.yaml \
+	    --data_folder=$(VOX_CORPUS)/VoxCeleb1 --output_folder=$(VOX_RESULTS) $(VERIFY_ARGS) || exit 1; \
 	t4=$$(date +%s); \
 	echo "Exported model: $(VOX_RESULTS)/inference (model card: README.md there; SpeakerRecognition.from_hparams(source=...))"; \
 	echo "Demo wall time: install $$((t1 - t0)) s, corpus $$((t2 - t1)) s, training $$((t3 - t2)) s, scoring $$((t4 - t3)) s; total $$((t4 - t0)) s ($$threads thread(s), $$cores core(s))"
@@ -71,15 +74,15 @@ demo-cnceleb:
 	$(MAKE) --no-print-directory venv || exit 1; t1=$$(date +%s); \
 	export OMP_NUM_THREADS=$$threads; \
 	echo "Demo: $$threads torch thread(s) ($$cores core(s) available to this process; 1-minute load average $$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo ?))"; \
-	$(PY) -m sb_angcl.synthetic --output $(CN_CORPUS) --layout cnceleb --replace-stale $(DEMO_CORPUS_ARGS) || exit 1; \
+	$(PY) -m synthetic_corpus --output $(CN_CORPUS) --layout cnceleb --replace-stale $(DEMO_CORPUS_ARGS) || exit 1; \
 	t2=$$(date +%s); cd $(CN) && \
 	$(PY) train.py hparams/train_ecapa_angcl_small.yaml \
 	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) $(DEMO_ARGS) || exit 1; \
 	t3=$$(date +%s); \
-	$(PY) verify.py hparams/train_ecapa_angcl_small.yaml \
-	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) $(DEMO_ARGS) || exit 1; \
-	$(PY) verify.py hparams/train_ecapa_angcl_small.yaml \
-	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) --enrol_protocol=average $(DEMO_ARGS) || exit 1; \
+	$(PY) verify.py hparams/verification.yaml \
+	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) $(VERIFY_ARGS) || exit 1; \
+	$(PY) verify.py hparams/verification.yaml \
+	    --data_folder=$(CN_CORPUS) --output_folder=$(CN_RESULTS) --enrol_protocol=average $(VERIFY_ARGS) || exit 1; \
 	t4=$$(date +%s); \
 	echo "Exported model: $(CN_RESULTS)/inference"; \
 	echo "Demo wall time: install $$((t1 - t0)) s, corpus $$((t2 - t1)) s, training $$((t3 - t2)) s, scoring $$((t4 - t3)) s; total $$((t4 - t0)) s ($$threads thread(s), $$cores core(s))"

@@ -22,7 +22,7 @@ report gives mean ± std per variant, and the mean difference from
 overall, on the cross-language trials, and on every other condition of the
 recipe's metrics table (e.g. same- / cross-session target trials).
 
-By default the corpus is the built-in synthetic one (``sb_angcl.synthetic``,
+By default the corpus is the built-in synthetic one (``synthetic_corpus``,
 VoxCeleb1 layout, 40 speakers x 24 utterances, generated once into the work
 folder; ``--corpus-seed``, ``--label-noise``, ``--confusable-pairs``) and the
 recipe is ``recipes/VoxCeleb/SpeakerRec`` with its small ECAPA YAML. A sweep
@@ -621,7 +621,8 @@ def synthetic_corpus(work_dir, layout, args):
     summary : dict
         The generator's summary.
     """
-    from sb_angcl.synthetic import generate_corpus
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # synthetic_corpus/
+    from synthetic_corpus import generate_corpus
 
     root = os.path.join(work_dir, "corpus")
     kwargs = dict(
@@ -732,13 +733,16 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
     """
     from sb_angcl.evaluation.verification import run_verification
 
+    verification_yaml = os.path.join(os.path.dirname(args.hparams), "verification.yaml")
+    verify_keys = yaml_top_keys(verification_yaml)
     run_dir = os.path.join(args.work_dir, "runs", run_folder_name(variant), f"seed{seed}")
     result_file = os.path.join(run_dir, "result.json")
     overrides = {"data_folder": data_folder, "output_folder": run_dir, "seed": seed,
                  "number_of_epochs": args.epochs, "export_folder": None}
     overrides.update(args.extra_overrides)
     overrides.update(args.all_variants[variant][1])
-    missing = [k for k in args.all_variants[variant][1] if k not in allowed_keys]
+    missing = [k for k in args.all_variants[variant][1]
+               if k not in allowed_keys and k not in verify_keys]
     if missing:
         raise KeyError(f"{args.hparams} lacks the keys {missing} that variant {variant!r} sets")
     # Pinned values the YAML already has are not passed (the same run).
@@ -763,7 +767,10 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
     argv = [args.hparams, f"--device={args.device}"]
     if args.no_progress:
         argv.append("--noprogressbar")
+    # Scoring keys go to the recipe's verification YAML, the rest to the training YAML.
+    verify_argv = [verification_yaml] + argv[1:]
     argv += [f"--{k}={yaml_value(v)}" for k, v in overrides.items() if k in allowed_keys]
+    verify_argv += [f"--{k}={yaml_value(v)}" for k, v in overrides.items() if k in verify_keys]
 
     log_path = os.path.join(run_dir, "ablation_run.log")
     try:
@@ -774,13 +781,13 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
             alpha = brain.epoch_train_stats()["alpha"]
             del brain
             start, cpu = time.perf_counter(), time.process_time()
-            table = run_verification(argv)
+            _, reports = run_verification(verify_argv)
+            table = {name: report["table"] for name, report in reports.items()}
             verify_s, verify_cpu_s = time.perf_counter() - start, time.process_time() - cpu
     except Exception:
         sys.stderr.write(f"\n{variant} seed {seed} failed; end of {log_path}:\n{_tail(log_path)}\n")
         raise
-    if isinstance(table, dict):  # enrol_protocol "both": take the last
-        table = list(table.values())[-1]
+    table = list(table.values())[-1]  # enrol_protocol "both": the last
 
     def pick(condition, value):
         rows = table[(table["condition"] == condition) & (table["value"] == value)]

@@ -102,7 +102,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import speechbrain as sb
 
-    from sb_angcl.evaluation.verification import embed_manifest, load_trained_modules
+    from sb_angcl.evaluation.scoring import embed_manifest
+    from sb_angcl.hyperparams import load_trained_hparams
     from sb_angcl.objective.losses import class_confidence, pair_weights_from_confidence
 
     overrides = {"output_folder": args.run_dir}
@@ -110,7 +111,9 @@ def main(argv=None):
     if os.path.isfile(result):
         with open(result, encoding="utf-8") as fin:
             overrides = json.load(fin)["overrides"]
-    hparams, device = load_trained_modules(args.hparams, overrides, {"device": "cpu"})
+    hparams, device = load_trained_hparams(args.hparams, overrides), "cpu"
+    if hparams["checkpointer"].recover_if_possible(min_key="ErrorRate") is None:
+        raise SystemExit(f"No checkpoint in {hparams['save_folder']}: train first")
     train_csv = hparams["train_annotation"]
     manifest = pd.read_csv(train_csv)
     if "label_noise" not in manifest:

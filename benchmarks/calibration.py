@@ -36,8 +36,7 @@ Example::
 
     cp -r /work/abl/s7/runs/default/seed1986 /tmp/run
     python benchmarks/calibration.py --run /tmp/run --data_folder /path/to/vox \\
-        --hparams recipes/VoxCeleb/SpeakerRec/hparams/train_ecapa_angcl_small.yaml \\
-        --override seed=1986 number_of_epochs=15 export_folder=null
+        --hparams recipes/VoxCeleb/SpeakerRec/hparams/verification.yaml --override seed=1986
 
 Authors
  * sb-angcl contributors
@@ -56,9 +55,9 @@ from scipy.stats import norm
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from sb_angcl.evaluation.calibration import act_dcf, cllr, cross_fitted_llrs, min_cllr  # noqa: E402
-from sb_angcl.evaluation.metrics import compute_min_dcf  # noqa: E402
-from sb_angcl.evaluation.verification import run_verification, speaker_folds  # noqa: E402
+from sb_angcl.evaluation.calibration import cross_fitted_llrs, speaker_folds  # noqa: E402
+from sb_angcl.evaluation.metrics import act_dcf, cllr, compute_min_dcf, min_cllr  # noqa: E402
+from sb_angcl.evaluation.verification import run_verification  # noqa: E402
 
 COLUMNS = ("model", "calibration", "prior", "fitted on", "reported on", "trials (targets)",
            "EER %", "minDCF", "actDCF", "actDCF / minDCF", "Cllr", "minCllr", "Cllr - minCllr")
@@ -180,7 +179,7 @@ def verify(args, extra):
     argv = [args.hparams, f"--data_folder={args.data_folder}", f"--output_folder={args.run}",
             "--device=cpu", "--noprogressbar"]
     argv += [f"--{item}" for item in args.override] + extra
-    table = run_verification(argv)
+    table = list(run_verification(argv)[1].values())[-1]["table"]
     info = json.load(open(fitted)) if os.path.exists(fitted) else {}
     return table.iloc[0], info
 
@@ -202,7 +201,7 @@ def main(argv=None):
     """Run the settings and print the table (and write it to ``--output``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", help="a copy of a finished run folder")
-    parser.add_argument("--hparams", help="the run's recipe YAML")
+    parser.add_argument("--hparams", help="the recipe's hparams/verification.yaml")
     parser.add_argument("--data_folder")
     parser.add_argument("--floor", nargs=3, type=float, metavar=("N_TAR", "N_NON", "EER"),
                         help="only print the perfect-calibration floor for these trial counts")

@@ -196,13 +196,13 @@ def epoch_eers(folder, subsets, every=1, device="cpu"):
     dict
         ``epoch -> {"all": EER, subset: EER, ...}``.
     """
-    from sb_angcl.evaluation.scoring import EmbeddingTable, score_trials
-    from sb_angcl.evaluation.verification import embed_manifest
+    from sb_angcl.evaluation.scoring import EmbeddingTable, embed_manifest, score_trials
     from sb_angcl.hyperparams import load_trained_hparams
 
     hparams = load_trained_hparams(os.path.join(folder, "hyperparams.yaml"), {})
     checkpointer = hparams["checkpointer"]
-    trials = pd.read_csv(hparams["trials_annotation"], dtype={"enrol": str, "test": str})
+    save = hparams["save_folder"]  # the manifests data preparation wrote
+    trials = pd.read_csv(os.path.join(save, "trials.csv"), dtype={"enrol": str, "test": str})
     labels = trials["label"].to_numpy().astype(int)
     pairs = list(zip(trials["enrol"], trials["test"]))
     masks = {"all": np.ones(len(trials), bool)}
@@ -219,12 +219,12 @@ def epoch_eers(folder, subsets, every=1, device="cpu"):
             hparams[name].to(device).eval()
         # Each utterance once: the test manifest, then enrolment-only utterances.
         wanted, ids, vectors = set(trials["enrol"]) | set(trials["test"]), [], []
-        for key in ("test_annotation", "enrol_annotation"):
+        for name in ("test.csv", "enrol.csv"):
             if not wanted - set(ids):
                 break
-            table = embed_manifest(hparams[key], hparams, device=device,
+            table = embed_manifest(os.path.join(save, name), hparams, device=device,
                                    batch_size=hparams["eval_batch_size"],
-                                   max_seconds=hparams["eval_max_seconds"],
+                                   max_seconds=30.0,  # verification.yaml's eval_max_seconds
                                    limit_ids=wanted - set(ids), desc=f"epoch {epoch}")
             ids += list(table.ids)
             vectors.append(table.vectors)

@@ -27,8 +27,8 @@ RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SpeakerRec")
 import torch  # noqa: E402
 from ablation import load_train  # noqa: E402  (benchmarks/ is this script's folder)
 
-from sb_angcl.synthetic import generate_corpus  # noqa: E402
 from sb_angcl.training.brain import AngularContrastiveBrain  # noqa: E402
+from synthetic_corpus import generate_corpus  # noqa: E402
 
 
 class ProbeBrain(AngularContrastiveBrain):

@@ -297,7 +297,8 @@ def run(args):
     """
     data_folder = args.data_folder
     if data_folder is None:
-        from sb_angcl.synthetic import generate_corpus
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # synthetic_corpus/
+        from synthetic_corpus import generate_corpus
 
         corpus = generate_corpus(os.path.join(args.work_dir, "corpus"), layout="voxceleb",
                                  num_speakers=args.speakers, num_utterances=args.utterances,

@@ -23,7 +23,7 @@ from test_benchmarks import final_ratio, run_script  # noqa: E402
 @pytest.fixture(scope="module")
 def external_corpus(tmp_path_factory):
     """A VoxCeleb1-layout corpus with ``meta/veri_test2_{first,targets}.txt``."""
-    from sb_angcl.synthetic import generate_corpus
+    from synthetic_corpus import generate_corpus
 
     root = tmp_path_factory.mktemp("external")
     summary = generate_corpus(str(root / "corpus"), layout="voxceleb", num_speakers=8,

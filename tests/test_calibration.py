@@ -22,28 +22,26 @@ import torch
 from scipy.optimize import minimize
 from test_recipes import ROWS, TMP, corpus, run_row  # noqa: F401 (corpus is a fixture)
 
+from sb_angcl.evaluation.calibrated import Calibration, bayes_threshold, calibration_features
 from sb_angcl.evaluation.calibration import (
-    Calibration,
-    act_dcf,
-    bayes_threshold,
-    calibration_features,
-    cllr,
+    cross_fit_test_calibration,
     cross_fitted_llrs,
     fit_calibration,
-    min_cllr,
-    pav_llrs,
-)
-from sb_angcl.evaluation.metrics import compute_min_dcf, metrics_table
-from sb_angcl.evaluation.scoring import EmbeddingTable
-from sb_angcl.evaluation.verification import (
-    cross_fit_test_calibration,
-    enrolment_seconds,
     fit_score_calibration,
     read_trial_list,
     speaker_folds,
     split_trials,
     trial_speakers,
 )
+from sb_angcl.evaluation.metrics import (
+    act_dcf,
+    cllr,
+    compute_min_dcf,
+    metrics_table,
+    min_cllr,
+    pav_llrs,
+)
+from sb_angcl.evaluation.scoring import EmbeddingTable, enrolment_seconds
 
 
 # ------------------------------------------------------------ references
@@ -385,20 +383,16 @@ def test_calibration_list_errors_name_the_file_and_the_fix(tmp_path):
     listed = tmp_path / "cal.txt"
     listed.write_text("1 d/v/1.wav d/v/2.wav\n0 d/v/1.wav x/y/3.wav\n")
     with pytest.raises(KeyError, match=r"cal.txt: 1 utterance\(s\).*\['x/y/3.wav'\].*manifest ID"):
-        fit_score_calibration(_hparams(tmp_path, str(listed)), "h.yaml", trials, test, None, {})
+        fit_score_calibration(_hparams(tmp_path, str(listed)), trials, test, None, {}, {})
     listed.write_text("0 d/v/1.wav e/v/1.wav\n")
     with pytest.raises(ValueError, match=r"cal.txt holds no target \(label 1\).*calibration: none"):
-        fit_score_calibration(_hparams(tmp_path, str(listed)), "h.yaml", trials, test, None, {})
+        fit_score_calibration(_hparams(tmp_path, str(listed)), trials, test, None, {}, {})
     listed.write_text("1 d/v/1.wav d/v/2.wav\n")
     with pytest.raises(ValueError, match=r"cal.txt holds no non-target \(label 0\)"):
-        fit_score_calibration(_hparams(tmp_path, str(listed)), "h.yaml", trials, test, None, {})
+        fit_score_calibration(_hparams(tmp_path, str(listed)), trials, test, None, {}, {})
     # dev.csv has one utterance per speaker: no target can be built from it.
     with pytest.raises(ValueError, match=r"dev.csv: no speaker has two utterances"):
-        fit_score_calibration(_hparams(tmp_path, "dev"), "h.yaml", trials, test, None, {})
-    hparams = _hparams(tmp_path, "dev")
-    del hparams["calibration_prior"]
-    with pytest.raises(KeyError, match="h.yaml has no 'calibration_prior'"):
-        fit_score_calibration(hparams, "h.yaml", trials, test, None, {})
+        fit_score_calibration(_hparams(tmp_path, "dev"), trials, test, None, {}, {})
 
 
 def test_dev_calibration_reuses_embeddings_and_explains_a_separated_fit(tmp_path, caplog):
@@ -413,7 +407,7 @@ def test_dev_calibration_reuses_embeddings_and_explains_a_separated_fit(tmp_path
     # The dev utterances are in the embedding table given: nothing is embedded.
     test = EmbeddingTable(ids + ["t/v/1.wav", "t/w/2.wav"], np.r_[vectors, np.eye(8)[:2]])
     trials = pd.DataFrame({"enrol": ["t/v/1.wav"], "test": ["t/w/2.wav"], "label": [1]})
-    fitted = fit_score_calibration(hparams, "h.yaml", trials, test, None, {})
+    fitted = fit_score_calibration(hparams, trials, test, None, {}, {})
     summary = fitted["summary"]
     assert summary["source"] == "dev" and summary["targets"] == 12 and summary["trials"] == 66
     assert summary["speakers"] == 4 and fitted["calibration"].weights[0] > 0
@@ -421,15 +415,15 @@ def test_dev_calibration_reuses_embeddings_and_explains_a_separated_fit(tmp_path
     separated = [centres[k] + 0.01 * rng.normal(size=8) for k in range(4) for _ in range(3)]
     test = EmbeddingTable(ids + ["t/v/1.wav", "t/w/2.wav"], np.r_[separated, np.eye(8)[:2]])
     with pytest.raises(ValueError, match="perfectly separated.*training speakers.*speaker folds"):
-        fit_score_calibration(hparams, "h.yaml", trials, test, None, {})
+        fit_score_calibration(hparams, trials, test, None, {}, {})
     # A list naming test utterances shares the test speakers: a warning says so.
     listed = tmp_path / "cal.txt"
     listed.write_text("1 s0/v/0.wav s0/v/1.wav\n0 s0/v/0.wav s1/v/0.wav\n1 s1/v/0.wav s1/v/1.wav\n"
                       "0 s0/v/1.wav t/w/2.wav\n1 t/v/1.wav s2/v/1.wav\n0 s2/v/0.wav s3/v/1.wav\n")
     test = EmbeddingTable(ids + ["t/v/1.wav", "t/w/2.wav"], np.r_[vectors, np.eye(8)[:2]])
     with caplog.at_level("WARNING"):
-        fit_score_calibration(dict(hparams, calibration_trials=str(listed)), "h.yaml", trials,
-                              test, None, {})
+        fit_score_calibration(dict(hparams, calibration_trials=str(listed)), trials,
+                              test, None, {}, {})
     assert "share 1 speaker(s) with the test trials" in caplog.text
 
 
@@ -446,7 +440,7 @@ def test_cross_fit_test_calibration_over_speaker_folds(tmp_path):
     trials = pd.DataFrame(pairs, columns=["enrol", "test"])
     trials["label"] = (trials.enrol.str[:2] == trials.test.str[:2]).astype(int)
     scores = rng.normal(size=len(trials)) + 2.5 * trials.label.to_numpy()
-    calibration = {"method": "linear", "prior": 0.01, "hparams_file": "h.yaml"}
+    calibration = {"method": "linear", "prior": 0.01}
     llrs, fitted = cross_fit_test_calibration(trials, scores, "concat", hparams, calibration, (), "cosine")
     fold = speaker_folds(spk, 3, seed=1)
     f_e = trials.enrol.str[:2].map(fold).to_numpy()
@@ -569,7 +563,7 @@ def test_verify_writes_calibrated_scores_and_the_model_decides_with_them(corpus)
     from speechbrain.inference.speaker import SpeakerRecognition
     from speechbrain.utils.fetching import FetchConfig
 
-    from sb_angcl.evaluation.calibration import CalibratedSpeakerRecognition
+    from sb_angcl.evaluation.calibrated import CalibratedSpeakerRecognition
 
     offline = FetchConfig(allow_network=False)
     test = pd.read_csv(os.path.join(out, "save", "test.csv"))

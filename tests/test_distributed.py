@@ -460,7 +460,7 @@ def test_small_recipe_under_torchrun_two_processes(tmp_path):
         [
             python,
             "-m",
-            "sb_angcl.synthetic",
+            "synthetic_corpus",
             "--output",
             str(tmp_path / "corpus"),
             "--layout",

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sb_angcl.synthetic import generate_corpus
 from sb_angcl.training.brain import AngularContrastiveBrain
 from sb_angcl.training.lr_schedule import WarmupDecayScheduler, balanced_steps_per_epoch
+from synthetic_corpus import generate_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_DIR = ROOT / "recipes" / "VoxCeleb" / "SpeakerRec"

@@ -49,7 +49,7 @@ SAMPLE_RATE = 16000
 def vox_corpus(tmp_path_factory):
     """A small built-in corpus in the VoxCeleb1 layout, every file at least 3.2 s
     (upstream's preparation cuts training files into 3 s chunks)."""
-    from sb_angcl.synthetic import generate_corpus
+    from synthetic_corpus import generate_corpus
 
     out = str(tmp_path_factory.mktemp("interop_corpus"))
     generate_corpus(
@@ -163,7 +163,7 @@ def train_from_csv(csv_path, vox_root, out):
     with open(os.path.join(out, "inference", "README.md"), encoding="utf-8") as fin:
         card = fin.read()
     assert "speaker_verification_cosine.py hparams/verification_ecapa.yaml" in card
-    assert f"--pretrain_path={os.path.join(out, 'inference')}" in card
+    assert "--pretrain_path=/path/to/this/folder" in card
     assert "'--embedding_model={input_size: 40, channels: [32, 32, 32, 32, 96]" in card
 
 
@@ -402,6 +402,7 @@ def test_pretrainer_off_and_refusals(tmp_path):
     # Off: every recipe YAML loads with only data_folder given (no !PLACEHOLDER for an
     # optional path) and its pretrainer has nothing to load...
     yamls = sorted(glob.glob(os.path.join(ROOT, "recipes", "*", "SpeakerRec", "hparams", "*.yaml")))
+    yamls = [p for p in yamls if os.path.basename(p) != "verification.yaml"]  # scoring: no model
     assert len(yamls) == 8
     for path in yamls:
         text = open(path, encoding="utf-8").read()

@@ -824,7 +824,7 @@ def test_cnceleb_skips_done_work(cncorpus, monkeypatch):
 # ------------------------------------------- sessions and label noise
 @pytest.fixture(scope="module")
 def noisy_corpus(tmp_path_factory):
-    from sb_angcl import synthetic
+    import synthetic_corpus as synthetic
 
     root = tmp_path_factory.mktemp("noisy")
     synthetic.generate_corpus(

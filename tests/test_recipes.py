@@ -46,7 +46,7 @@ def recipe_rows():
 @pytest.fixture(scope="session")
 def corpus():
     """The built-in corpus in both layouts (generated once, reused)."""
-    from sb_angcl.synthetic import generate_corpus
+    from synthetic_corpus import generate_corpus
 
     marker = os.path.join(CORPUS, "synthetic_corpus.json")
     if not os.path.isfile(marker):
@@ -140,14 +140,17 @@ def test_export_reloads_offline_with_same_embedding(corpus):
 
     # The trained encoder from the recipe's best checkpoint.
     sys.path.insert(0, ROOT)
-    from sb_angcl.evaluation.verification import load_trained_modules
+    from sb_angcl.hyperparams import load_trained_hparams
 
     overrides = {"data_folder": os.path.join(CORPUS, "VoxCeleb1"), "output_folder": folder,
                  "speakers_per_batch": 2, "utterances_per_speaker": 2, "sentence_len": 1.0}
-    hparams, _ = load_trained_modules(
+    hparams = load_trained_hparams(
         os.path.join(ROOT, "recipes/VoxCeleb/SpeakerRec/hparams/train_ecapa_angcl_small.yaml"),
-        overrides, {"device": "cpu"},
+        overrides,
     )
+    assert hparams["checkpointer"].recover_if_possible(min_key="ErrorRate") is not None
+    for name in ("compute_features", "mean_var_norm", "embedding_model"):
+        hparams[name].eval()
     with torch.no_grad():
         lens = torch.ones(1)
         feats = hparams["mean_var_norm"](hparams["compute_features"](signal), lens)
@@ -194,3 +197,27 @@ def test_cnceleb_verify_counts(corpus):
             assert len(part) > 0, f"no {condition} rows"
             assert part["n_trials"].sum() == n_trials
             assert part["n_target"].sum() == overall["n_target"]
+
+
+def test_scoring_settings_live_in_the_verification_yaml(tmp_path):
+    """Each recipe's hparams/verification.yaml holds the scoring and calibration settings
+    (loaded with the two folders alone); no training YAML carries them."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    scoring = ("score_norm", "cohort_size", "top_k", "calibration", "calibration_trials",
+               "calibration_prior", "calibration_folds", "calibration_max_trials", "scores_file",
+               "trials_annotation", "enrol_annotation", "test_annotation", "eval_max_seconds",
+               "enrol_protocol", "model_folder")
+    for recipe in ("recipes/VoxCeleb/SpeakerRec", "recipes/CNCeleb/SpeakerRec"):
+        folder = os.path.join(ROOT, recipe, "hparams")
+        with open(os.path.join(folder, "verification.yaml"), encoding="utf-8") as fin:
+            hparams = load_hyperpyyaml(fin, {"data_folder": str(tmp_path),
+                                             "output_folder": str(tmp_path / "run")})
+        assert set(scoring) <= set(hparams), recipe
+        assert hparams["model_folder"] == str(tmp_path / "run" / "inference")
+        for name in os.listdir(folder):
+            if name == "verification.yaml":
+                continue
+            with open(os.path.join(folder, name), encoding="utf-8") as fin:
+                keys = set(re.findall(r"^(\w+):", fin.read(), re.M))
+            assert not keys & set(scoring), f"{recipe}/hparams/{name}: {sorted(keys & set(scoring))}"

@@ -1,7 +1,7 @@
 """Reliability: bad data, interrupted training, non-finite losses, seeding.
 
 End to end through the VoxCeleb recipe (``recipes/VoxCeleb/SpeakerRec``) on
-corpora from the built-in generator (:mod:`sb_angcl.synthetic`), plus
+corpora from the built-in generator (:mod:`synthetic_corpus`), plus
 Brain-level tests where a single batch must be controlled:
 
 * a corpus holding several defects at once (truncated, header-only, empty and
@@ -53,8 +53,8 @@ from sb_angcl.data.dataio import speaker_datasets
 from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
 from sb_angcl.objective.balancing import make_balancer
 from sb_angcl.objective.losses import AngularSupConLoss
-from sb_angcl.synthetic import generate_corpus
 from sb_angcl.training.brain import AngularContrastiveBrain, NonFiniteLossError
+from synthetic_corpus import generate_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_DIR = ROOT / "recipes" / "VoxCeleb" / "SpeakerRec"

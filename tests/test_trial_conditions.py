@@ -1,8 +1,8 @@
-"""Per-condition trial labels of sb_angcl.evaluation.verification.trial_conditions (same/cross session)."""
+"""Per-condition trial labels of sb_angcl.evaluation.metrics.trial_conditions (same/cross session)."""
 
 import pandas as pd
 
-from sb_angcl.evaluation.verification import trial_conditions
+from sb_angcl.evaluation.metrics import trial_conditions
 
 
 def test_voxceleb_same_and_cross_video_counts():

@@ -32,12 +32,12 @@ YAMLS = ("train_ecapa_angcl_small.yaml", "train_ecapa_angcl.yaml", "train_ecapa_
          "finetune_ecapa_angcl_lm.yaml")
 #: Every file the contribution adds, written out here (not taken from the script).
 NEW_FILES = sorted(
-    [f"{VOX}/{n}" for n in ("train_angcl.py", "verify_angcl.py", "angcl_voxceleb_prepare.py",
+    [f"{VOX}/{n}" for n in ("train_angcl.py", "angcl_voxceleb_prepare.py",
                             "extra_requirements.txt")]
-    + [f"{CN}/{n}" for n in ("train_angcl.py", "verify_angcl.py", "cnceleb_prepare.py",
+    + [f"{CN}/{n}" for n in ("train_angcl.py", "cnceleb_prepare.py",
                              "cnceleb_short_utterances.py", "README.md", "extra_requirements.txt")]
     + [f"{d}/hparams/{y}" for d in (VOX, CN) for y in YAMLS]
-    + ["tests/recipes/CNCeleb.csv", "tests/samples/annotation/speaker_verification_trials.csv"]
+    + ["tests/recipes/CNCeleb.csv"]
 )
 APPENDED = sorted([f"{VOX}/README.md", "tests/recipes/VoxCeleb.csv"])
 HEADER = ("Task,Dataset,Script_file,Hparam_file,Data_prep_file,Readme_file,Result_url,HF_repo,"

@@ -15,7 +15,7 @@ real ones::
 
 Impulse responses are a direct-path impulse followed by exponentially
 decaying noise whose decay gives the room's RT60 (60 dB of energy decay).
-Voices come from :mod:`sb_angcl.synthetic` (a seed of its own, so not the
+Voices come from :mod:`synthetic_corpus` (a seed of its own, so not the
 corpus' speakers).
 
 Authors
@@ -23,11 +23,14 @@ Authors
 """
 
 import os
+import sys
 
 import numpy as np
 import soundfile as sf
 
-from sb_angcl.synthetic import make_session, make_speakers, synthesize_utterance
+# The generator is a top-level folder of the repository, not an installed package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from synthetic_corpus import make_session, make_speakers, synthesize_utterance  # noqa: E402
 
 #: RT60 range (seconds) of each simulated room size, as in RIRS_NOISES.
 ROOM_RT60 = {"smallroom": (0.2, 0.4), "mediumroom": (0.4, 0.7), "largeroom": (0.7, 1.0)}

@@ -1,394 +1,45 @@
-"""Score calibration: verification scores turned into log-likelihood ratios, and how well it went.
+"""Score calibration: fitting the map from scores to log-likelihood ratios, on which trials.
 
-A cosine (or AS-norm) score ranks trials but its value means nothing by itself:
-the threshold that suits one model or one data set does not suit another. A
-*calibrated* score is a log-likelihood ratio (LLR),
-``log p(score | same speaker) / p(score | different speakers)``, and then the
-decision that minimises the expected cost for a target prior ``p`` and costs
-``c_miss``, ``c_fa`` is fixed in advance (Bayes decision): accept when
-``llr > log((1 - p) c_fa / (p c_miss))``; no threshold is tuned on the test data.
+A cosine (or AS-norm) score ranks trials but its value means nothing by
+itself; :class:`~sb_angcl.evaluation.calibrated.Calibration` maps it to a
+log-likelihood ratio (LLR). This module fits that map and chooses the trials
+it is fitted on:
 
-This module holds
+* :func:`fit_calibration`: prior-weighted logistic regression (as BOSARIS);
+  :func:`cross_fitted_llrs`: each trial's LLR from a map fitted on trials of
+  other speakers' folds; :func:`sample_trials` caps a fit's trials;
+* the trials: :func:`cross_fit_test_calibration` across speaker folds of the
+  test trials (:func:`speaker_folds`, :func:`trial_speakers`), or
+  :func:`fit_score_calibration` on a given list (:func:`read_trial_list`) or
+  on trials built from the validation manifest (:func:`split_trials`).
 
-* :func:`fit_calibration`: an affine map ``llr = a * score + b`` (``linear``),
-  or with the log durations of enrolment and test as extra inputs
-  (``qmf``, quality-measure functions), fitted by prior-weighted logistic
-  regression as in the BOSARIS toolkit: targets count as the effective prior
-  ``P`` and non-targets as ``1 - P`` whatever their numbers, and ``logit(P)`` is
-  subtracted from the fitted log-odds so that the output is an LLR;
-* :class:`Calibration`: the fitted map (apply it, save it as a dict);
-* the measures: :func:`cllr` (the cost of the LLRs over all operating
-  points, in bits; 1 = a system that always says LLR 0), :func:`min_cllr`
-  (the Cllr after the best monotone transform, found by pool-adjacent-violators:
-  what calibration could reach; ``cllr - min_cllr`` is the calibration loss),
-  :func:`act_dcf` (the detection cost of the Bayes decision, normalised as
-  :func:`sb_angcl.evaluation.metrics.compute_min_dcf` normalises the minimum);
-* :class:`CalibratedSpeakerRecognition`: SpeechBrain's ``SpeakerRecognition``
-  whose ``verify_batch`` / ``verify_files`` return the calibrated LLR and decide
-  at the Bayes threshold, with the parameters ``verify.py`` writes into an
-  exported folder's ``hyperparams.yaml``.
-
-The module imports nothing from ``sb_angcl``: an exported model folder carries a
-copy of it as ``custom.py``, so that SpeechBrain's ``foreign_class`` loads the
-calibrated interface where sb-angcl is not installed.
+The measures (Cllr, min Cllr, actDCF) are in :mod:`sb_angcl.evaluation.metrics`.
 
 Authors
  * sb-angcl contributors
 """
 
 import logging
-import math
-from dataclasses import dataclass
+import os
 
 import numpy as np
-import torch
-from speechbrain.inference.speaker import SpeakerRecognition
+import pandas as pd
+
+from sb_angcl.evaluation.calibrated import Calibration, bayes_threshold, calibration_features, logit
+from sb_angcl.evaluation.metrics import _scores_labels, cllr
+from sb_angcl.evaluation.scoring import (
+    _lookup,
+    _manifest_seconds,
+    embed_listed,
+    score_trials,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Calibration methods (the recipes' ``calibration`` key).
+#: Calibration methods (the verification YAML's ``calibration`` key).
 METHODS = ("linear", "qmf", "none")
-
-#: Inputs of the affine map of each method, in the order of its weights.
-FEATURES = {
-    "linear": ("score",),
-    "qmf": ("score", "log_enrol_seconds", "log_test_seconds"),
-}
-
-
-def logit(p):
-    """``log(p / (1 - p))``, the log-odds of a probability.
-
-    Arguments
-    ---------
-    p : float
-        A probability in (0, 1).
-
-    Returns
-    -------
-    float
-
-    Example
-    -------
-    >>> round(logit(0.01), 4), logit(0.5)
-    (-4.5951, 0.0)
-    """
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"a prior must be in (0, 1), got {p}")
-    return math.log(p) - math.log1p(-p)
-
-
-def bayes_threshold(p_target, c_miss=1.0, c_fa=1.0):
-    """The LLR above which accepting costs less than rejecting.
-
-    Accepting a trial of LLR ``l`` risks ``c_fa (1 - p)`` times the posterior of
-    a non-target and rejecting it ``c_miss p`` times that of a target; the two
-    are equal at ``l = log(c_fa (1 - p) / (c_miss p))``.
-
-    Arguments
-    ---------
-    p_target : float
-        Prior of a target trial.
-    c_miss, c_fa : float
-        Costs of a miss and of a false alarm.
-
-    Returns
-    -------
-    float
-
-    Example
-    -------
-    >>> round(bayes_threshold(0.01), 4), bayes_threshold(0.5)
-    (4.5951, 0.0)
-    """
-    return math.log(c_fa) - math.log(c_miss) - logit(p_target)
-
-
-def _scores_labels(values, labels, what="scores"):
-    """float64 values and bool labels, with both classes present."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels).reshape(-1)
-    if values.shape[0] != labels.shape[0]:
-        raise ValueError(f"{values.shape[0]} {what} but {labels.shape[0]} labels")
-    if labels.dtype != bool:
-        if not np.isin(labels, (0, 1)).all():
-            raise ValueError("labels must be bool or 0/1 (1 = target trial)")
-        labels = labels.astype(bool)
-    if np.isnan(values).any():
-        raise ValueError(f"{int(np.isnan(values).sum())} {what} are NaN")
-    if not labels.any():
-        raise ValueError(f"no target trials (label 1) among the {what}")
-    if labels.all():
-        raise ValueError(f"no non-target trials (label 0) among the {what}")
-    return values, labels
-
-
-# --------------------------------------------------------------------- measures
-def cllr(llrs, labels):
-    """Cost of log-likelihood ratios, in bits.
-
-    ``Cllr = 1/2 [mean_tar log2(1 + e^-llr) + mean_non log2(1 + e^llr)]``: the
-    logarithmic cost averaged over all priors (Brümmer & du Preez, 2006). 0 is
-    perfect; 1 is what LLR 0 on every trial costs; above 1 the LLRs mislead.
-
-    Arguments
-    ---------
-    llrs : array-like
-        One LLR per trial.
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-
-    Returns
-    -------
-    float
-
-    Example
-    -------
-    >>> cllr([0.0, 0.0], [1, 0])
-    1.0
-    >>> round(cllr([3.0, -3.0], [1, 0]), 4)
-    0.0701
-    """
-    llrs, labels = _scores_labels(llrs, labels, "LLRs")
-    c_tar = np.mean(np.logaddexp(0.0, -llrs[labels]))
-    c_non = np.mean(np.logaddexp(0.0, llrs[~labels]))
-    return float((c_tar + c_non) / (2.0 * math.log(2.0)))
-
-
-def pav_llrs(scores, labels):
-    """LLRs of the best monotone (non-decreasing) transform of the scores.
-
-    Pool-adjacent-violators on the trials sorted by score gives, per block of
-    trials, the fraction of targets that is the isotonic (and the
-    maximum-likelihood monotone) estimate of the posterior; equal scores are
-    one block, so ties never split. Removing the empirical prior's log-odds
-    turns each posterior into an LLR (``±inf`` for blocks of one class).
-
-    Arguments
-    ---------
-    scores : array-like
-        One score per trial (any scale; only the order matters).
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 LLRs, one per trial in the input order.
-
-    Example
-    -------
-    >>> pav_llrs([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1]).tolist()
-    [-inf, 0.0, 0.0, inf]
-    """
-    scores, labels = _scores_labels(scores, labels)
-    order = np.argsort(scores, kind="stable")
-    s = scores[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    n = np.diff(np.r_[starts, len(s)]).astype(np.float64)
-    tar = np.add.reduceat(labels[order].astype(np.float64), starts)
-    # Stack of pooled blocks: target count, trial count, distinct-score blocks covered.
-    pool_tar, pool_n, pool_len = [], [], []
-    for t, m in zip(tar.tolist(), n.tolist()):
-        pool_tar.append(t)
-        pool_n.append(m)
-        pool_len.append(1)
-        while len(pool_n) > 1 and pool_tar[-2] * pool_n[-1] >= pool_tar[-1] * pool_n[-2]:
-            t2, m2, k2 = pool_tar.pop(), pool_n.pop(), pool_len.pop()
-            pool_tar[-1] += t2
-            pool_n[-1] += m2
-            pool_len[-1] += k2
-    posterior = np.repeat(np.array(pool_tar) / np.array(pool_n), pool_len)
-    n_tar = labels.sum()
-    with np.errstate(divide="ignore"):
-        log_odds = np.log(posterior) - np.log1p(-posterior)
-    block_llr = log_odds - (math.log(n_tar) - math.log(len(labels) - n_tar))
-    out = np.empty(len(scores))
-    out[order] = np.repeat(block_llr, n.astype(np.int64))
-    return out
-
-
-def min_cllr(scores, labels):
-    """The Cllr after the best monotone transform of the scores (the calibration-free part).
-
-    Arguments
-    ---------
-    scores : array-like
-        One score (or LLR) per trial.
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-
-    Returns
-    -------
-    float
-        ``cllr(pav_llrs(scores, labels), labels)``; never above
-        ``cllr(scores, labels)`` up to the rounding of the scores.
-
-    Example
-    -------
-    >>> min_cllr([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0])
-    0.0
-    >>> round(min_cllr([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1]), 4)
-    0.5
-    """
-    return cllr(pav_llrs(scores, labels), labels)
-
-
-def act_dcf(llrs, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
-    """Normalised detection cost of the Bayes decision on LLRs.
-
-    Accept a trial when ``llr > bayes_threshold(p_target, c_miss, c_fa)``
-    (strictly, as :func:`sb_angcl.evaluation.metrics.compute_min_dcf` accepts
-    ``score > threshold``, so ``act_dcf >= min_dcf`` on the same LLRs);
-    ``C = c_miss p_target P_miss + c_fa (1 - p_target) P_fa``, divided by
-    ``min(c_miss p_target, c_fa (1 - p_target))``.
-
-    Arguments
-    ---------
-    llrs : array-like
-        One LLR per trial.
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-    p_target : float
-        Prior of a target trial.
-    c_miss, c_fa : float
-        Costs of a miss and of a false alarm.
-
-    Returns
-    -------
-    float
-
-    Example
-    -------
-    >>> act_dcf([5.0, 4.0, 0.0], [1, 1, 0])  # one of two targets missed
-    0.5
-    """
-    llrs, labels = _scores_labels(llrs, labels, "LLRs")
-    threshold = bayes_threshold(p_target, c_miss, c_fa)
-    p_miss = np.mean(llrs[labels] <= threshold)
-    p_fa = np.mean(llrs[~labels] > threshold)
-    cost = c_miss * p_target * p_miss + c_fa * (1 - p_target) * p_fa
-    return float(cost / min(c_miss * p_target, c_fa * (1 - p_target)))
-
-
-# ------------------------------------------------------------------ the map
-def calibration_features(method, scores, enrol_seconds=None, test_seconds=None):
-    """The inputs of a method's affine map, one row per trial (:data:`FEATURES`).
-
-    Arguments
-    ---------
-    method : str
-        ``linear`` or ``qmf``.
-    scores : array-like
-        One raw score per trial.
-    enrol_seconds, test_seconds : array-like or None
-        ``qmf``: seconds of audio on each side of each trial (positive).
-
-    Returns
-    -------
-    numpy.ndarray
-        float64, shape ``(n_trials, len(FEATURES[method]))``.
-
-    Example
-    -------
-    >>> calibration_features("qmf", [0.5], [math.e], [1.0]).tolist()
-    [[0.5, 1.0, 0.0]]
-    """
-    if method not in FEATURES:
-        raise ValueError(f"calibration method must be one of {list(FEATURES)}, got {method!r}")
-    if isinstance(scores, torch.Tensor):
-        scores = scores.detach().cpu().numpy()
-    columns = [np.asarray(scores, dtype=np.float64).reshape(-1)]
-    if method == "qmf":
-        for name, seconds in (("enrol_seconds", enrol_seconds), ("test_seconds", test_seconds)):
-            if seconds is None:
-                raise ValueError(f"qmf calibration needs {name} (durations of the trials)")
-            seconds = np.asarray(seconds, dtype=np.float64).reshape(-1)
-            if seconds.shape != columns[0].shape:
-                raise ValueError(f"{len(seconds)} {name} for {len(columns[0])} scores")
-            if not (seconds > 0).all():
-                raise ValueError(f"{name} must be positive (a log duration is an input)")
-            columns.append(np.log(seconds))
-    return np.stack(columns, axis=1)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """A fitted affine map from scores (and log durations) to LLRs.
-
-    ``llr = offset + sum_k weights[k] * features[k]`` with the features of
-    :data:`FEATURES` for ``method``.
-
-    Arguments
-    ---------
-    method : str
-        ``linear`` or ``qmf``.
-    weights : tuple of float
-        One weight per feature; ``weights[0]`` multiplies the raw score.
-    offset : float
-        The constant term (the fitted log-odds' intercept minus ``logit(prior)``).
-    prior : float
-        The effective prior the map was fitted at.
-
-    Example
-    -------
-    >>> cal = Calibration("linear", (10.0,), -5.0, 0.01)
-    >>> cal.llr([0.5, 0.9]).tolist()
-    [0.0, 4.0]
-    >>> round(cal.score_threshold(0.01), 4)  # the raw score at the Bayes threshold
-    0.9595
-    >>> Calibration.from_dict(cal.to_dict()) == cal
-    True
-    """
-
-    method: str
-    weights: tuple
-    offset: float
-    prior: float
-
-    def __post_init__(self):
-        if self.method not in FEATURES:
-            raise ValueError(f"calibration method must be one of {list(FEATURES)}, got {self.method!r}")
-        object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
-        object.__setattr__(self, "offset", float(self.offset))
-        if len(self.weights) != len(FEATURES[self.method]):
-            raise ValueError(
-                f"{self.method} calibration has {len(FEATURES[self.method])} weights "
-                f"({', '.join(FEATURES[self.method])}), got {len(self.weights)}"
-            )
-
-    def llr(self, scores, enrol_seconds=None, test_seconds=None):
-        """LLRs of raw scores (float64 numpy; durations for ``qmf``)."""
-        features = calibration_features(self.method, scores, enrol_seconds, test_seconds)
-        return features @ np.asarray(self.weights) + self.offset
-
-    def score_threshold(self, p_target, c_miss=1.0, c_fa=1.0):
-        """The raw score whose LLR is the Bayes threshold (None unless ``linear`` with a positive slope).
-
-        Then ``llr > bayes_threshold`` is ``score > this``.
-        """
-        if self.method != "linear" or self.weights[0] <= 0:
-            return None
-        return (bayes_threshold(p_target, c_miss, c_fa) - self.offset) / self.weights[0]
-
-    def to_dict(self):
-        """Plain values (for JSON / YAML)."""
-        return {
-            "method": self.method,
-            "features": list(FEATURES[self.method]),
-            "weights": list(self.weights),
-            "offset": self.offset,
-            "prior": self.prior,
-        }
-
-    @classmethod
-    def from_dict(cls, values):
-        """The inverse of :meth:`to_dict` (extra keys are ignored)."""
-        return cls(values["method"], tuple(values["weights"]), values["offset"], values["prior"])
+#: p_target of minDCF and actDCF, and of the exported model's Bayes decision.
+DECISION_PRIOR = 0.01
 
 
 def _weighted_logistic(params, x, y, weight):
@@ -406,14 +57,10 @@ def fit_calibration(scores, labels, prior, method="linear", enrol_seconds=None,
                     test_seconds=None, max_iter=100, tol=1e-10):
     """Fit the affine score-to-LLR map by prior-weighted logistic regression.
 
-    Minimises
-    ``P/N_tar sum_tar log(1 + e^-eta) + (1-P)/N_non sum_non log(1 + e^eta)``
-    over ``eta = w . features + c`` (Newton's method with a backtracking line
-    search, float64): targets weigh ``P`` and non-targets ``1 - P`` in total,
-    so ``eta`` is the log-odds at prior ``P`` whatever the class counts of the
-    calibration trials, and ``llr = eta - logit(P)``. The objective is ``P``
-    times the Cllr-style cost at that prior; for ``P = 0.5`` minimising it
-    minimises the Cllr of the calibration trials.
+    Minimises ``P/N_tar sum_tar log(1 + e^-eta) + (1-P)/N_non sum_non log(1 + e^eta)``
+    over ``eta = w . features + c`` (Newton with backtracking, float64): ``eta``
+    is the log-odds at prior ``P`` whatever the class counts, and
+    ``llr = eta - logit(P)``; at ``P = 0.5`` this minimises the trials' Cllr.
 
     Arguments
     ---------
@@ -440,9 +87,7 @@ def fit_calibration(scores, labels, prior, method="linear", enrol_seconds=None,
     Raises
     ------
     ValueError
-        No target or no non-target trial, or trials that the features separate
-        perfectly (the loss then has no minimum: the weights grow without
-        bound), so that there is nothing to calibrate on.
+        One class missing, or trials the features separate perfectly (no minimum).
 
     Example
     -------
@@ -494,12 +139,10 @@ def cross_fitted_llrs(scores, labels, enrol_fold, test_fold, prior, method="line
                       enrol_seconds=None, test_seconds=None, max_trials=None, seed=0):
     """LLRs of trials, each from a calibration fitted on trials of other speakers.
 
-    Speakers are grouped into folds; a trial between folds ``i`` and ``j``
-    (``i`` may equal ``j``) gets the map fitted (:func:`fit_calibration`) on
-    the trials whose two sides are both outside ``{i, j}``, so no speaker of
-    a trial is among those its calibration was fitted on. Every fold pair is
-    fitted once. It is how a calibration on unseen speakers is measured
-    when the only unseen speakers are the test's.
+    A trial between speaker folds ``i`` and ``j`` (maybe equal) gets the map
+    fitted (:func:`fit_calibration`) on the trials with both sides outside
+    ``{i, j}``: no speaker of a trial is among those of its fit. Every fold
+    pair is fitted once.
 
     Arguments
     ---------
@@ -507,18 +150,13 @@ def cross_fitted_llrs(scores, labels, enrol_fold, test_fold, prior, method="line
         Raw scores and 0/1 labels of all trials.
     enrol_fold, test_fold : array-like of int
         The fold of the speaker on each side of each trial.
-    prior : float
-        Effective prior of the fits.
-    method : str
-        ``linear`` or ``qmf``.
+    prior, method : float, str
+        Effective prior of the fits; ``linear`` or ``qmf``.
     enrol_seconds, test_seconds : array-like or None
         ``qmf``: durations of each side.
-    max_trials : int or None
-        Fit each map on at most this many of its trials (a seeded sample of
-        at most half targets, see :func:`sample_trials`): a few parameters
-        need no millions of trials, and CN-Celeb has 3.5 million.
-    seed : int
-        Seed of the samples.
+    max_trials, seed : int or None, int
+        Fit each map on at most this many of its trials (:func:`sample_trials`,
+        seeded): a few parameters need no millions of trials.
 
     Returns
     -------
@@ -572,10 +210,8 @@ def cross_fitted_llrs(scores, labels, enrol_fold, test_fold, prior, method="line
 
 
 def sample_trials(labels, max_trials, rng):
-    """Indices of at most ``max_trials`` trials: up to half targets, non-targets filling up.
-
-    The prior-weighted fit gives each class its prior's weight whatever its
-    count, so the sample keeps both classes as large as the cap allows.
+    """Indices of at most ``max_trials`` trials: up to half targets, non-targets filling up
+    (the prior-weighted fit weighs each class by its prior, whatever its count).
 
     Arguments
     ---------
@@ -608,83 +244,405 @@ def sample_trials(labels, max_trials, rng):
     return np.sort(keep)
 
 
-# ------------------------------------------------------------- inference
-class CalibratedSpeakerRecognition(SpeakerRecognition):
-    """SpeechBrain's ``SpeakerRecognition`` that returns calibrated LLRs.
 
-    Reads the ``calibration`` mapping of the folder's ``hyperparams.yaml``
-    (written there by sb-angcl's ``verify.py``): the map of
-    :class:`Calibration`, ``p_target`` (and ``c_miss``, ``c_fa``) of the
-    decision, ``sample_rate`` and ``max_seconds`` for the durations of
-    ``qmf``. ``verify_batch`` (and so ``verify_files``) returns the LLR of
-    the cosine score and decides ``llr > threshold``, the Bayes threshold of
-    that prior unless a ``threshold`` is given (on the LLR scale). A folder
-    without the mapping behaves like ``SpeakerRecognition`` (cosine, 0.25),
-    with a warning. The embeddings are those of ``SpeakerRecognition``.
+def read_trial_list(path):
+    """A trial list (``path``): ``label enrol test`` per line (``veri_test2.txt``), or a
+    CSV with ``enrol,test,label`` columns (a ``trials.csv``).
 
-    Load with ``CalibratedSpeakerRecognition.from_hparams(source=folder)``
-    (sb-angcl installed) or SpeechBrain's ``foreign_class(source=folder,
-    pymodule_file="custom.py", classname="CalibratedSpeakerRecognition")``.
+    Returns
+    -------
+    pandas.DataFrame
+        ``enrol``, ``test`` (str) and ``label`` (0/1), in file order.
 
     Example
     -------
-    >>> issubclass(CalibratedSpeakerRecognition, SpeakerRecognition)
-    True
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "cal.txt")
+    >>> _ = open(path, "w").write("1 a/x/1.wav a/y/2.wav\\n0 a/x/1.wav b/z/1.wav\\n")
+    >>> read_trial_list(path).values.tolist()
+    [['a/x/1.wav', 'a/y/2.wav', 1], ['a/x/1.wav', 'b/z/1.wav', 0]]
     """
+    fix = ("one trial per line, 'label enrol test' (label 1 = same speaker, 0 = not; "
+           "utterances by their manifest ID), or a CSV with columns enrol,test,label")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"calibration_trials: {path} not found; give a trial list: {fix}.")
+    with open(path, encoding="utf-8") as fin:
+        first = next((line for line in fin if line.strip()), "")
+    if {"enrol", "test", "label"} & {c.strip() for c in first.split(",")}:
+        table = pd.read_csv(path, dtype={"enrol": str, "test": str})
+        missing = {"enrol", "test", "label"} - set(table.columns)
+        if missing:
+            raise ValueError(f"{path} lacks the columns {sorted(missing)}; expected {fix}.")
+        table = table[["enrol", "test", "label"]]
+    else:
+        rows = []
+        with open(path, encoding="utf-8") as fin:
+            for number, line in enumerate(fin, 1):
+                fields = line.split()
+                if not fields:
+                    continue
+                if len(fields) != 3 or fields[0] not in ("0", "1"):
+                    raise ValueError(f"{path}:{number}: {line.strip()!r} is not a trial; expected {fix}.")
+                rows.append((fields[1], fields[2], int(fields[0])))
+        table = pd.DataFrame(rows, columns=["enrol", "test", "label"])
+    if not table["label"].isin((0, 1)).all():
+        raise ValueError(f"{path}: labels must be 0 or 1; expected {fix}.")
+    table["label"] = table["label"].astype(int)
+    return table.reset_index(drop=True)
 
-    def calibration(self):
-        """The folder's :class:`Calibration` and decision settings, or None."""
-        values = getattr(self.hparams, "calibration", None)
-        if not values:
-            return None
-        return Calibration.from_dict(values), values
 
-    def verify_batch(self, wavs1, wavs2, wav1_lens=None, wav2_lens=None, threshold=None):
-        """Calibrated LLRs of pairs of waveforms and the Bayes decision.
+def split_trials(manifest, max_trials, seed, source="the manifest"):
+    """Calibration trials among the utterances of a manifest with speaker labels.
 
-        Arguments
-        ---------
-        wavs1, wavs2 : torch.Tensor
-            Waveforms ``(batch, time)`` at the model's sample rate.
-        wav1_lens, wav2_lens : torch.Tensor or None
-            Relative lengths (1 = the whole row).
-        threshold : float or None
-            Accept when the LLR is above it; None: the Bayes threshold of the
-            folder's ``p_target``.
+    Every same-speaker pair is a target trial (a random ``max_trials // 2`` of
+    them when there are more); non-target pairs of utterances of different
+    speakers, drawn at random (all of them when they fit), fill up to
+    ``max_trials``. The class balance does not matter to the prior-weighted fit.
 
-        Returns
-        -------
-        score : torch.Tensor
-            LLRs ``(batch, 1)`` (cosines when the folder is not calibrated).
-        decision : torch.Tensor
-            ``score > threshold``.
-        """
-        emb1 = self.encode_batch(wavs1, wav1_lens, normalize=False)
-        emb2 = self.encode_batch(wavs2, wav2_lens, normalize=False)
-        cosine = self.similarity(emb1, emb2)
-        found = self.calibration()
-        if found is None:
-            logger.warning("this folder holds no score calibration (run verify.py on it): "
-                           "returning cosine scores, decision at 0.25")
-            return cosine, cosine > (0.25 if threshold is None else threshold)
-        cal, values = found
-        shape = cosine.shape
-        seconds = [self._seconds(w, n, values) for w, n in ((wavs1, wav1_lens), (wavs2, wav2_lens))]
-        llr = cal.llr(cosine.reshape(-1), *seconds) if cal.method == "qmf" else cal.llr(cosine.reshape(-1))
-        llr = torch.as_tensor(llr, dtype=cosine.dtype, device=cosine.device).reshape(shape)
-        if threshold is None:
-            threshold = bayes_threshold(
-                values["p_target"], values.get("c_miss", 1.0), values.get("c_fa", 1.0)
-            )
-        return llr, llr > threshold
+    Arguments
+    ---------
+    manifest : pandas.DataFrame
+        ``ID`` and ``spk_id`` columns (e.g. ``dev.csv``).
+    max_trials, seed : int
+        Most trials to build; seed of the draws.
+    source : str
+        Name of the manifest for the error messages.
 
-    @staticmethod
-    def _seconds(wavs, lens, values):
-        """Seconds of audio per row, capped as verify.py capped them (``max_seconds``)."""
-        if wavs.dim() == 1:
-            wavs = wavs.unsqueeze(0)
-        rel = torch.ones(wavs.shape[0]) if lens is None else lens.detach().cpu().float()
-        seconds = rel.numpy() * wavs.shape[1] / values["sample_rate"]
-        if values.get("max_seconds"):
-            seconds = np.minimum(seconds, values["max_seconds"])
-        return seconds
+    Returns
+    -------
+    pandas.DataFrame
+        ``enrol``, ``test``, ``label``.
+
+    Example
+    -------
+    >>> m = pd.DataFrame({"ID": ["a1", "a2", "b1", "b2"], "spk_id": ["a", "a", "b", "b"]})
+    >>> t = split_trials(m, 100, seed=0)
+    >>> int(t["label"].sum()), int((t["label"] == 0).sum())
+    (2, 4)
+    """
+    ids = manifest["ID"].astype(str).to_numpy()
+    speakers = manifest["spk_id"].astype(str).to_numpy()
+    rng = np.random.default_rng(seed)
+    order = np.argsort(speakers, kind="stable")
+    ids, speakers = ids[order], speakers[order]
+    starts = np.flatnonzero(np.r_[True, speakers[1:] != speakers[:-1]])
+    sizes = np.diff(np.r_[starts, len(ids)])
+    pairs = [(i, j) for s, n in zip(starts, sizes) for i in range(s, s + n) for j in range(i + 1, s + n)]
+    if not pairs:
+        raise ValueError(
+            f"No target calibration trial can be built from {source}: no speaker has two "
+            "utterances there. Give the validation split a larger share in split_ratio (and prepare "
+            "and train again), give a "
+            "trial list as calibration_trials, or set calibration: none."
+        )
+    n_tar = min(len(pairs), max_trials // 2)
+    targets = np.asarray(pairs)[rng.choice(len(pairs), n_tar, replace=False)] if n_tar < len(pairs) \
+        else np.asarray(pairs)
+    n = len(ids)
+    n_non_all = n * (n - 1) // 2 - len(pairs)
+    n_non = min(n_non_all, max_trials - len(targets))
+    if n_non <= 0:
+        raise ValueError(
+            f"No non-target calibration trial can be built from {source}: it holds one "
+            "speaker. Give a trial list as calibration_trials, or set calibration: none."
+        )
+    if n_non_all <= 4 * n_non:  # few enough to list: draw without replacement
+        i, j = np.triu_indices(n, 1)
+        keep = speakers[i] != speakers[j]
+        everything = np.stack([i[keep], j[keep]], axis=1)
+        pick = np.sort(rng.choice(len(everything), n_non, replace=False))
+        nontargets = everything if n_non == n_non_all else everything[pick]
+    else:  # draws are rarely repeated: reject same-speaker and repeated pairs
+        chosen = set()
+        while len(chosen) < n_non:
+            i = rng.integers(0, n, 2 * (n_non - len(chosen)))
+            j = rng.integers(0, n, len(i))
+            for a, b in zip(i.tolist(), j.tolist()):
+                if speakers[a] != speakers[b]:
+                    chosen.add((min(a, b), max(a, b)))
+                    if len(chosen) == n_non:
+                        break
+        nontargets = np.array(sorted(chosen))
+    both = np.concatenate([targets, nontargets])
+    labels = np.r_[np.ones(len(targets), int), np.zeros(len(nontargets), int)]
+    return pd.DataFrame({"enrol": ids[both[:, 0]], "test": ids[both[:, 1]], "label": labels})
+
+
+def _read_manifest(csv_path):
+    return pd.read_csv(csv_path, dtype={"ID": str, "spk_id": str})
+
+
+def fit_score_calibration(hparams, test_trials, test, cohort, model, opts):
+    """Fit the YAML's score calibration on a given trial list (``calibration_trials``).
+
+    ``calibration_trials``: a list (:func:`read_trial_list`) naming any
+    utterance of the run's manifests by its ID, or ``dev``: trials
+    :func:`split_trials` builds from ``dev.csv``, held-out utterances of the
+    *training* speakers, which the encoder separates far better than new ones
+    (README, "Calibrated scores"). At most ``calibration_max_trials`` (seeded);
+    speakers shared with the test trials are reported (the test Cllr would be
+    optimistic). They are scored as the test trials (same cohort), and the map
+    is fitted at ``calibration_prior``.
+
+    Arguments
+    ---------
+    hparams : dict
+        The verification YAML.
+    test_trials : pandas.DataFrame
+        The test trials (for the speaker-overlap check).
+    test, cohort : EmbeddingTable
+        Test embeddings (reused where they can be) and the AS-norm cohort (or None).
+    model, opts : dict
+        The embedding modules and options.
+
+    Returns
+    -------
+    dict
+        ``calibration`` (:class:`~sb_angcl.evaluation.calibration.Calibration`),
+        ``p_target`` (of the decision), ``summary`` (what it was fitted on).
+    """
+    method = hparams["calibration"]
+    prior = hparams["calibration_prior"]
+    given = hparams["calibration_trials"]
+    manifests = [hparams[key] for key in ("test_annotation", "enrol_annotation",
+                                          "valid_annotation", "train_annotation")]
+    if given == "dev":
+        source = hparams["valid_annotation"]
+        max_trials = hparams["calibration_max_trials"]
+        trials = split_trials(_read_manifest(source), int(max_trials), hparams["seed"], source)
+    else:
+        source = given
+        trials = read_trial_list(given)
+        cap = int(hparams["calibration_max_trials"])
+        keep = sample_trials(trials["label"].to_numpy(), cap, np.random.default_rng(hparams["seed"]))
+        trials = trials.iloc[keep].reset_index(drop=True)
+    n_tar = int(trials["label"].sum())
+    if n_tar == 0 or n_tar == len(trials):
+        kind = "target (label 1)" if n_tar == 0 else "non-target (label 0)"
+        raise ValueError(
+            f"{source} holds no {kind} trial: a calibration needs both. Add such trials to "
+            "the list, or set calibration: none."
+        )
+    # Where each calibration utterance is listed (first manifest that has it).
+    wanted = pd.unique(pd.concat([trials["enrol"], trials["test"]]).astype(str))
+    found = {}
+    rows = []
+    for csv_path in manifests:
+        if not os.path.isfile(csv_path):
+            continue
+        table = _read_manifest(csv_path)
+        hits = table[table["ID"].isin(wanted) & ~table["ID"].isin(list(found))]
+        for utt in hits["ID"]:
+            found[utt] = csv_path
+        rows.append(hits)
+    unknown = [u for u in wanted if u not in found]
+    if unknown:
+        raise KeyError(
+            f"{source}: {len(unknown)} utterance(s) of the calibration trials are in none of "
+            f"the run's manifests ({', '.join(os.path.basename(m) for m in manifests)} in "
+            f"{os.path.dirname(manifests[0])}), e.g. {unknown[:3]}. Name utterances by their "
+            "manifest ID (VoxCeleb: spk/video/file.wav under wav/)."
+        )
+    listed = pd.concat(rows, ignore_index=True)
+    _warn_shared_speakers(listed, test_trials, manifests[:2], source)
+    table = embed_listed(found, test, model, opts)
+    scores = score_trials(table, table, trials["enrol"].tolist(), trials["test"].tolist(),
+                          cohort=cohort, top_k=hparams["top_k"], progress=False)
+    seconds = {}
+    if method == "qmf":
+        lengths = pd.concat([_manifest_seconds(m, hparams) for m in set(found.values())])
+        lengths = lengths[~lengths.index.duplicated()]
+        seconds = {"enrol_seconds": _lookup(lengths, trials["enrol"], "calibration enrolment"),
+                   "test_seconds": _lookup(lengths, trials["test"], "calibration test")}
+    labels = trials["label"].to_numpy()
+    try:
+        cal = fit_calibration(scores, labels, prior, method, **seconds)
+    except ValueError as err:
+        raise ValueError(
+            f"calibration on {source}: {err}"
+            + (" (dev.csv holds training speakers, which the encoder separates far better than "
+               "new ones: leave calibration_trials null to calibrate across speaker folds of "
+               "the test trials)" if given == "dev" else "")
+        ) from None
+    summary = {
+        "fitted_on": source,
+        "source": "dev" if given == "dev" else "list",
+        "trials": int(len(trials)),
+        "targets": n_tar,
+        "speakers": int(listed["spk_id"].nunique()) if "spk_id" in listed else None,
+        "scoring": "AS-norm" if cohort is not None else "cosine",
+        "cllr_on_fitted_trials": cllr(cal.llr(scores, **seconds), labels),
+        "bayes_threshold": bayes_threshold(DECISION_PRIOR),
+    }
+    logger.info("Calibration (%s) fitted on %d trials (%d targets) of %s: %s",
+                method, len(trials), n_tar, source, cal)
+    return {"calibration": cal, "p_target": DECISION_PRIOR, "summary": summary}
+
+
+def trial_speakers(trials, protocol, hparams):
+    """The speaker on each side of each trial, from the manifests' ``spk_id``.
+
+    Arguments
+    ---------
+    trials : pandas.DataFrame
+        ``enrol`` and ``test`` ids.
+    protocol : str
+        ``concat`` (enrolment ids in ``enrol.csv``) or ``average`` (models
+        of ``enrol_average.csv``).
+    hparams : dict
+        Recipe hyperparameters.
+
+    Returns
+    -------
+    enrol, test : numpy.ndarray
+        Speaker ids (str).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> for name in ("enrol.csv", "test.csv"):
+    ...     _ = open(os.path.join(folder, name), "w").write("ID,spk_id\\na/1.wav,a\\nb/1.wav,b\\n")
+    >>> hp = {"enrol_annotation": os.path.join(folder, "enrol.csv"),
+    ...       "test_annotation": os.path.join(folder, "test.csv")}
+    >>> e, t = trial_speakers(pd.DataFrame({"enrol": ["a/1.wav"], "test": ["b/1.wav"]}), "concat", hp)
+    >>> e.tolist(), t.tolist()
+    (['a'], ['b'])
+    """
+    enrol_csv = hparams["enrol_average_annotation"] if protocol == "average" \
+        else hparams["enrol_annotation"]
+    key = "model" if protocol == "average" else "ID"
+    out = []
+    for csv_path, ids, column in ((enrol_csv, trials["enrol"], key),
+                                  (hparams["test_annotation"], trials["test"], "ID")):
+        table = pd.read_csv(csv_path, dtype=str)
+        if "spk_id" not in table:
+            raise KeyError(f"{csv_path} has no spk_id column: calibrating across speaker folds "
+                           "needs the speakers; give calibration_trials instead.")
+        speaker = table.drop_duplicates(column).set_index(column)["spk_id"]
+        out.append(_lookup(speaker, ids.astype(str), f"speaker of the {os.path.basename(csv_path)}"))
+    return out[0].astype(str), out[1].astype(str)
+
+
+def speaker_folds(speakers, folds, seed):
+    """A seeded assignment of speakers to ``folds`` groups of (nearly) equal size.
+
+    Arguments
+    ---------
+    speakers : iterable of str
+        Speaker ids (repeats are fine).
+    folds : int
+        Number of folds, at least 3.
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    dict
+        Speaker to fold (0 .. folds - 1).
+
+    Example
+    -------
+    >>> f = speaker_folds(["a", "b", "c", "d", "e"], 3, seed=0)
+    >>> sorted(f), sorted(list(f.values()).count(k) for k in range(3))
+    (['a', 'b', 'c', 'd', 'e'], [1, 2, 2])
+    """
+    if int(folds) < 3:
+        raise ValueError(f"calibration_folds must be at least 3 (a trial between two folds is "
+                         f"calibrated on the others), got {folds}")
+    names = sorted(set(speakers))
+    order = np.random.default_rng(seed).permutation(len(names))
+    return {names[k]: int(rank % folds) for rank, k in enumerate(order)}
+
+
+def cross_fit_test_calibration(trials, scores, protocol, hparams, calibration, seconds, scoring):
+    """Calibrate the test trials across speaker folds (``calibration_trials: null``).
+
+    The test speakers are the only ones the encoder has not learnt: they are
+    split into ``calibration_folds`` seeded folds and each trial's LLR comes
+    from a map fitted on the other folds' trials (:func:`cross_fitted_llrs`).
+    The exported map is fitted on all test trials; the cross-fitted Cllr and
+    actDCF estimate how it does on new speakers. Each fit uses at most
+    ``calibration_max_trials`` trials.
+
+    Arguments
+    ---------
+    trials : pandas.DataFrame
+        The test trials.
+    scores : numpy.ndarray
+        Their raw scores.
+    protocol : str
+        Enrolment protocol (where the enrolment speakers are listed).
+    hparams : dict
+        The verification YAML (``calibration_folds``, ``calibration_max_trials``, ``seed``).
+    calibration : dict
+        ``method`` and ``prior``.
+    seconds : tuple
+        ``(enrol_seconds, test_seconds)`` for ``qmf``, else empty.
+    scoring : str
+        ``cosine`` or ``AS-norm`` (recorded).
+
+    Returns
+    -------
+    llrs : numpy.ndarray
+        The cross-fitted LLRs.
+    fitted : dict
+        ``calibration`` (the map fitted on all trials), ``p_target``, ``summary``.
+    """
+    folds = int(hparams["calibration_folds"])
+    method, prior = calibration["method"], calibration["prior"]
+    labels = trials["label"].to_numpy().astype(int)
+    spk_e, spk_t = trial_speakers(trials, protocol, hparams)
+    fold = speaker_folds(np.concatenate([spk_e, spk_t]), folds, hparams["seed"])
+    enrol_fold = np.array([fold[s] for s in spk_e])
+    test_fold = np.array([fold[s] for s in spk_t])
+    where = hparams["trials_annotation"]
+    max_trials = int(hparams["calibration_max_trials"])
+    try:
+        llrs, fits = cross_fitted_llrs(scores, labels, enrol_fold, test_fold, prior, method,
+                                       *seconds, max_trials=max_trials, seed=hparams["seed"])
+        chosen = sample_trials(labels, max_trials, np.random.default_rng(hparams["seed"]))
+        cal = fit_calibration(scores[chosen], labels[chosen], prior, method,
+                              *(v[chosen] for v in seconds))
+    except ValueError as err:
+        raise ValueError(
+            f"calibration across {folds} speaker folds of {where}: {err}. Give a list of other "
+            "speakers' trials as calibration_trials, fewer calibration_folds (at least 3), or "
+            "set calibration: none."
+        ) from None
+    summary = {
+        "fitted_on": where,
+        "source": "test folds",
+        "folds": folds,
+        "trials": int(len(trials)),
+        "targets": int(labels.sum()),
+        "fitted_on_trials": int(len(chosen)),
+        "speakers": len(fold),
+        "scoring": scoring,
+        "cllr_on_fitted_trials": cllr(cal.llr(scores, *seconds), labels),
+        "bayes_threshold": bayes_threshold(DECISION_PRIOR),
+        "fold_fits": [{"folds": [i, j], "fitted_on_trials": n, "weights": list(c.weights),
+                       "offset": c.offset} for (i, j), (c, n) in sorted(fits.items())],
+    }
+    logger.info("Calibration (%s) of %s across %d speaker folds; for the exported model: %s",
+                method, where, folds, cal)
+    return llrs, {"calibration": cal, "p_target": DECISION_PRIOR, "summary": summary}
+
+
+def _warn_shared_speakers(listed, test_trials, eval_manifests, source):
+    """Warn when calibration and test trials share speakers."""
+    if "spk_id" not in listed:
+        return
+    test_ids = set(test_trials["enrol"].astype(str)) | set(test_trials["test"].astype(str))
+    test_speakers = set()
+    for csv_path in eval_manifests:
+        if os.path.isfile(csv_path):
+            table = _read_manifest(csv_path)
+            if "spk_id" in table:
+                test_speakers |= set(table.loc[table["ID"].isin(test_ids), "spk_id"].dropna())
+    shared = sorted(set(listed["spk_id"].dropna()) & test_speakers)
+    if shared:
+        logger.warning(
+            "The calibration trials of %s share %d speaker(s) with the test trials (e.g. %s): "
+            "the Cllr and actDCF reported on the test trials are then optimistic.",
+            source, len(shared), shared[:3])

@@ -1,26 +1,27 @@
-"""Verification metrics: EER, minDCF, DET curve and per-condition tables.
+"""Verification metrics: EER, minDCF, the calibration measures, per-condition tables.
 
-Everything works on a whole trial list at once: :func:`compute_eer` and
-:func:`compute_min_dcf` need one sort and cumulative sums, O(N log N), and use
-the operating points of SpeechBrain's ``speechbrain.utils.metric_stats.EER`` /
-``minDCF``, so the numbers agree with those O(N^2) versions. :func:`det_curve`
-gives the miss / false-alarm rates at every distinct score and
-:func:`metrics_table` the metrics per condition (e.g. CN-Celeb genre).
-
-Scores come from :mod:`sb_angcl.evaluation.scoring`; the pictures (DET curve, score
-histogram) are in :mod:`sb_angcl.evaluation.plots`; the calibration measures (Cllr, min
-Cllr, actual DCF) are in :mod:`sb_angcl.evaluation.calibration`, and :func:`metrics_table`
-adds them per condition when it is given LLRs.
+Everything works on a whole trial list at once. :func:`operating_points`
+sorts the scores once and gives the EER and minDCF with their thresholds;
+:func:`compute_eer` and :func:`compute_min_dcf` use the operating points of
+SpeechBrain's ``speechbrain.utils.metric_stats.EER`` / ``minDCF`` and agree
+with them (``tests/test_metrics.py``), but in O(N log N): SpeechBrain's loop
+over every threshold (EER) and its thresholds x trials matrix (minDCF) take
+minutes and gigabytes on a 37,720-trial VoxCeleb list, and CN-Celeb has 3.5
+million trials. The calibration measures (:func:`cllr`, :func:`min_cllr`,
+:func:`act_dcf`) judge log-likelihood ratios; :func:`metrics_table` gives it
+all per condition (:func:`trial_conditions`: genre, language, session).
 
 Authors
  * sb-angcl contributors 2025
 """
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
 
-from sb_angcl.evaluation.calibration import act_dcf, cllr, min_cllr
+from sb_angcl.evaluation.calibrated import bayes_threshold
 
 _METRIC_COLUMNS = ("condition", "value", "n_trials", "n_target", "EER", "minDCF")
 
@@ -28,28 +29,28 @@ _METRIC_COLUMNS = ("condition", "value", "n_trials", "n_target", "EER", "minDCF"
 _CALIBRATION_COLUMNS = ("Cllr", "minCllr", "actDCF")
 
 
-def _scores_labels(scores, labels):
-    if isinstance(scores, torch.Tensor):
-        scores = scores.detach().cpu().numpy()
+def _scores_labels(values, labels, what="scores"):
+    """float64 values and bool labels, with both classes present (clear errors otherwise)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
     if isinstance(labels, torch.Tensor):
         labels = labels.detach().cpu().numpy()
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)
-    if scores.shape[0] != labels.shape[0]:
-        raise ValueError(f"{scores.shape[0]} scores but {labels.shape[0]} labels")
+    if values.shape[0] != labels.shape[0]:
+        raise ValueError(f"{values.shape[0]} {what} but {labels.shape[0]} labels")
     if labels.dtype != bool:
         if not np.isin(labels, (0, 1)).all():
             raise ValueError("labels must be bool or 0/1 (1 = target trial)")
         labels = labels.astype(bool)
-    n_nan = int(np.isnan(scores).sum())
+    n_nan = int(np.isnan(values).sum())
     if n_nan:
-        raise ValueError(f"{n_nan} scores are NaN; fix the scoring before computing metrics")
-    n_tar = int(labels.sum())
-    if n_tar == 0:
-        raise ValueError("no target trials (label 1): EER/minDCF are undefined")
-    if n_tar == labels.shape[0]:
-        raise ValueError("no non-target trials (label 0): EER/minDCF are undefined")
-    return scores, labels
+        raise ValueError(f"{n_nan} {what} are NaN; fix the scoring before computing metrics")
+    if not labels.any():
+        raise ValueError(f"no target trials (label 1) among the {what}: the metrics are undefined")
+    if labels.all():
+        raise ValueError(f"no non-target trials (label 0) among the {what}: the metrics are undefined")
+    return values, labels
 
 
 def det_curve(scores, labels):
@@ -130,7 +131,12 @@ def compute_eer(scores, labels):
     >>> round(eer, 4), th
     (0.4167, 0.2)
     """
-    thresholds, n_tar_le, n_non_gt, n_tar, n_non = _counts(*_scores_labels(scores, labels))
+    return _eer(_counts(*_scores_labels(scores, labels)))
+
+
+def _eer(counts):
+    """EER and threshold from :func:`_counts` (see :func:`compute_eer`)."""
+    thresholds, n_tar_le, n_non_gt, n_tar, n_non = counts
     # Rates as SpeechBrain computes them (float32), their exact float64 gap,
     # and the float32 gap it compares against the best gap so far.
     far = n_non_gt.astype(np.float32) / np.float32(n_non)
@@ -189,9 +195,14 @@ def compute_min_dcf(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
     >>> compute_min_dcf([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0])
     (0.0, 0.3)
     """
+    return _min_dcf(_counts(*_scores_labels(scores, labels)), p_target, c_miss, c_fa)
+
+
+def _min_dcf(counts, p_target, c_miss, c_fa):
+    """Normalised minDCF and threshold from :func:`_counts` (see :func:`compute_min_dcf`)."""
     if not 0.0 < p_target < 1.0:
         raise ValueError(f"p_target must be in (0, 1), got {p_target}")
-    thresholds, n_tar_le, n_non_gt, n_tar, n_non = _counts(*_scores_labels(scores, labels))
+    thresholds, n_tar_le, n_non_gt, n_tar, n_non = counts
     c_det = c_miss * p_target * (n_tar_le / n_tar) + c_fa * (1 - p_target) * (n_non_gt / n_non)
     # Pick among near-equal minima as SpeechBrain's float32 arithmetic does
     # (first minimum of the float32 cost); the value itself is taken in float64.
@@ -207,8 +218,36 @@ def compute_min_dcf(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
     return best / min(c_miss * p_target, c_fa * (1 - p_target)), threshold
 
 
+def operating_points(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
+    """EER and minDCF with their thresholds, from one sort of the scores.
+
+    Arguments
+    ---------
+    scores, labels : array-like
+        One score and one label (bool or 0/1, 1 = target) per trial.
+    p_target, c_miss, c_fa : float
+        DCF parameters (see :func:`compute_min_dcf`).
+
+    Returns
+    -------
+    dict
+        ``EER`` (a fraction) and ``EER_threshold`` as :func:`compute_eer`,
+        ``minDCF`` and ``minDCF_threshold`` as :func:`compute_min_dcf`.
+
+    Example
+    -------
+    >>> operating_points([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0])
+    {'EER': 0.0, 'EER_threshold': 0.3, 'minDCF': 0.0, 'minDCF_threshold': 0.3}
+    """
+    counts = _counts(*_scores_labels(scores, labels))
+    eer, eer_threshold = _eer(counts)
+    min_dcf, dcf_threshold = _min_dcf(counts, p_target, c_miss, c_fa)
+    return {"EER": eer, "EER_threshold": eer_threshold, "minDCF": min_dcf,
+            "minDCF_threshold": dcf_threshold}
+
+
 def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_fa=1.0,
-                  llrs=None):
+                  llrs=None, overall=None):
     """EER and minDCF (and, given LLRs, Cllr, min Cllr, actual DCF) for all trials and per condition.
 
     Arguments
@@ -228,6 +267,9 @@ def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_
         transform (as minDCF is of the scores: ``Cllr - minCllr`` and
         ``actDCF - minDCF`` are what the calibration loses); see
         :mod:`sb_angcl.evaluation.calibration`.
+    overall : dict, optional
+        :func:`operating_points` of all trials when already computed (the
+        ``all`` row then reuses them).
 
     Returns
     -------
@@ -266,7 +308,9 @@ def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_
         both = 0 < n_t < len(lab)
         values = [name, value, len(lab), n_t]
         if both:
-            values += [compute_eer(s, lab)[0], compute_min_dcf(s, lab, p_target, c_miss, c_fa)[0]]
+            points = overall if mask is None and overall else operating_points(
+                s, lab, p_target, c_miss, c_fa)
+            values += [points["EER"], points["minDCF"]]
         else:
             values += [float("nan")] * 2
         if llrs is not None:
@@ -287,3 +331,219 @@ def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_
         for k, value in enumerate(uniques):
             rows.append(row(str(name), value, codes == k))
     return pd.DataFrame(rows, columns=columns)
+
+
+# ---------------------------------------------------------- calibration measures
+def cllr(llrs, labels):
+    """Cost of log-likelihood ratios, in bits.
+
+    ``Cllr = 1/2 [mean_tar log2(1 + e^-llr) + mean_non log2(1 + e^llr)]``: the
+    logarithmic cost averaged over all priors (Brümmer & du Preez, 2006). 0 is
+    perfect; 1 is what LLR 0 on every trial costs; above 1 the LLRs mislead.
+
+    Arguments
+    ---------
+    llrs : array-like
+        One LLR per trial.
+    labels : array-like
+        bool or 0/1, 1 = target trial.
+
+    Returns
+    -------
+    float
+
+    Example
+    -------
+    >>> cllr([0.0, 0.0], [1, 0])
+    1.0
+    >>> round(cllr([3.0, -3.0], [1, 0]), 4)
+    0.0701
+    """
+    llrs, labels = _scores_labels(llrs, labels, "LLRs")
+    c_tar = np.mean(np.logaddexp(0.0, -llrs[labels]))
+    c_non = np.mean(np.logaddexp(0.0, llrs[~labels]))
+    return float((c_tar + c_non) / (2.0 * math.log(2.0)))
+
+
+def pav_llrs(scores, labels):
+    """LLRs of the best monotone (non-decreasing) transform of the scores.
+
+    Pool-adjacent-violators on the trials sorted by score gives, per block of
+    trials, the fraction of targets that is the isotonic (and the
+    maximum-likelihood monotone) estimate of the posterior; equal scores are
+    one block, so ties never split. Removing the empirical prior's log-odds
+    turns each posterior into an LLR (``±inf`` for blocks of one class).
+
+    Arguments
+    ---------
+    scores : array-like
+        One score per trial (any scale; only the order matters).
+    labels : array-like
+        bool or 0/1, 1 = target trial.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 LLRs, one per trial in the input order.
+
+    Example
+    -------
+    >>> pav_llrs([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1]).tolist()
+    [-inf, 0.0, 0.0, inf]
+    """
+    scores, labels = _scores_labels(scores, labels)
+    order = np.argsort(scores, kind="stable")
+    s = scores[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    n = np.diff(np.r_[starts, len(s)]).astype(np.float64)
+    tar = np.add.reduceat(labels[order].astype(np.float64), starts)
+    # Stack of pooled blocks: target count, trial count, distinct-score blocks covered.
+    pool_tar, pool_n, pool_len = [], [], []
+    for t, m in zip(tar.tolist(), n.tolist()):
+        pool_tar.append(t)
+        pool_n.append(m)
+        pool_len.append(1)
+        while len(pool_n) > 1 and pool_tar[-2] * pool_n[-1] >= pool_tar[-1] * pool_n[-2]:
+            t2, m2, k2 = pool_tar.pop(), pool_n.pop(), pool_len.pop()
+            pool_tar[-1] += t2
+            pool_n[-1] += m2
+            pool_len[-1] += k2
+    posterior = np.repeat(np.array(pool_tar) / np.array(pool_n), pool_len)
+    n_tar = labels.sum()
+    with np.errstate(divide="ignore"):
+        log_odds = np.log(posterior) - np.log1p(-posterior)
+    block_llr = log_odds - (math.log(n_tar) - math.log(len(labels) - n_tar))
+    out = np.empty(len(scores))
+    out[order] = np.repeat(block_llr, n.astype(np.int64))
+    return out
+
+
+def min_cllr(scores, labels):
+    """The Cllr after the best monotone transform of the scores (the calibration-free part).
+
+    Arguments
+    ---------
+    scores : array-like
+        One score (or LLR) per trial.
+    labels : array-like
+        bool or 0/1, 1 = target trial.
+
+    Returns
+    -------
+    float
+        ``cllr(pav_llrs(scores, labels), labels)``; never above
+        ``cllr(scores, labels)`` up to the rounding of the scores.
+
+    Example
+    -------
+    >>> min_cllr([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0])
+    0.0
+    >>> round(min_cllr([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1]), 4)
+    0.5
+    """
+    return cllr(pav_llrs(scores, labels), labels)
+
+
+def act_dcf(llrs, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
+    """Normalised detection cost of the Bayes decision on LLRs.
+
+    Accept a trial when ``llr > bayes_threshold(p_target, c_miss, c_fa)``
+    (strictly, as :func:`sb_angcl.evaluation.metrics.compute_min_dcf` accepts
+    ``score > threshold``, so ``act_dcf >= min_dcf`` on the same LLRs);
+    ``C = c_miss p_target P_miss + c_fa (1 - p_target) P_fa``, divided by
+    ``min(c_miss p_target, c_fa (1 - p_target))``.
+
+    Arguments
+    ---------
+    llrs : array-like
+        One LLR per trial.
+    labels : array-like
+        bool or 0/1, 1 = target trial.
+    p_target : float
+        Prior of a target trial.
+    c_miss, c_fa : float
+        Costs of a miss and of a false alarm.
+
+    Returns
+    -------
+    float
+
+    Example
+    -------
+    >>> act_dcf([5.0, 4.0, 0.0], [1, 1, 0])  # one of two targets missed
+    0.5
+    """
+    llrs, labels = _scores_labels(llrs, labels, "LLRs")
+    threshold = bayes_threshold(p_target, c_miss, c_fa)
+    p_miss = np.mean(llrs[labels] <= threshold)
+    p_fa = np.mean(llrs[~labels] > threshold)
+    cost = c_miss * p_target * p_miss + c_fa * (1 - p_target) * p_fa
+    return float(cost / min(c_miss * p_target, c_fa * (1 - p_target)))
+
+
+# ------------------------------------------------------------------ conditions
+def trial_conditions(trials):
+    """Condition columns of a trial table, plus derived ones.
+
+    ``enrol_language``/``test_language`` give ``cross_language``
+    (same/cross); ``enrol_genre``/``test_genre`` give ``genre_pair``;
+    ``session`` (same/cross) says whether enrolment and test share a session:
+    from ``enrol_session``/``test_session`` columns, else the video folder of
+    VoxCeleb paths (``spk/video/file``), else the CN-Celeb genres.
+
+    Arguments
+    ---------
+    trials : pandas.DataFrame
+        ``trials.csv`` contents.
+
+    Returns
+    -------
+    dict
+        Condition name to one value per trial.
+
+    Example
+    -------
+    >>> t = pd.DataFrame({"enrol": ["a"], "test": ["b"], "label": [1],
+    ...                   "enrol_language": ["en"], "test_language": ["zh"]})
+    >>> trial_conditions(t)["cross_language"].tolist()
+    ['cross']
+    >>> trial_conditions(pd.DataFrame({"enrol": ["s/v1/1.wav", "s/v1/1.wav"],
+    ...     "test": ["s/v1/2.wav", "s/v2/1.wav"], "label": [1, 1]}))["session"].tolist()
+    ['same', 'cross']
+    """
+    conditions = {}
+    for column in trials.columns:
+        if column in ("enrol", "test", "label"):
+            continue
+        values = trials[column].fillna("").astype(str)
+        if (values != "").any():
+            conditions[column] = values
+    if "enrol_language" in conditions and "test_language" in conditions:
+        same = conditions["enrol_language"] == conditions["test_language"]
+        conditions["cross_language"] = np.where(same, "same", "cross")
+    if "enrol_genre" in conditions and "test_genre" in conditions:
+        conditions["genre_pair"] = conditions["enrol_genre"] + "->" + conditions["test_genre"]
+    same_session = _same_session(trials, conditions)
+    if same_session is not None:
+        conditions["session"] = np.where(same_session, "same", "cross")
+    return {k: np.asarray(v) for k, v in conditions.items()}
+
+
+def _same_session(trials, conditions):
+    """Whether enrolment and test share a session, where the trial list tells.
+
+    Order of evidence: ``enrol_session``/``test_session`` columns; VoxCeleb
+    paths ``spk/video/file`` on both sides (same video); CN-Celeb genres (an
+    enrolment of several genres, ``a+b``, matches any of them). None if none
+    applies to every trial.
+    """
+    if "enrol_session" in conditions and "test_session" in conditions:
+        return (conditions["enrol_session"] == conditions["test_session"]).to_numpy()
+    enrol = trials["enrol"].astype(str).str.split("/")
+    test = trials["test"].astype(str).str.split("/")
+    if len(trials) and (enrol.str.len() >= 3).all() and (test.str.len() >= 3).all():
+        return (enrol.str[-2] == test.str[-2]).to_numpy()
+    if "enrol_genre" in conditions and "test_genre" in conditions:
+        pairs = zip(conditions["enrol_genre"], conditions["test_genre"])
+        return np.array([t in e.split("+") for e, t in pairs])
+    return None

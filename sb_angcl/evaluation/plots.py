@@ -21,7 +21,7 @@ import os
 import numpy as np
 import torch
 
-from sb_angcl.evaluation.metrics import compute_eer, compute_min_dcf, det_curve
+from sb_angcl.evaluation.metrics import _scores_labels, det_curve, operating_points
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ def _no_overlap_ticks(fig, axis, ticks, rank, needs):
     axis.set_ticks(_probit(np.delete(ticks, kept)), minor=True)
 
 
-def plot_det(scores, labels, path, p_target=0.01, c_miss=1.0, c_fa=1.0, title=None):
+def plot_det(scores, labels, path, p_target=0.01, c_miss=1.0, c_fa=1.0, title=None,
+             points=None):
     """Draws a DET curve (miss vs false-alarm rate, probit axes) into a PNG.
 
     Both axes span the same range, wide enough for every operating point whose
@@ -142,6 +143,9 @@ def plot_det(scores, labels, path, p_target=0.01, c_miss=1.0, c_fa=1.0, title=No
         Output image (parent folders are created).
     p_target, c_miss, c_fa : float
         minDCF parameters for the marked point.
+    points : dict or None
+        :func:`~sb_angcl.evaluation.metrics.operating_points` of these scores
+        (at these DCF parameters), when already computed.
 
     Returns
     -------
@@ -162,8 +166,8 @@ def plot_det(scores, labels, path, p_target=0.01, c_miss=1.0, c_fa=1.0, title=No
     # The curve starts at "accept every trial" (no miss, every false alarm).
     p_miss = np.concatenate([[0.0], p_miss])
     p_fa = np.concatenate([[1.0], p_fa])
-    eer, _ = compute_eer(scores, labels)
-    dcf, dcf_th = compute_min_dcf(scores, labels, p_target, c_miss, c_fa)
+    points = points or operating_points(scores, labels, p_target, c_miss, c_fa)
+    eer, dcf, dcf_th = points["EER"], points["minDCF"], points["minDCF_threshold"]
     j = 0 if np.isinf(dcf_th) else int(np.searchsorted(thresholds, dcf_th)) + 1
 
     rates = np.concatenate([p_miss, p_fa, [eer]])
@@ -214,7 +218,7 @@ def plot_det(scores, labels, path, p_target=0.01, c_miss=1.0, c_fa=1.0, title=No
     return fig
 
 
-def plot_score_histogram(scores, labels, path, bins=100, title=None):
+def plot_score_histogram(scores, labels, path, bins=100, title=None, points=None):
     """Draws target and non-target score densities into a PNG, with the EER threshold.
 
     Arguments
@@ -225,6 +229,9 @@ def plot_score_histogram(scores, labels, path, bins=100, title=None):
         Output image (parent folders are created).
     bins : int
         Number of histogram bins (shared by both classes).
+    points : dict or None
+        :func:`~sb_angcl.evaluation.metrics.operating_points` of these scores,
+        when already computed.
 
     Example
     -------
@@ -234,7 +241,9 @@ def plot_score_histogram(scores, labels, path, bins=100, title=None):
     >>> os.path.getsize(path) > 0
     True
     """
-    eer, th = compute_eer(scores, labels)  # also checks the input
+    scores, labels = _scores_labels(scores, labels)
+    points = points or operating_points(scores, labels)
+    eer, th = points["EER"], points["EER_threshold"]
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     lab = np.asarray(labels).reshape(-1).astype(bool)
     edges = np.histogram_bin_edges(s, bins=bins)

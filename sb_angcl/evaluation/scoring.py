@@ -4,6 +4,7 @@ Everything here works on whole trial lists at once, so that a CN-Celeb1 evaluati
 (3.5 million trials, 200 enrolment models, 17,777 test utterances) is scored with
 AS-norm in seconds rather than the hours a per-trial loop takes. The module offers
 
+* :func:`embed_manifest`: the trained modules' embeddings of a manifest's rows;
 * :class:`EmbeddingTable`: one float32 vector per id; trial ids are mapped to row
   indices by one dict lookup per id in C (``map`` over ``dict.__getitem__``,
   about twice as fast as ``pandas.Index.get_indexer`` on a list of 3.5 million
@@ -28,8 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
+import speechbrain as sb
 import torch
 from tqdm import tqdm
+
+from sb_angcl.data.dataio import load_manifest, make_eval_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,79 @@ DEFAULT_CHUNK_SIZE = 2**24
 # has at most this many entries per trial: a BLAS product costs far less per
 # entry than gathering two vectors per trial.
 _DENSE_RATIO = 16
+
+
+@torch.no_grad()
+def embed_manifest(csv_path, modules, device="cpu", batch_size=16, sample_rate=16000,
+                   max_seconds=None, data_root=None, desc=None, limit_ids=None):
+    """Embed every row of a manifest.
+
+    Arguments
+    ---------
+    csv_path : str
+        Manifest with ``ID,duration,wav,start,stop``.
+    modules : Mapping
+        ``compute_features``, ``mean_var_norm``, ``embedding_model``.
+    device : str
+        Torch device.
+    batch_size : int
+        Utterances per batch (sorted by duration to limit padding).
+    sample_rate : int
+        Model sample rate.
+    max_seconds : float or None
+        Crop longer utterances to their centre.
+    data_root : str or None
+        ``$data_root`` replacement.
+    desc : str or None
+        Progress-bar label.
+    limit_ids : set or None
+        Only embed these IDs.
+
+    Returns
+    -------
+    EmbeddingTable
+    """
+    data = load_manifest(csv_path, data_root)
+    key_test = {}
+    if limit_ids is not None:
+        key_test = {"id": lambda x: x in limit_ids}
+    data = data.filtered_sorted(sort_key="duration", key_test=key_test)
+    sb.dataio.dataset.add_dynamic_item([data], make_eval_pipeline(sample_rate, max_seconds))
+    sb.dataio.dataset.set_output_keys([data], ["id", "sig"])
+    loader = sb.dataio.dataloader.make_dataloader(data, batch_size=batch_size)
+    ids, vectors = [], []
+    for name in ("compute_features", "mean_var_norm", "embedding_model"):
+        modules[name].eval()
+    for batch in tqdm(loader, desc=desc or f"Embedding {os.path.basename(csv_path)}"):
+        batch = batch.to(device)
+        wavs, lens = batch.sig
+        feats = modules["compute_features"](wavs)
+        feats = modules["mean_var_norm"](feats, lens)
+        emb = modules["embedding_model"](feats, lens)
+        vectors.append(emb.reshape(emb.shape[0], -1).float().cpu().numpy())
+        ids.extend(batch.id)
+    if not ids:
+        raise ValueError(f"{csv_path} has no rows to embed")
+    return EmbeddingTable(ids, np.concatenate(vectors))
+
+
+def embed_listed(found, test, model, opts):
+    """Embeddings of utterances, each from the manifest that lists it (``found``: id to
+    manifest), those already in the table ``test`` reused."""
+    ids, vectors = [], []
+    by_manifest = {}
+    for utt, csv_path in found.items():
+        if utt in test:
+            ids.append(utt)
+            vectors.append(test[utt])
+        else:
+            by_manifest.setdefault(csv_path, set()).add(utt)
+    for csv_path, utts in by_manifest.items():
+        table = embed_manifest(csv_path, model, desc="Embedding listed utterances",
+                               limit_ids=utts, **opts)
+        ids.extend(table.ids)
+        vectors.extend(table.vectors)
+    return EmbeddingTable(ids, np.stack(vectors))
 
 
 def _as_numpy_2d(vectors):
@@ -509,3 +586,57 @@ def write_scores(path, enrol_ids, test_ids, scores, labels=None, precision=6):
             f"{e} {t} {s:.{precision}f}{tail}\n"
             for e, t, s, tail in zip(enrol_ids, test_ids, scores.tolist(), tails)
         )
+
+
+# ------------------------------------------------------------------ durations
+def _manifest_seconds(csv_path, hparams):
+    """Seconds of audio the embedding of each row sees (``duration`` capped at ``eval_max_seconds``)."""
+    table = pd.read_csv(csv_path, dtype={"ID": str}, usecols=["ID", "duration"])
+    seconds = table["duration"].astype(float)
+    if hparams["eval_max_seconds"]:
+        seconds = seconds.clip(upper=hparams["eval_max_seconds"])
+    return pd.Series(seconds.to_numpy(), index=table["ID"])
+
+
+def enrolment_seconds(protocol, hparams):
+    """Seconds of audio of each enrolment model (``qmf`` calibration).
+
+    ``concat``: the rows of ``enrol.csv``; ``average``: the sum over the
+    utterances of each model of ``enrol_average.csv``.
+
+    Arguments
+    ---------
+    protocol : str
+        ``concat`` or ``average``.
+    hparams : dict
+        Recipe hyperparameters.
+
+    Returns
+    -------
+    pandas.Series
+        Seconds by model id.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> path = os.path.join(folder, "enrol_average.csv")
+    >>> _ = open(path, "w").write("ID,duration,model\\nu1,20.0,m1\\nu2,45.0,m1\\nu3,9.0,m2\\n")
+    >>> enrolment_seconds("average", {"enrol_average_annotation": path,
+    ...                               "eval_max_seconds": 30.0}).to_dict()
+    {'m1': 50.0, 'm2': 9.0}
+    """
+    if protocol == "average":
+        path = hparams["enrol_average_annotation"]
+        seconds = _manifest_seconds(path, hparams)
+        models = pd.read_csv(path, dtype=str)["model"].to_numpy()
+        return pd.Series(seconds.to_numpy()).groupby(models).sum()
+    return _manifest_seconds(hparams["enrol_annotation"], hparams)
+
+
+def _lookup(series, ids, side):
+    idx = series.index.get_indexer(list(ids))
+    if (idx < 0).any():
+        raise KeyError(f"no duration for {int((idx < 0).sum())} {side} ids, e.g. "
+                       f"{list(pd.unique(np.asarray(ids)[idx < 0])[:3])}")
+    return series.to_numpy()[idx]

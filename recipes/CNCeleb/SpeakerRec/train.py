@@ -18,6 +18,8 @@ overridden (``--train_sets=[cnceleb1] --short_utterance_rule=drop``);
 ``--skip_prep=True --train_annotation=A.csv --valid_annotation=B.csv`` trains
 on manifests made elsewhere (``ID,duration,wav,start,stop,spk_id``).
 Multi-GPU: ``torchrun --nproc_per_node=4 train.py hparams/... --data_folder=...``.
+The trained model is exported to ``<output_folder>/inference``; ``verify.py
+hparams/verification.yaml --data_folder=... --output_folder=...`` scores it.
 
 Authors
  * sb-angcl contributors
@@ -32,7 +34,6 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from sb_angcl.data.dataio import speaker_datasets
 from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
-from sb_angcl.evaluation.verification import score_trained
 from sb_angcl.export import export_inference_folder
 from sb_angcl.recipe import (
     log_to_experiment,
@@ -147,58 +148,6 @@ def brain_hparams(hparams):
     }
 
 
-def verify(hparams, hparams_file, device):
-    """Scores the CN-Celeb1 eval trials with the trained encoder, as ``verify.py`` does.
-
-    Uses the YAML's ``enrol_protocol``; writes ``scores_file``, ``metrics.csv`` and the calibration beside it, and
-    the results into the exported model card.
-
-    Arguments
-    ---------
-    hparams : dict
-        The loaded YAML, its modules holding the best checkpoint.
-    hparams_file : str
-        The YAML's path.
-    device : str
-        Where the modules are.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The metrics table (EER, minDCF, Cllr overall and per condition).
-    """
-    settings = {
-        "compute_features": hparams["compute_features"],
-        "mean_var_norm": hparams["mean_var_norm"],
-        "embedding_model": hparams["embedding_model"],
-        "data_folder": hparams["data_folder"],
-        "sample_rate": hparams["sample_rate"],
-        "seed": hparams["seed"],
-        "train_annotation": hparams["train_annotation"],
-        "valid_annotation": hparams["valid_annotation"],
-        "enrol_annotation": hparams["enrol_annotation"],
-        "test_annotation": hparams["test_annotation"],
-        "trials_annotation": hparams["trials_annotation"],
-        "enrol_average_annotation": hparams["enrol_average_annotation"],
-        "enrol_protocol": hparams["enrol_protocol"],
-        "eval_batch_size": hparams["eval_batch_size"],
-        "eval_max_seconds": hparams["eval_max_seconds"],
-        "score_norm": hparams["score_norm"],
-        "cohort_size": hparams["cohort_size"],
-        "top_k": hparams["top_k"],
-        "calibration": hparams["calibration"],
-        "calibration_trials": hparams["calibration_trials"],
-        "calibration_prior": hparams["calibration_prior"],
-        "calibration_folds": hparams["calibration_folds"],
-        "calibration_max_trials": hparams["calibration_max_trials"],
-        "scores_file": hparams["scores_file"],
-        "export_folder": hparams["export_folder"],
-    }
-    for name in ("compute_features", "mean_var_norm", "embedding_model"):
-        settings[name].to(device).eval()
-    return score_trained(settings, hparams_file, device)
-
-
 def train(argv, brain_class=AngularContrastiveBrain):
     """Prepares the data, trains, exports: ``python train.py hparams.yaml --key=value``.
 
@@ -260,8 +209,6 @@ def train(argv, brain_class=AngularContrastiveBrain):
             label_encoder,
             overrides=overrides,
         )
-    if hparams["verify_after_training"] and if_main_process():
-        verify(hparams, hparams_file, brain.device)
     return brain, hparams
 
 

@@ -14,11 +14,11 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from sb_angcl.synthetic import layouts
-from sb_angcl.synthetic.languages import language_names
-from sb_angcl.synthetic.plan import default_test_speakers, plan_corpus
-from sb_angcl.synthetic.sessions import DEFAULT_SESSION_STRENGTH
-from sb_angcl.synthetic.synthesis import SAMPLE_RATE, synthesize_utterance
+from synthetic_corpus import layouts
+from synthetic_corpus.languages import language_names
+from synthetic_corpus.plan import default_test_speakers, plan_corpus
+from synthetic_corpus.sessions import DEFAULT_SESSION_STRENGTH
+from synthetic_corpus.synthesis import SAMPLE_RATE, synthesize_utterance
 
 logger = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sb_angcl.synthetic.languages import language_names
-from sb_angcl.synthetic.sessions import (
+from synthetic_corpus.languages import language_names
+from synthetic_corpus.sessions import (
     DEFAULT_SESSION_STRENGTH,
     GENRE_WEIGHTS,
     GENRES,
     make_session,
 )
-from sb_angcl.synthetic.voices import confusable_speaker, make_speakers
+from synthetic_corpus.voices import confusable_speaker, make_speakers
 
 _VIDEO_ID_ALPHABET = np.array(
     list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -224,7 +224,7 @@ def plan_corpus(
     Arguments
     ---------
     num_speakers, num_utterances, num_sessions, num_languages : int
-        Corpus size (see :func:`sb_angcl.synthetic.generate_corpus`).
+        Corpus size (see :func:`synthetic_corpus.generate_corpus`).
     duration_min, duration_max, short_fraction : float
         Utterance durations (s) and the fraction of 0.5-1.9 s ones.
     test_speakers : int or None

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import soundfile as sf
 
-from sb_angcl.synthetic.synthesis import SAMPLE_RATE
+from synthetic_corpus.synthesis import SAMPLE_RATE
 
 #: File name of the label-noise list (in ``VoxCeleb1/meta/``, ``CN-Celeb_flac/meta/``,
 #: ``CN-Celeb2_flac/meta/``) and its header.
@@ -37,7 +37,7 @@ def assign_paths(plan):
 
     Example
     -------
-    >>> from sb_angcl.synthetic.plan import plan_corpus
+    >>> from synthetic_corpus.plan import plan_corpus
     >>> plan = plan_corpus(6, 4, 2, 2, 1.0, 2.0, 0.0, 0, None)
     >>> enrol = assign_paths(plan)
     >>> sorted(enrol), plan.utts[0].cn_role, plan.utts[0].vox_rel.startswith("id10001/")
@@ -219,7 +219,7 @@ def write_voxceleb(plan, output, seed, trials_per_utterance, label_noise):
     Example
     -------
     >>> import tempfile
-    >>> from sb_angcl.synthetic.plan import plan_corpus
+    >>> from synthetic_corpus.plan import plan_corpus
     >>> plan = plan_corpus(6, 4, 2, 2, 1.0, 2.0, 0.0, 0, None)
     >>> _ = assign_paths(plan)
     >>> with tempfile.TemporaryDirectory() as out:
@@ -299,7 +299,7 @@ def write_cnceleb(plan, output, enrol, enrol_audio, label_noise):
     Example
     -------
     >>> import tempfile
-    >>> from sb_angcl.synthetic.plan import plan_corpus
+    >>> from synthetic_corpus.plan import plan_corpus
     >>> plan = plan_corpus(6, 4, 2, 2, 1.0, 2.0, 0.0, 0, None)
     >>> enrol = assign_paths(plan)
     >>> audio = {id(u): np.zeros(800, dtype=np.int16) for v in enrol.values() for u in v}

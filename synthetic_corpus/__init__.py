@@ -132,7 +132,7 @@ the generator again with the same arguments reuses a complete corpus.
 
 Usage::
 
-    python -m sb_angcl.synthetic --output DIR [--layout voxceleb|cnceleb|both]
+    python -m synthetic_corpus --output DIR [--layout voxceleb|cnceleb|both]
         [--session-strength 1.0] [--speakers-per-session 2]
         [--confusable-pairs N] [--label-noise FRACTION]
 
@@ -147,7 +147,7 @@ Modules
 ``plan``            the corpus plan: subsets, shared recordings, utterances
 ``layouts``         VoxCeleb1 / CN-Celeb file names, lists and metadata files
 ``corpus``          :func:`generate_corpus`: checks, reuse, synthesis, writing
-``cli``             the command line (``python -m sb_angcl.synthetic``)
+``cli``             the command line (``python -m synthetic_corpus``)
 ==================  ==========================================================
 
 The generator depends on no other part of ``sb_angcl``: it exercises the data
@@ -156,11 +156,11 @@ preparation and the recipes, so it must not share their code.
 Author: sb-angcl contributors.
 """
 
-from sb_angcl.synthetic.cli import format_summary, main
-from sb_angcl.synthetic.corpus import CORPUS_VERSION, LAYOUTS, generate_corpus
-from sb_angcl.synthetic.languages import LanguageProfile, get_language, language_names
-from sb_angcl.synthetic.layouts import LABEL_NOISE_CSV, LABEL_NOISE_HEADER
-from sb_angcl.synthetic.sessions import (
+from synthetic_corpus.cli import format_summary, main
+from synthetic_corpus.corpus import CORPUS_VERSION, LAYOUTS, generate_corpus
+from synthetic_corpus.languages import LanguageProfile, get_language, language_names
+from synthetic_corpus.layouts import LABEL_NOISE_CSV, LABEL_NOISE_HEADER
+from synthetic_corpus.sessions import (
     BANDLIMIT_POWER,
     CHANNEL_TILT_DB,
     CLEAN_SESSION,
@@ -170,8 +170,8 @@ from sb_angcl.synthetic.sessions import (
     SessionProfile,
     make_session,
 )
-from sb_angcl.synthetic.synthesis import SAMPLE_RATE, synthesize_utterance
-from sb_angcl.synthetic.voices import (
+from synthetic_corpus.synthesis import SAMPLE_RATE, synthesize_utterance
+from synthetic_corpus.voices import (
     CONFUSABLE_SCALE,
     TIMBRE_ANCHORS_HZ,
     SpeakerProfile,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sb_angcl.synthetic.dsp import smooth
+from synthetic_corpus.dsp import smooth
 
 # Per-genre recording conditions. snr: dB range; noise: noise kinds; rt60: s;
 # pitch: intonation multiplier; rate: speaking-rate multiplier; eq_db: std of
@@ -137,7 +137,7 @@ CHANNEL_TILT_DB = 1.0
 #: The probability of a band-limited channel grows as strength ** BANDLIMIT_POWER.
 BANDLIMIT_POWER = 3.0
 
-#: Default session strength of the corpus generator (see :mod:`sb_angcl.synthetic`).
+#: Default session strength of the corpus generator (see :mod:`synthetic_corpus`).
 DEFAULT_SESSION_STRENGTH = 1.0
 
 

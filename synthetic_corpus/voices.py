@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sb_angcl.synthetic.languages import language_names
+from synthetic_corpus.languages import language_names
 
 #: Frequencies (Hz) at which a speaker's timbre curve is defined.
 TIMBRE_ANCHORS_HZ = (

@@ -15,10 +15,10 @@ import math
 import numpy as np
 from scipy.signal import fftconvolve
 
-from sb_angcl.synthetic.dsp import istft, resonance_power_den, smooth, stft
-from sb_angcl.synthetic.languages import get_language
-from sb_angcl.synthetic.sessions import CLEAN_SESSION, channel_noise, impulse_response
-from sb_angcl.synthetic.voices import BASE_BANDWIDTHS, TIMBRE_ANCHORS_HZ
+from synthetic_corpus.dsp import istft, resonance_power_den, smooth, stft
+from synthetic_corpus.languages import get_language
+from synthetic_corpus.sessions import CLEAN_SESSION, channel_noise, impulse_response
+from synthetic_corpus.voices import BASE_BANDWIDTHS, TIMBRE_ANCHORS_HZ
 
 #: Sampling rate (Hz) of the corpus.
 SAMPLE_RATE = 16000
@@ -44,9 +44,9 @@ class _Articulation:
 
     Example
     -------
-    >>> from sb_angcl.synthetic.languages import get_language
-    >>> from sb_angcl.synthetic.sessions import CLEAN_SESSION
-    >>> from sb_angcl.synthetic.voices import make_speakers
+    >>> from synthetic_corpus.languages import get_language
+    >>> from synthetic_corpus.sessions import CLEAN_SESSION
+    >>> from synthetic_corpus.voices import make_speakers
     >>> spk = make_speakers(1, np.random.default_rng(0))[0]
     >>> art = _Articulation(spk, get_language(0), CLEAN_SESSION, 50, 0.01, np.random.default_rng(1))
     >>> art.syllable(0) > 0
@@ -229,7 +229,7 @@ def synthesize_utterance(
 
     Example
     -------
-    >>> from sb_angcl.synthetic import make_session, make_speakers
+    >>> from synthetic_corpus import make_session, make_speakers
     >>> spk = make_speakers(1, np.random.default_rng(0))[0]
     >>> x = synthesize_utterance(spk, "lang0", make_session(np.random.default_rng(1)), 1.0, np.random.default_rng(2))
     >>> x.dtype, x.shape, bool(np.abs(x).max() < 1.0)

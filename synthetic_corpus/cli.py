@@ -1,4 +1,4 @@
-"""Command line of the generator: ``python -m sb_angcl.synthetic --output DIR``.
+"""Command line of the generator: ``python -m synthetic_corpus --output DIR``.
 
 Authors
  * sb-angcl contributors 2025
@@ -8,8 +8,8 @@ import argparse
 import logging
 import sys
 
-from sb_angcl.synthetic.corpus import LAYOUTS, generate_corpus
-from sb_angcl.synthetic.sessions import DEFAULT_SESSION_STRENGTH
+from synthetic_corpus.corpus import LAYOUTS, generate_corpus
+from synthetic_corpus.sessions import DEFAULT_SESSION_STRENGTH
 
 
 def format_summary(summary):
@@ -64,7 +64,7 @@ def format_summary(summary):
 
 
 def main(argv=None):
-    """Command-line entry point: ``python -m sb_angcl.synthetic --output DIR``.
+    """Command-line entry point: ``python -m synthetic_corpus --output DIR``.
 
     Arguments
     ---------
@@ -130,7 +130,7 @@ def build_parser():
     40
     """
     parser = argparse.ArgumentParser(
-        prog="python -m sb_angcl.synthetic",
+        prog="python -m synthetic_corpus",
         description="Write a synthetic multi-speaker, multi-language corpus in the VoxCeleb1 and/or CN-Celeb layouts.",
     )
     parser.add_argument("--output", required=True, help="output folder")
