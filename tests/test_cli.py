@@ -33,15 +33,18 @@ def trained(tmp_path_factory):
     run = base / "run"
     assert main(["prepare", "folder", data, "--save-folder", str(run / "save"),
                  "--test-speakers", "3", "--num-trials", "60"]) == 0
-    cmd = [sys.executable, "train.py", "hparams/train_ecapa_angcl_small.yaml",
-           f"--data_folder={data}", f"--output_folder={run}", "--skip_prep=True",
-           "--speakers_per_batch=2", "--utterances_per_speaker=2", "--sentence_len=1.0",
-           "--debug", "--device=cpu", "--verify_after_training=True", "--score_norm=null",
-           f"--calibration_trials={run / 'save' / 'trials.txt'}"]
+    train = [sys.executable, "train.py", "hparams/train_ecapa_angcl_small.yaml",
+             f"--data_folder={data}", f"--output_folder={run}", "--skip_prep=True",
+             "--speakers_per_batch=2", "--utterances_per_speaker=2", "--sentence_len=1.0",
+             "--debug", "--device=cpu"]
+    verify = [sys.executable, "verify.py", "hparams/verification.yaml",
+              f"--data_folder={data}", f"--output_folder={run}", "--device=cpu",
+              "--score_norm=null", f"--calibration_trials={run / 'save' / 'trials.txt'}"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=RECIPE + os.pathsep + ROOT)
-    proc = subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    for cmd in (train, verify):
+        proc = subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True, text=True,
+                              timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-4000:]
     return data, run
 
 
