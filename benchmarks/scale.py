@@ -17,12 +17,11 @@ P x K = 64 x 4, positives across sessions):
   file, split, write the manifests), then ``prepare again`` (reusing them);
 * ``label encoder``: loading ``train.csv`` and fitting the speaker label
   encoder, as ``prepare_and_size`` does before the YAML is loaded;
-* ``manifests``: ``speaker_datasets`` as ``dataio_prep`` calls it (train and
-  dev manifests, label encoder, pipelines);
-* ``dataio_prep``: the whole of ``dataio_prep`` (the above and the P x K
-  sampler), then in the same process the sampler's construction alone,
-  one epoch's plan iterated on 1 rank, and a sampler for rank 0 of 8
-  built and iterated.
+* ``dataio_prep``: the whole of ``dataio_prep`` (``speaker_datasets``: train
+  and dev manifests, label encoder, pipelines, timed on the way; then the
+  P x K sampler), then in the same process the sampler's construction alone,
+  one epoch's plan iterated on 1 rank, and a sampler for rank 0 of 8 built
+  and iterated.
 
 The table gives wall time and peak RSS per stage and size, and the growth
 exponent of each: the least-squares slope of log(time) (resp. log(RSS above
@@ -67,7 +66,7 @@ TEST = {"speakers": 40, "videos": 677, "utterances": 4874, "trials": 37611, "fir
 VIDEO_CHARS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
 #: Hard links per source file (ext4 allows 65,000 per inode).
 LINKS_PER_SOURCE = 60000
-STAGES = ("import", "prepare", "prepare again", "label encoder", "manifests", "dataio_prep")
+STAGES = ("import", "prepare", "prepare again", "label encoder", "dataio_prep")
 RESULT_TAG = "SCALE_RESULT "
 
 
@@ -258,15 +257,17 @@ def run_stage(stage, hparams_file, settings):
                 "reload_s": reload_s, "speakers": len(encoder)}
     from speechbrain.utils.epoch_loop import EpochCounter
 
-    hparams = {**settings, "epoch_counter": EpochCounter(settings["number_of_epochs"])}
-    if stage == "manifests":
-        # The settings train.py's dataio_prep hands to speaker_datasets.
-        keys = ("train_annotation", "valid_annotation", "data_folder", "save_folder",
-                "sentence_len", "sample_rate", "seed", "epoch_counter")
-        (train, _, _), seconds = _timed(speaker_datasets, {k: hparams[k] for k in keys})
-        return {"seconds": seconds, "train_rows": len(train)}
     if stage != "dataio_prep":
         raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
+    hparams = {**settings, "epoch_counter": EpochCounter(settings["number_of_epochs"])}
+    # train.py's dataio_prep as it is, its call of speaker_datasets timed on the way.
+    manifests = {}
+
+    def timed_speaker_datasets(*args, **kwargs):
+        value, manifests["seconds"] = _timed(speaker_datasets, *args, **kwargs)
+        return value
+
+    module.speaker_datasets = timed_speaker_datasets
     (train, _, _, sampler), seconds = _timed(module.dataio_prep, hparams)
     options = {"key": "spk_id", "speakers_per_batch": settings["speakers_per_batch"],
                "utterances_per_speaker": settings["utterances_per_speaker"],
@@ -279,9 +280,9 @@ def run_stage(stage, hparams_file, settings):
                              num_replicas=8, rank=0, **options)
     rank0.set_epoch(1)
     batches8, epoch8_s = _timed(list, rank0)
-    return {"seconds": seconds, "sampler_s": build_s, "epoch_s": epoch_s,
-            "batches": len(batches), "sampler8_s": build8_s, "epoch8_s": epoch8_s,
-            "batches8": len(batches8), "train_rows": len(train),
+    return {"seconds": seconds, "manifests_s": manifests["seconds"], "sampler_s": build_s,
+            "epoch_s": epoch_s, "batches": len(batches), "sampler8_s": build8_s,
+            "epoch8_s": epoch8_s, "batches8": len(batches8), "train_rows": len(train),
             "dropped_groups": sampler.num_dropped_groups}
 
 
@@ -339,14 +340,15 @@ ROWS = [
     ("prepare_voxceleb again (manifests reused)", "prepare again", "seconds", False),
     ("train.csv loaded + label encoder fitted", "label encoder", "seconds", True),
     ("  of which: label encoder fitted", "label encoder", "fit_s", True),
-    ("speaker_datasets (dataio_prep's manifests)", "manifests", "seconds", True),
     ("dataio_prep (manifests + P x K sampler)", "dataio_prep", "seconds", True),
+    ("  of which: speaker_datasets (manifests, label encoder, pipelines)", "dataio_prep",
+     "manifests_s", True),
     ("  P x K sampler built (1 rank)", "dataio_prep", "sampler_s", True),
     ("  one epoch's plan iterated (1 rank)", "dataio_prep", "epoch_s", True),
     ("  sampler built, rank 0 of 8", "dataio_prep", "sampler8_s", True),
     ("  one epoch's plan iterated, rank 0 of 8", "dataio_prep", "epoch8_s", True),
 ]
-RSS_ROWS = ["import", "prepare", "label encoder", "manifests", "dataio_prep"]
+RSS_ROWS = ["import", "prepare", "label encoder", "dataio_prep"]
 
 
 def _num(value):
@@ -456,13 +458,16 @@ def run(args):
         log_path = os.path.join(work, f"size_{fraction:g}.log")
         if os.path.exists(log_path):
             os.remove(log_path)
-        for stage in STAGES:
-            results[fraction][stage] = measure(stage, args.hparams, settings, log_path,
-                                               args.in_process)
-            print(f"# {_label(fraction)}: {stage} {results[fraction][stage]['seconds']:.2f} s, "
-                  f"{results[fraction][stage]['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
-        if not args.keep:
-            shutil.rmtree(size_dir, ignore_errors=True)
+        try:
+            for stage in STAGES:
+                results[fraction][stage] = measure(stage, args.hparams, settings, log_path,
+                                                   args.in_process)
+                print(f"# {_label(fraction)}: {stage} {results[fraction][stage]['seconds']:.2f} s, "
+                      f"{results[fraction][stage]['peak_rss_mb']:.0f} MB", file=sys.stderr,
+                      flush=True)
+        finally:
+            if not args.keep:
+                shutil.rmtree(size_dir, ignore_errors=True)
     settings_used = {k: settings[k] for k in ("speakers_per_batch", "utterances_per_speaker",
                                               "positives_across_sessions", "split_ratio", "seed")}
     text, worst = report(results, f"{settings['speakers_per_batch']} x {settings['utterances_per_speaker']}")
