@@ -28,8 +28,9 @@ GPU needs to keep up with a training step of ``B`` crops taking ``t`` seconds,
 (the output of ``step_overhead.py``, e.g. ``gpu_check.sh``'s on a GPU) or
 ``--step-ms`` (assumed times, labelled as such).
 
-The last line is ``ratio <ours / upstream, utterances per second at 1 worker>``
-(at the first worker count of ``--workers`` above 0, else at 0).
+The last line is ``ratio <ours / upstream, utterances per second>``: the
+median of the per-round ratios at the first worker count of ``--workers``
+above 0 (at 0 if there is none); 1 without ``--upstream``.
 
 Example::
 
@@ -43,6 +44,7 @@ Authors
 """
 
 import argparse
+import contextlib
 import importlib.util
 import logging
 import math
@@ -154,13 +156,15 @@ def upstream(corpus, work_dir, checkout):
                                os.path.join(recipe, "train_speaker_embeddings.py"))
     hparams = plain_hparams(os.path.join(checkout, UPSTREAM_HPARAMS),
                             {"data_folder": corpus, "output_folder": work_dir})
-    # As the upstream train script calls it (its trial list is the corpus's own).
-    prep.prepare_voxceleb(
-        data_folder=hparams["data_folder"], save_folder=hparams["save_folder"],
-        verification_pairs_file=os.path.join(corpus, "meta", "veri_test2.txt"),
-        splits=["train", "dev"], split_ratio=hparams["split_ratio"],
-        seg_dur=hparams["sentence_len"], skip_prep=False,
-    )
+    # As the upstream train script calls it (its trial list is the corpus's own); it
+    # prints to stdout, which here is the report.
+    with contextlib.redirect_stdout(sys.stderr):
+        prep.prepare_voxceleb(
+            data_folder=hparams["data_folder"], save_folder=hparams["save_folder"],
+            verification_pairs_file=os.path.join(corpus, "meta", "veri_test2.txt"),
+            splits=["train", "dev"], split_ratio=hparams["split_ratio"],
+            seg_dur=hparams["sentence_len"], skip_prep=False,
+        )
     train, _, _ = script.dataio_prep(hparams)
     return train, hparams
 
@@ -338,7 +342,8 @@ def run(args):
               f"{workers_needed(batch, seconds, per_worker)} |")
     ratio = 1.0
     if "upstream" in pipelines:
-        ratio = statistics.median(rates["ours", reference]) / statistics.median(rates["upstream", reference])
+        ratio = median_ci([a / b for a, b in zip(rates["ours", reference],
+                                                 rates["upstream", reference])])[0]
     print()
     print(f"ratio {ratio:.3f}")
     return ratio

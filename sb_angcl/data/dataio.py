@@ -15,9 +15,13 @@ import logging
 import random
 
 import speechbrain as sb
+import speechbrain.dataio.audio_io as audio_io
 import torch
 import torchaudio
-from speechbrain.dataio import audio_io
+
+# audio_io is the module itself, not speechbrain.dataio's lazy export of it: every
+# attribute read on a SpeechBrain LazyModule inspects the caller's frame (about
+# 0.1 ms, twice per training item).
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +75,7 @@ def load_segment(path, start=0, stop=None, sample_rate=16000):
             f"Cannot read audio file {path}: {err}. Check the file, or rerun data "
             "preparation (it skips unreadable files)."
         ) from err
-    signal = signal.float().mean(dim=0)
+    signal = signal[0].float() if signal.shape[0] == 1 else signal.float().mean(dim=0)
     if file_rate != sample_rate:
         signal = torchaudio.functional.resample(signal, file_rate, sample_rate)
     return signal
@@ -272,7 +276,9 @@ def replace_nonfinite(signal):
     >>> replace_nonfinite(torch.tensor([0.5, float("nan"), float("inf")]))
     (tensor([0.5000, 0.0000, 0.0000]), 2)
     """
-    finite = torch.isfinite(signal)
+    if bool(torch.isfinite(signal.sum())):  # one reduction; a NaN or inf makes the sum one
+        return signal, 0
+    finite = torch.isfinite(signal)  # (or finite values whose sum overflows: counted here)
     count = int(finite.numel() - finite.sum())
     if count == 0:
         return signal, 0
