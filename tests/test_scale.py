@@ -221,3 +221,34 @@ def test_workers_needed_and_step_file(tmp_path):
     steps = loader_speed.read_step_file(str(path))
     assert [(b, s) for _, b, s in steps] == [(256, 0.25), (256, 0.26)]
     assert steps[0][0].startswith("aam, C=1024")
+
+
+def test_crops_of_files_at_another_rate_read_at_their_rate(tmp_path):
+    # The training pipeline assumes a file is at sample_rate until its read says
+    # otherwise; the crop must be the one drawn at the file's own rate, first time or not.
+    import numpy as np
+    import soundfile
+
+    from sb_angcl.data.dataio import CropRandom, crop_or_pad, load_segment, make_train_pipeline
+
+    rng = np.random.default_rng(0)
+    rows = {}
+    for name, rate in (("a16", 16000), ("b8", 8000), ("c44", 44100)):
+        path = str(tmp_path / f"{name}.wav")
+        soundfile.write(path, rng.standard_normal(int(2.5 * rate)) * 0.1, rate)
+        rows[name] = {"wav": path, "start": 0, "stop": int(2.5 * rate), "rate": rate}
+    crop_seconds, seed = 1.0, 5
+    data = sb.dataio.dataset.DynamicItemDataset(
+        {k: {key: v[key] for key in ("wav", "start", "stop")} for k, v in rows.items()})
+    sb.dataio.dataset.add_dynamic_item([data], make_train_pipeline(crop_seconds, seed=seed))
+    sb.dataio.dataset.set_output_keys([data], ["id", "sig"])
+    expected_draws = CropRandom(seed)
+    for occurrence in range(2):  # the second time, the file's rate is known
+        for index, (name, row) in enumerate(rows.items()):
+            draw = expected_draws.for_item(name)
+            want = int(round(crop_seconds * row["rate"]))
+            start = draw.randint(0, row["stop"] - want)
+            expected = crop_or_pad(load_segment(row["wav"], start, start + want), 16000, draw)
+            got = data[index]["sig"]
+            assert got.shape == (16000,), (name, occurrence)
+            assert float((got - expected).abs().max()) < 1e-6, (name, occurrence)

@@ -33,7 +33,7 @@ class AudioReadError(RuntimeError):
     """An audio file named in a manifest cannot be read."""
 
 
-def load_segment(path, start=0, stop=None, sample_rate=16000):
+def load_segment(path, start=0, stop=None, sample_rate=16000, return_rate=False):
     """Load ``[start, stop)`` (in samples of the file) as mono at ``sample_rate``.
 
     Arguments
@@ -46,11 +46,13 @@ def load_segment(path, start=0, stop=None, sample_rate=16000):
         One past the last sample; ``None`` reads to the end.
     sample_rate : int
         Rate of the returned signal; other rates are resampled.
+    return_rate : bool
+        Also return the file's own rate.
 
     Returns
     -------
     torch.Tensor
-        1-D float32 waveform.
+        1-D float32 waveform (and the file's rate, with ``return_rate``).
 
     Raises
     ------
@@ -78,7 +80,7 @@ def load_segment(path, start=0, stop=None, sample_rate=16000):
     signal = signal[0].float() if signal.shape[0] == 1 else signal.float().mean(dim=0)
     if file_rate != sample_rate:
         signal = torchaudio.functional.resample(signal, file_rate, sample_rate)
-    return signal
+    return (signal, file_rate) if return_rate else signal
 
 
 def crop_or_pad(signal, num_samples, rng=None):
@@ -116,17 +118,6 @@ def crop_or_pad(signal, num_samples, rng=None):
     else:
         offset = rng.randint(0, length - num_samples)
     return signal[offset : offset + num_samples]
-
-
-def _file_rate(path, cache):
-    rate = cache.get(path)
-    if rate is None:
-        try:
-            rate = audio_io.info(path).sample_rate
-        except Exception as err:
-            raise AudioReadError(f"Cannot read audio file {path}: {err}") from err
-        cache[path] = rate
-    return rate
 
 
 class CropRandom:
@@ -224,18 +215,28 @@ def make_train_pipeline(
     """
     crops = CropRandom(seed, epoch_source)
     num_samples = int(round(crop_seconds * sample_rate))
-    rates = {}
+    rates = {}  # the files (seen by this process) that are not at sample_rate
 
     def crop(item_id, wav, start, stop, speed=1.0):
         rng = crops.for_item(item_id)
         start, stop, speed = int(start), int(stop), float(speed)
-        file_rate = _file_rate(wav, rates)
-        # A copy played `speed` times faster needs `speed` times the audio.
-        want = int(round(crop_seconds * file_rate * speed))
-        if stop - start > want:
-            start = rng.randint(start, stop - want)
-            stop = start + want
-        signal, bad = replace_nonfinite(load_segment(wav, start, stop, sample_rate))
+        # A file's rate is taken to be sample_rate (no header read per item); the read
+        # tells: where it is another, the window is drawn again from the same random
+        # state at the file's rate and read again.
+        file_rate, state = rates.get(wav, sample_rate), rng.getstate()
+        for _ in range(2):
+            # A copy played `speed` times faster needs `speed` times the audio.
+            want = int(round(crop_seconds * file_rate * speed))
+            first, last = start, stop
+            if stop - start > want:
+                first = rng.randint(start, stop - want)
+                last = first + want
+            signal, read_rate = load_segment(wav, first, last, sample_rate, return_rate=True)
+            if read_rate == file_rate:
+                break
+            rates[wav] = file_rate = read_rate
+            rng.setstate(state)
+        signal, bad = replace_nonfinite(signal)
         if speed != 1.0:
             # Read at sample_rate * speed, played at sample_rate: `speed` times faster.
             signal = torchaudio.functional.resample(
