@@ -12,6 +12,7 @@ Authors
 """
 
 import logging
+import math
 import random
 
 import speechbrain as sb
@@ -175,7 +176,9 @@ class CropRandom:
             self._key, self._counts = key, {}
         occurrence = self._counts.get(item_id, 0)
         self._counts[item_id] = occurrence + 1
-        return random.Random(f"{self.seed}|{key[0]}|{key[1]}|{item_id}|{occurrence}")
+        # Kept so that a draw can start over: ``rng.seed(crops.last_seed)``.
+        self.last_seed = f"{self.seed}|{key[0]}|{key[1]}|{item_id}|{occurrence}"
+        return random.Random(self.last_seed)
 
 
 def make_train_pipeline(
@@ -221,9 +224,9 @@ def make_train_pipeline(
         rng = crops.for_item(item_id)
         start, stop, speed = int(start), int(stop), float(speed)
         # A file's rate is taken to be sample_rate (no header read per item); the read
-        # tells: where it is another, the window is drawn again from the same random
-        # state at the file's rate and read again.
-        file_rate, state = rates.get(wav, sample_rate), rng.getstate()
+        # tells: where it is another, the window is drawn again, from the same seed,
+        # at the file's rate and read again.
+        file_rate = rates.get(wav, sample_rate)
         for _ in range(2):
             # A copy played `speed` times faster needs `speed` times the audio.
             want = int(round(crop_seconds * file_rate * speed))
@@ -235,7 +238,7 @@ def make_train_pipeline(
             if read_rate == file_rate:
                 break
             rates[wav] = file_rate = read_rate
-            rng.setstate(state)
+            rng.seed(crops.last_seed)
         signal, bad = replace_nonfinite(signal)
         if speed != 1.0:
             # Read at sample_rate * speed, played at sample_rate: `speed` times faster.
@@ -277,7 +280,7 @@ def replace_nonfinite(signal):
     >>> replace_nonfinite(torch.tensor([0.5, float("nan"), float("inf")]))
     (tensor([0.5000, 0.0000, 0.0000]), 2)
     """
-    if bool(torch.isfinite(signal.sum())):  # one reduction; a NaN or inf makes the sum one
+    if math.isfinite(float(signal.sum())):  # one reduction; a NaN or inf makes the sum one
         return signal, 0
     finite = torch.isfinite(signal)  # (or finite values whose sum overflows: counted here)
     count = int(finite.numel() - finite.sum())
