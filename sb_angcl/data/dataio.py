@@ -12,12 +12,17 @@ Authors
 """
 
 import logging
+import math
 import random
 
 import speechbrain as sb
+import speechbrain.dataio.audio_io as audio_io
 import torch
 import torchaudio
-from speechbrain.dataio import audio_io
+
+# audio_io is the module itself, not speechbrain.dataio's lazy export of it: every
+# attribute read on a SpeechBrain LazyModule inspects the caller's frame (about
+# 0.1 ms, twice per training item).
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +34,7 @@ class AudioReadError(RuntimeError):
     """An audio file named in a manifest cannot be read."""
 
 
-def load_segment(path, start=0, stop=None, sample_rate=16000):
+def load_segment(path, start=0, stop=None, sample_rate=16000, return_rate=False):
     """Load ``[start, stop)`` (in samples of the file) as mono at ``sample_rate``.
 
     Arguments
@@ -42,11 +47,13 @@ def load_segment(path, start=0, stop=None, sample_rate=16000):
         One past the last sample; ``None`` reads to the end.
     sample_rate : int
         Rate of the returned signal; other rates are resampled.
+    return_rate : bool
+        Also return the file's own rate.
 
     Returns
     -------
     torch.Tensor
-        1-D float32 waveform.
+        1-D float32 waveform (and the file's rate, with ``return_rate``).
 
     Raises
     ------
@@ -71,10 +78,10 @@ def load_segment(path, start=0, stop=None, sample_rate=16000):
             f"Cannot read audio file {path}: {err}. Check the file, or rerun data "
             "preparation (it skips unreadable files)."
         ) from err
-    signal = signal.float().mean(dim=0)
+    signal = signal[0].float() if signal.shape[0] == 1 else signal.float().mean(dim=0)
     if file_rate != sample_rate:
         signal = torchaudio.functional.resample(signal, file_rate, sample_rate)
-    return signal
+    return (signal, file_rate) if return_rate else signal
 
 
 def crop_or_pad(signal, num_samples, rng=None):
@@ -112,17 +119,6 @@ def crop_or_pad(signal, num_samples, rng=None):
     else:
         offset = rng.randint(0, length - num_samples)
     return signal[offset : offset + num_samples]
-
-
-def _file_rate(path, cache):
-    rate = cache.get(path)
-    if rate is None:
-        try:
-            rate = audio_io.info(path).sample_rate
-        except Exception as err:
-            raise AudioReadError(f"Cannot read audio file {path}: {err}") from err
-        cache[path] = rate
-    return rate
 
 
 class CropRandom:
@@ -180,7 +176,9 @@ class CropRandom:
             self._key, self._counts = key, {}
         occurrence = self._counts.get(item_id, 0)
         self._counts[item_id] = occurrence + 1
-        return random.Random(f"{self.seed}|{key[0]}|{key[1]}|{item_id}|{occurrence}")
+        # Kept so that a draw can start over: ``rng.seed(crops.last_seed)``.
+        self.last_seed = f"{self.seed}|{key[0]}|{key[1]}|{item_id}|{occurrence}"
+        return random.Random(self.last_seed)
 
 
 def make_train_pipeline(
@@ -220,18 +218,28 @@ def make_train_pipeline(
     """
     crops = CropRandom(seed, epoch_source)
     num_samples = int(round(crop_seconds * sample_rate))
-    rates = {}
+    rates = {}  # the files (seen by this process) that are not at sample_rate
 
     def crop(item_id, wav, start, stop, speed=1.0):
         rng = crops.for_item(item_id)
         start, stop, speed = int(start), int(stop), float(speed)
-        file_rate = _file_rate(wav, rates)
-        # A copy played `speed` times faster needs `speed` times the audio.
-        want = int(round(crop_seconds * file_rate * speed))
-        if stop - start > want:
-            start = rng.randint(start, stop - want)
-            stop = start + want
-        signal, bad = replace_nonfinite(load_segment(wav, start, stop, sample_rate))
+        # A file's rate is taken to be sample_rate (no header read per item); the read
+        # tells: where it is another, the window is drawn again, from the same seed,
+        # at the file's rate and read again.
+        file_rate = rates.get(wav, sample_rate)
+        for _ in range(2):
+            # A copy played `speed` times faster needs `speed` times the audio.
+            want = int(round(crop_seconds * file_rate * speed))
+            first, last = start, stop
+            if stop - start > want:
+                first = rng.randint(start, stop - want)
+                last = first + want
+            signal, read_rate = load_segment(wav, first, last, sample_rate, return_rate=True)
+            if read_rate == file_rate:
+                break
+            rates[wav] = file_rate = read_rate
+            rng.seed(crops.last_seed)
+        signal, bad = replace_nonfinite(signal)
         if speed != 1.0:
             # Read at sample_rate * speed, played at sample_rate: `speed` times faster.
             signal = torchaudio.functional.resample(
@@ -272,7 +280,9 @@ def replace_nonfinite(signal):
     >>> replace_nonfinite(torch.tensor([0.5, float("nan"), float("inf")]))
     (tensor([0.5000, 0.0000, 0.0000]), 2)
     """
-    finite = torch.isfinite(signal)
+    if math.isfinite(float(signal.sum())):  # one reduction; a NaN or inf makes the sum one
+        return signal, 0
+    finite = torch.isfinite(signal)  # (or finite values whose sum overflows: counted here)
     count = int(finite.numel() - finite.sum())
     if count == 0:
         return signal, 0
