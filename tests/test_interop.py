@@ -169,7 +169,7 @@ def train_from_csv(csv_path, vox_root, out):
 
 # ------------------------------------------------------------ upstream manifests
 def test_sessions_parsed_from_upstream_ids_and_refused_otherwise():
-    from sb_angcl.data.sampler import session_from_id, sessions_from_ids
+    from sb_angcl.data.epoch_plan import session_from_id, sessions_from_ids
 
     assert session_from_id("id10001--1zcIwhmdeo4--00001") == "1zcIwhmdeo4"
     assert session_from_id("id10001--1zcIwhmdeo4--00001_3.0_6.0") == "1zcIwhmdeo4"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sb_angcl.data import manifests, preparation
+from sb_angcl.data import audio_probe, manifests, preparation
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -125,7 +125,7 @@ def test_probe_audio_classifies_damaged_files(tmp_path):
     (tmp_path / "short_data.wav").write_bytes(good[: len(good) // 2])
     (tmp_path / "short_data.flac").write_bytes(flac[: len(flac) // 2])
     sf.write(str(tmp_path / "zero.wav"), np.zeros(0, np.int16), SR)
-    info = {p.name: manifests.probe_audio(p) for p in tmp_path.iterdir()}
+    info = {p.name: audio_probe.probe_audio(p) for p in tmp_path.iterdir()}
     assert info["ok.wav"].ok and info["ok.wav"].frames == SR
     assert info["ok.flac"].ok and info["ok.flac"].frames == SR
     for bad in ["text.wav", "empty.wav", "header.wav", "zero.wav"]:
@@ -138,7 +138,7 @@ def test_probe_audio_classifies_damaged_files(tmp_path):
     assert not info["short_data.flac"].ok
     # probe_files keeps the order of its input, whatever the threads do.
     paths = sorted(tmp_path.iterdir()) * 3
-    assert [i.path for i in manifests.probe_files(paths, num_threads=3)] == [
+    assert [i.path for i in audio_probe.probe_files(paths, num_threads=3)] == [
         str(p) for p in paths
     ]
 
@@ -343,7 +343,7 @@ def test_voxceleb_skips_done_work(voxcorpus, monkeypatch):
     def no_probe(*args, **kwargs):
         raise AssertionError("rescanned")
 
-    monkeypatch.setattr(manifests, "probe_files", no_probe)
+    monkeypatch.setattr(audio_probe, "probe_files", no_probe)
     assert run_vox(c) == first  # same options: nothing rescanned
     with pytest.raises(AssertionError, match="rescanned"):
         run_vox(c, seed=99)  # other options: prepared again
@@ -351,7 +351,7 @@ def test_voxceleb_skips_done_work(voxcorpus, monkeypatch):
     monkeypatch.undo()
     run_vox(c, seed=99)
     (c["save"] / "dev.csv").unlink()  # an output missing: prepared again
-    monkeypatch.setattr(manifests, "probe_files", no_probe)
+    monkeypatch.setattr(audio_probe, "probe_files", no_probe)
     with pytest.raises(AssertionError, match="rescanned"):
         run_vox(c, seed=99)
 
@@ -810,7 +810,7 @@ def test_cnceleb_bad_lists_and_files(cncorpus, caplog):
 def test_cnceleb_skips_done_work(cncorpus, monkeypatch):
     c = cncorpus
     first = run_cn(c, train_sets=("cnceleb1",))
-    monkeypatch.setattr(manifests, "probe_files", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(audio_probe, "probe_files", lambda *a, **k: 1 / 0)
     assert run_cn(c, train_sets=["cnceleb1"]) == first
     with pytest.raises(ZeroDivisionError):
         run_cn(c, train_sets=["cnceleb1"], concat_min_duration=3.0)

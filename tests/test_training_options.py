@@ -144,7 +144,7 @@ def test_pseudo_speakers_are_new_classes_with_shorter_copies():
     assert copy["speed"] == 1.1 and copy["duration"] == pytest.approx(3.0 / 1.1)
     assert out.data["s1--v1--00001"]["speed"] == 1.0
     # The session is still the video part of the ID (positives across sessions).
-    from sb_angcl.data.sampler import session_from_id
+    from sb_angcl.data.epoch_plan import session_from_id
     assert session_from_id("s1--v1--00001@sp1.1") == "v1"
     assert derive_training_set(data, []) is data
 

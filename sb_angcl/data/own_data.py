@@ -54,7 +54,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from sb_angcl.data import manifests, preparation
+from sb_angcl.data import audio_probe, manifests, preparation
 
 logger = logging.getLogger(__name__)
 
@@ -563,7 +563,7 @@ def _probe(items, report, ctx):
     report.announce("missing", "missing audio file(s)",
                     "Check the paths (relative paths in wav.scp are read from the current folder).")
     files = list(OrderedDict.fromkeys(u.path for u in present))
-    usable, info_by_path = manifests.probe_usable(files, f"Probing {ctx['corpus']}", report,
+    usable, info_by_path = audio_probe.probe_usable(files, f"Probing {ctx['corpus']}", report,
                                                   sample_rate, ctx["on_wrong_sample_rate"])
     preparation.announce_audio_problems(report, sample_rate, "Replace or delete them.")
     rows, problems = {}, {}

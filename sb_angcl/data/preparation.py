@@ -29,7 +29,8 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
-from sb_angcl.data.manifests import WRONG_RATE_CHOICES, format_file_list, write_csv
+from sb_angcl.data.audio_probe import WRONG_RATE_CHOICES
+from sb_angcl.data.manifests import format_file_list, write_csv
 
 logger = logging.getLogger(__name__)
 

@@ -68,7 +68,7 @@ from pathlib import Path
 
 from cnceleb_short_utterances import SHORT_RULES, apply_short_rule
 
-from sb_angcl.data import manifests, preparation
+from sb_angcl.data import audio_probe, manifests, preparation
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +328,7 @@ def _build(ctx, report):
         [{"ID": c["ID"], "wav": c["path"]} for c in candidates], "train.csv"
     )
     to_probe = [c["path"] for c in candidates] + [str(p) for p in eval_paths.values()]
-    usable, info_by_path = manifests.probe_usable(
+    usable, info_by_path = audio_probe.probe_usable(
         list(OrderedDict.fromkeys(to_probe)),
         "Probing CN-Celeb audio",
         report,
@@ -349,7 +349,7 @@ def _build(ctx, report):
     )
     rows = manifests.drop_short(rows, ctx["min_duration"], report)
     train, dev = manifests.split_dev(rows, ctx["dev_fraction"], ctx["seed"])
-    problems = manifests.unusable_items(
+    problems = audio_probe.unusable_items(
         ((key[1], path) for key, path in eval_paths.items()), usable, info_by_path
     )
     if problems:

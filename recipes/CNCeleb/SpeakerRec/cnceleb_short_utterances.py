@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from sb_angcl.data import manifests
+from sb_angcl.data import audio_probe
 
 #: Values of ``short_utterance_rule``.
 SHORT_RULES = ("concat", "drop", "keep")
@@ -151,7 +151,7 @@ def concatenate_audio(sources, dest, sample_rate):
 def _concatenate_job(job, sample_rate):
     sources, dest, expected = job
     if expected is not None and Path(dest).is_file():
-        info = manifests.probe_audio(dest)
+        info = audio_probe.probe_audio(dest)
         if info.ok and info.frames == expected and info.sample_rate == sample_rate:
             return expected  # written by an earlier, interrupted run
     try:
@@ -174,7 +174,7 @@ def concatenate_many(jobs, sample_rate, num_threads=None, desc="Concatenating"):
     sample_rate : int
         Output rate.
     num_threads : int, optional
-        Worker threads (default :data:`sb_angcl.data.manifests.PROBE_THREADS`).
+        Worker threads (default :data:`sb_angcl.data.audio_probe.PROBE_THREADS`).
     desc : str
         Label of the progress bar.
 
@@ -198,7 +198,7 @@ def concatenate_many(jobs, sample_rate, num_threads=None, desc="Concatenating"):
     if not jobs:
         return []
     results = [None] * len(jobs)
-    pool = concurrent.futures.ThreadPoolExecutor(num_threads or manifests.PROBE_THREADS)
+    pool = concurrent.futures.ThreadPoolExecutor(num_threads or audio_probe.PROBE_THREADS)
     with pool, tqdm(total=len(jobs), desc=desc, unit="file") as bar:
         futures = {
             pool.submit(_concatenate_job, job, sample_rate): i

@@ -48,7 +48,7 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from sb_angcl.data import manifests, preparation
+from sb_angcl.data import audio_probe, manifests, preparation
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def _build(ctx, report):
     manifests.check_unique_ids(
         [{"ID": rel, "wav": path} for path, rel, _ in candidates], "train.csv"
     )
-    usable, info_by_path = manifests.probe_usable(
+    usable, info_by_path = audio_probe.probe_usable(
         [c[0] for c in candidates] + [str(p) for p in eval_paths.values()],
         "Probing VoxCeleb audio",
         report,
@@ -230,7 +230,7 @@ def _build(ctx, report):
     manifests.mark_label_noise(rows, noise)
     rows = manifests.drop_short(rows, ctx["min_duration"], report)
     train, dev = manifests.split_dev(rows, ctx["dev_fraction"], ctx["seed"])
-    problems = manifests.unusable_items(
+    problems = audio_probe.unusable_items(
         ((rel, eval_paths[rel]) for rel in eval_rels), usable, info_by_path
     )
     if problems:
