@@ -249,7 +249,8 @@ def test_upstream_cosine_scoring_matches_verify(vox_corpus, tmp_path):
     run_script(os.path.join(VOX, "train.py"), [SMALL_YAML, *common], cwd=str(tmp_path))
     # Cosine scoring, no calibration; eight utterances a batch, as upstream's YAML.
     ours = run_script(os.path.join(VOX, "verify.py"), [
-        SMALL_YAML, *common, "--score_norm=null", "--calibration=none", "--eval_batch_size=8",
+        os.path.join(VOX, "hparams", "verification.yaml"), *common[:3], "--score_norm=null",
+        "--calibration=none", "--eval_batch_size=8",
     ], cwd=str(tmp_path))
     ours_eer = float(re.search(r"^EER (\d+\.\d+)%", ours.stdout, re.M).group(1))
 
