@@ -138,18 +138,12 @@ class AngularContrastiveBrain(sb.Brain):
         two_views = self.views(stage) == 2
         wav_augment, feat_augment = self.augmenters(stage)
         if wav_augment is not None:
-            augmented, augmented_lens = wav_augment(wavs, lens)
-            if two_views:
-                augmented, augmented_lens = stack_views(wavs, lens, augmented, augmented_lens)
-            wavs, lens = augmented, augmented_lens
+            wavs, lens = augment_views(wav_augment, wavs, lens, two_views)
         feats = self.modules.compute_features(wavs)
         feats = self.modules.mean_var_norm(feats, lens)
         if feat_augment is not None:
             # Masks on the normalised features: masked bins hold the mean (0).
-            augmented, augmented_lens = feat_augment(feats, lens)
-            if two_views:
-                augmented, augmented_lens = stack_views(feats, lens, augmented, augmented_lens)
-            feats, lens = augmented, augmented_lens
+            feats, lens = augment_views(feat_augment, feats, lens, two_views)
         embeddings = self.modules.embedding_model(feats, lens)
         if embeddings.dim() == 2:
             embeddings = embeddings.unsqueeze(1)
@@ -419,6 +413,14 @@ class AngularContrastiveBrain(sb.Brain):
                 )
         else:
             logger.info("Test stats: %s", stats)
+
+
+def augment_views(augment, batch, lens, two_views):
+    """``augment(batch, lens)``; with two views, the batch and its augmented copy stacked."""
+    augmented, augmented_lens = augment(batch, lens)
+    if two_views:
+        return stack_views(batch, lens, augmented, augmented_lens)
+    return augmented, augmented_lens
 
 
 def stack_views(first, first_lens, second, second_lens):
