@@ -1403,9 +1403,11 @@ def main(argv=None):
     layout = recipe_layout(args.hparams)
     train = load_train(args.hparams)
     allowed = yaml_top_keys(args.hparams)
-    unknown = sorted(set(args.extra_overrides) - allowed)
+    verification_yaml = os.path.join(os.path.dirname(args.hparams), "verification.yaml")
+    unknown = sorted(set(args.extra_overrides) - allowed - yaml_top_keys(verification_yaml))
     if unknown:
-        raise KeyError(f"--override keys {unknown} are not top-level keys of {args.hparams}")
+        raise KeyError(f"--override keys {unknown} are top-level keys of neither "
+                       f"{args.hparams} nor {verification_yaml}")
     jobs = [(v, s) for s in args.seeds for v in args.variants]
 
     if args.worker:
