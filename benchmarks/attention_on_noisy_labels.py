@@ -1,7 +1,8 @@
 """Does class-aware attention discount the mislabelled training utterances?
 
-On a corpus generated with ``--label-noise`` the training manifest marks the
-relabelled utterances (``label_noise`` = 1, ``true_spk_id``). This script
+A run trained with ``label_noise`` (its ``<save_folder>/train_derived.csv``),
+or on a corpus generated with ``--label-noise``, marks the relabelled
+training utterances (``label_noise`` = 1, ``true_spk_id``). This script
 loads a trained run (its best checkpoint), embeds every training utterance,
 computes each one's confidence ``a_j`` (the classifier's posterior for its
 *given* label at ``T_att``) and the class-aware attention weights ``w_in`` of
@@ -111,14 +112,26 @@ def main(argv=None):
     if os.path.isfile(result):
         with open(result, encoding="utf-8") as fin:
             overrides = json.load(fin)["overrides"]
+        # Only the training YAML's keys (the scoring ones went to verification.yaml).
+        with open(args.hparams, encoding="utf-8") as fin:
+            keys = {line.split(":")[0] for line in fin if line[:1].isalpha() and ":" in line}
+        overrides = {k: v for k, v in overrides.items() if k in keys}
     hparams, device = load_trained_hparams(args.hparams, overrides), "cpu"
     if hparams["checkpointer"].recover_if_possible(min_key="ErrorRate") is None:
         raise SystemExit(f"No checkpoint in {hparams['save_folder']}: train first")
-    train_csv = hparams["train_annotation"]
+    # A run with the label_noise option trained on <save_folder>/train_derived.csv.
+    train_csv = os.path.join(hparams["save_folder"], "train_derived.csv")
+    if not os.path.isfile(train_csv):
+        train_csv = hparams["train_annotation"]
     manifest = pd.read_csv(train_csv)
     if "label_noise" not in manifest:
-        raise SystemExit(f"{train_csv} has no label_noise column: generate the corpus with "
-                         "--label-noise and prepare it again")
+        raise SystemExit(f"{train_csv} has no label_noise column: train with label_noise > 0 "
+                         "(or generate the corpus with --label-noise and prepare it again)")
+    if "speed" in manifest and (manifest["speed"] != 1.0).any():
+        # Only the utterances as recorded: speed copies are other classes.
+        manifest = manifest[manifest["speed"] == 1.0]
+        train_csv = os.path.join(args.run_dir, "train_unperturbed.csv")
+        manifest.to_csv(train_csv, index=False)
     table = embed_manifest(train_csv, hparams, device, max_seconds=args.max_seconds)
     encoder = sb.dataio.encoder.CategoricalEncoder()
     encoder.load(os.path.join(hparams["save_folder"], "label_encoder.txt"))

@@ -47,6 +47,7 @@ from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 from speechbrain.processing.features import InputNormalization
 
 from sb_angcl.objective.balancing import make_balancer
+from sb_angcl.objective.joint import JointObjective
 from sb_angcl.objective.losses import AngularSupConLoss
 from sb_angcl.training.brain import AngularContrastiveBrain
 
@@ -178,22 +179,21 @@ def build_brain(variant, modules, device="cpu", lr=0.002):
     Example
     -------
     >>> brain = build_brain("mgda_ub", build_modules(16, 20, 8, 5))
-    >>> type(brain.hparams.balancer).__name__
+    >>> type(brain.hparams.objective.balancer).__name__
     'MGDABalancer'
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {list(VARIANTS)}")
     margin, att_temperature, balancing, _ = VARIANTS[variant]
     hparams = {
-        "compute_cost": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
-        "contrastive_loss": None if margin is None else AngularSupConLoss(
-            margin, 0.07, attention_temperature=att_temperature),
-        "balancer": make_balancer(balancing, contrastive_weight=0.0 if margin is None else 0.5),
-        "gather_across_ranks": True,
+        "objective": JointObjective(
+            LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
+            None if margin is None else AngularSupConLoss(
+                margin, 0.07, attention_temperature=att_temperature),
+            make_balancer(balancing, contrastive_weight=0.0 if margin is None else 0.5),
+        ),
         "augmentation": "none",
         "positive_views": 1,
-        "contrastive_fade_start": None,
-        "contrastive_fade_end": None,
         "lr_annealing": None,
         "error_stats": None,
         "train_logger": None,

@@ -202,7 +202,7 @@ def profile(hparams_file, data_folder, augmentation, epochs, work_dir):
     brain.times, brain.batches = collections.Counter(), 0
     _wrap_timed(brain, brain.checkpointer, "save_and_keep_only", "checkpointing")
     _wrap_timed(brain, hparams["train_logger"], "log_stats", "logging")
-    _wrap_timed(brain, hparams["balancer"], "forward", "balancing")
+    _wrap_timed(brain, hparams["objective"].balancer, "forward", "balancing")
     start = time.perf_counter()
     brain.fit(brain.hparams.epoch_counter, train_data, valid_data,
               train_loader_kwargs={**hparams["train_dataloader_opts"], "batch_sampler": batch_sampler},

@@ -76,7 +76,7 @@ def mgda_ub_replay(steps):
     modules = step_overhead.build_modules(16, 20, 16, 20, seed=0)
     batch = step_overhead.make_batch(8, 2, 0.5, 20, seed=0)
     brain = step_overhead.build_brain("mgda_ub", modules)
-    balancer, seen = brain.hparams.balancer, []
+    balancer, seen = brain.hparams.objective.balancer, []
     original = balancer.forward
 
     def spy(loss_cls, loss_con, shared=None, **kwargs):

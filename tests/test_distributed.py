@@ -27,6 +27,7 @@ from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
 from sb_angcl.objective.balancing import make_balancer
 from sb_angcl.objective.distributed import gather_no_grad, gather_with_grad
+from sb_angcl.objective.joint import JointObjective
 from sb_angcl.objective.losses import AngularSupConLoss
 from sb_angcl.training.brain import AngularContrastiveBrain
 
@@ -94,14 +95,14 @@ def objective_hparams(balancing, normalization, gather):
     return {
         # A moderate AAM scale keeps alpha inside (0, 1) on these batches,
         # so that the alpha comparisons are not between two clipped values.
-        "compute_cost": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 5)),
-        "contrastive_loss": AngularSupConLoss(0.2, 0.1, attention_temperature=1.0),
-        "balancer": make_balancer(balancing, 0.3, normalization),
-        "gather_across_ranks": gather,
+        "objective": JointObjective(
+            LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 5)),
+            AngularSupConLoss(0.2, 0.1, attention_temperature=1.0),
+            make_balancer(balancing, 0.3, normalization),
+            gather,
+        ),
         "augmentation": "none",
         "positive_views": 1,
-        "contrastive_fade_start": None,
-        "contrastive_fade_end": None,
         "lr_annealing": None,
         "error_stats": None,
         "train_logger": None,
@@ -382,7 +383,7 @@ def _nonfinite_worker(rank, world, init_file, out_dir):
     result = {"error": ""}
     try:
         brain = make_brain("mgda_ub", "none", True)
-        aam = brain.hparams.compute_cost
+        aam = brain.hparams.objective.classification_loss
         calls = []
 
         def poisoned(*args):
@@ -392,7 +393,7 @@ def _nonfinite_worker(rank, world, init_file, out_dir):
             return loss * float("inf") if rank == 0 and len(calls) == 2 else loss
 
         brain.on_fit_start()
-        brain.hparams.compute_cost = poisoned
+        brain.hparams.objective.classification_loss = poisoned
         for step in range(3):
             brain.fit_batch(make_batch(step, rank, world))
         result["skipped"] = brain.skipped_nonfinite

@@ -30,6 +30,7 @@ from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 from speechbrain.processing.features import InputNormalization
 
 from sb_angcl.objective.balancing import MGDABalancer, make_balancer
+from sb_angcl.objective.joint import JointObjective
 from sb_angcl.objective.losses import AngularSupConLoss
 from sb_angcl.training.brain import AngularContrastiveBrain
 
@@ -49,14 +50,13 @@ def make_brain(precision="fp32", balancing="mgda_ub"):
         "classifier": Classifier(8, out_neurons=SPEAKERS),
     }
     hparams = {
-        "compute_cost": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
-        "contrastive_loss": AngularSupConLoss(0.2, 0.07, attention_temperature=1.0),
-        "balancer": make_balancer(balancing),
-        "gather_across_ranks": True,
+        "objective": JointObjective(
+            LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
+            AngularSupConLoss(0.2, 0.07, attention_temperature=1.0),
+            make_balancer(balancing),
+        ),
         "augmentation": "none",
         "positive_views": 1,
-        "contrastive_fade_start": None,
-        "contrastive_fade_end": None,
         "lr_annealing": None,
         "error_stats": None,
         "train_logger": None,
@@ -222,9 +222,9 @@ def test_bf16_objectives_are_computed_in_float32():
     labels = batch.spk_id_encoded[0]
     emb = out["embeddings"].detach().float()
     cosine = out["cosine"].detach().float()
-    conf = brain.hparams.contrastive_loss.confidence(cosine, labels.reshape(-1))
-    expected_con = brain.hparams.contrastive_loss(emb, labels, conf)
-    expected_cls = brain.hparams.compute_cost(cosine, labels)
+    conf = brain.hparams.objective.contrastive_loss.confidence(cosine, labels.reshape(-1))
+    expected_con = brain.hparams.objective.contrastive_loss(emb, labels, conf)
+    expected_cls = brain.hparams.objective.classification_loss(cosine, labels)
     assert con16 == pytest.approx(float(expected_con), rel=1e-6)
     assert cls16 == pytest.approx(float(expected_cls), rel=1e-6)
 
@@ -258,13 +258,13 @@ def test_fit_batch_with_enabled_grad_scaler_matches_unscaled(balancing):
     scaled.scaler = torch.GradScaler("cpu", init_scale=2.0**12)
     assert scaled.scaler.is_enabled() and not plain.scaler.is_enabled()
     seen_scales = []
-    original = scaled.hparams.balancer.forward
+    original = scaled.hparams.objective.balancer.forward
 
     def spy(*args, **kwargs):
         seen_scales.append(kwargs.get("grad_scale"))
         return original(*args, **kwargs)
 
-    scaled.hparams.balancer.forward = spy
+    scaled.hparams.objective.balancer.forward = spy
     for batch in batches:
         plain.fit_batch(batch)
         scaled.fit_batch(batch)

@@ -52,6 +52,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 from sb_angcl.data.dataio import speaker_datasets
 from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
 from sb_angcl.objective.balancing import make_balancer
+from sb_angcl.objective.joint import JointObjective
 from sb_angcl.objective.losses import AngularSupConLoss
 from sb_angcl.training.brain import AngularContrastiveBrain, NonFiniteLossError
 from synthetic_corpus import generate_corpus
@@ -273,14 +274,13 @@ def small_brain(
         "classifier": Classifier(8, out_neurons=num_classes),
     }
     hp = {
-        "compute_cost": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
-        "contrastive_loss": AngularSupConLoss(0.2, 0.07, attention_temperature=1.0),
-        "balancer": make_balancer("mgda_ub"),
-        "gather_across_ranks": True,
+        "objective": JointObjective(
+            LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
+            AngularSupConLoss(0.2, 0.07, attention_temperature=1.0),
+            make_balancer("mgda_ub"),
+        ),
         "augmentation": "none",
         "positive_views": 1,
-        "contrastive_fade_start": None,
-        "contrastive_fade_end": None,
         "lr_annealing": None,
         "error_stats": None,
         "train_logger": None,

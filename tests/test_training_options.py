@@ -31,7 +31,7 @@ from test_recipes import corpus  # noqa: F401  (the session's built-in corpus fi
 
 from sb_angcl.data.dataio import derive_training_set, make_train_pipeline
 from sb_angcl.objective.balancing import make_balancer
-from sb_angcl.objective.joint import contrastive_share
+from sb_angcl.objective.joint import JointObjective, contrastive_share
 from sb_angcl.objective.losses import AngularSupConLoss
 from sb_angcl.training.brain import AngularContrastiveBrain
 
@@ -66,11 +66,11 @@ def two_view_brain(views=2, augmentation="features"):
                                        drop_count_low=2, drop_count_high=2, dim=2)],
     )
     hparams = {
-        "compute_cost": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
-        "contrastive_loss": AngularSupConLoss(0.2, 0.07, attention_temperature=1 / 30),
-        "balancer": make_balancer("mgda_ub", alpha_min=0.3),
-        "gather_across_ranks": True, "augmentation": augmentation, "feat_augment": masks,
-        "positive_views": views, "contrastive_fade_start": None, "contrastive_fade_end": None,
+        "objective": JointObjective(
+            LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
+            AngularSupConLoss(0.2, 0.07, attention_temperature=1 / 30),
+            make_balancer("mgda_ub", alpha_min=0.3)),
+        "augmentation": augmentation, "feat_augment": masks, "positive_views": views,
         "lr_annealing": None, "error_stats": None, "train_logger": None,
     }
     return AngularContrastiveBrain(

@@ -1,51 +1,15 @@
 """DDP: the contrastive batch gathered across ranks, and the sums MGDA needs.
 
-SpeechBrain has no gather helper. The contrastive loss gets stronger with more
-negatives, so under DDP (``torchrun --nproc_per_node=N train.py ...``) every
-rank gathers the embeddings (with gradient), labels and attention confidences
-of all ranks and computes the contrastive loss on the whole global batch; the
-classification loss stays local (mean over the rank's own batch).
-
-Why this reproduces single-process training on the concatenated batch
-----------------------------------------------------------------------
-Let ``W`` ranks hold ``n`` samples each, ``z_r`` rank ``r``'s embeddings,
-``L_con`` the contrastive loss of the global batch (identical on every rank),
-``l_r`` rank ``r``'s mean classification loss and ``L_cls = mean_r l_r`` the
-classification loss of the global batch. Rank ``r`` back-propagates
-``a * l_r + (1 - a) * L_con`` (``a`` is the balancing weight ``alpha``):
-
-* :func:`gather_with_grad` sums, in its backward, the gradient every rank
-  sends to slice ``r`` (as ``torch.distributed.nn.functional.all_gather``
-  does). All ranks compute the same
-  ``L_con``, so ``z_r`` receives ``W * dL_con/dz_r``.
-* ``dl_r/dz_r = W * dL_cls/dz_r`` because ``L_cls`` averages ``W`` ranks.
-* DDP averages parameter gradients over ranks, which divides the first sum by
-  ``W``: each parameter ends with ``a * dL_cls/dθ + (1 - a) * dL_con/dθ``,
-  exactly the single-process gradient on the concatenated batch.
-
-The balancing weight must also agree, on every rank, with the single-process
-one (see :mod:`sb_angcl.objective.balancing`):
-
-* ``mgda_ub`` (gradients w.r.t. the embeddings): the rank-local gradients are
-  ``W`` times the rows of the global ones, so the dot products summed over
-  ranks are ``W**2`` times the global dot products. ``alpha`` is invariant to a
-  common scale of both gradients, so the summed dots give the single-process
-  ``alpha`` (the loss values used by ``gradient_normalization: loss`` are
-  summed too, ``W`` times the global ones, which cancels the same way).
-* ``mgda`` (gradients w.r.t. the shared encoder parameters): the parameters
-  are shared, so the global gradient is the *sum* of the rank-local ones and a
-  sum of dot products is not the dot product of the sums. The balancer
-  therefore all-reduces the two flattened parameter gradients themselves
-  (both come out ``W`` times the global ones) and takes the dots after that.
-
-Batch normalisation: on GPUs SpeechBrain converts BatchNorm layers to
-``SyncBatchNorm``, so batch statistics are global too. ``SyncBatchNorm`` does
-not run on CPU, so with gloo on CPU the BatchNorm statistics stay per rank (the
-only difference from a single process on the concatenated batch; see
-:meth:`~sb_angcl.training.brain.AngularContrastiveBrain._wrap_distributed`).
-
-Ranks must have the same local batch size (the speaker-balanced sampler
-guarantees it).
+SpeechBrain has no gather helper. Under DDP every rank gathers the embeddings
+(with gradient), labels and attention confidences of all ranks and computes
+the contrastive loss on the global batch; the classification loss stays
+local. The backward of :func:`gather_with_grad` sums the gradients every rank
+sends to a slice, so after DDP's averaging each parameter gets exactly the
+single-process gradient on the concatenated batch; the balancers sum their dot
+products (``mgda_ub``) or gradients (``mgda``) over ranks with
+:func:`all_reduce_sum`, so every rank applies the single-process ``alpha``.
+The derivation is in docs/multi_gpu.md. Ranks must hold the same local batch
+size (the speaker-balanced sampler guarantees it).
 
 Authors
  * sb-angcl contributors
@@ -68,7 +32,6 @@ def world_size():
     return 1
 
 
-
 def _check_same_length(tensor):
     """All ranks must hold the same number of rows: say so clearly if not."""
     size = torch.tensor([tensor.shape[0]], dtype=torch.int64, device=tensor.device)
@@ -86,11 +49,9 @@ def _check_same_length(tensor):
 class _GatherWithGrad(torch.autograd.Function):
     """``all_gather`` along dim 0 whose backward sums the gradients over ranks.
 
-    ``torch.distributed.nn.functional.all_gather`` does the same but is
-    deprecated in recent PyTorch, and its backward needs an all-to-all that not
-    every backend has. The backward here is one ``all_reduce`` of the gathered
-    gradient (a few hundred kB for a batch of embeddings), then this rank's
-    slice: available on gloo, NCCL and MPI alike.
+    Not ``torch.distributed.nn.functional.all_gather``: deprecated, and its
+    backward needs an all-to-all that not every backend has; this one is an
+    ``all_reduce`` (gloo, NCCL and MPI alike).
     """
 
     @staticmethod
@@ -112,11 +73,7 @@ class _GatherWithGrad(torch.autograd.Function):
 def gather_with_grad(tensor):
     """Concatenate ``tensor`` from all ranks along dim 0, keeping gradients.
 
-    The backward of the gather sums, for this rank's slice, the gradients that
-    every rank computes: with the same loss on every rank, the local slice
-    gets ``world_size()`` times the gradient of that loss (see the module
-    docstring for why that is what DDP needs). Every rank must call it, in the
-    same order, and also run the backward (all ranks compute the same loss).
+    Every rank must call it, in the same order, and run the backward.
 
     Arguments
     ---------

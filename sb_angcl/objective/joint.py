@@ -24,6 +24,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 
+from sb_angcl.objective.balancing import Balancer
 from sb_angcl.objective.distributed import gather_no_grad, gather_with_grad, world_size
 from sb_angcl.objective.losses import negative_weight_spread
 
@@ -55,10 +56,11 @@ class JointObjective:
         Gives ``alpha``.
     gather_across_ranks : bool
         Under DDP, the contrastive loss of the gathered global batch.
-    contrastive_share : float
-        The fading schedule's factor on the contrastive weight (see
-        :func:`contrastive_share`): the balancer's ``alpha`` becomes
-        ``1 - share * (1 - alpha)``; 0 trains on ``L_cls`` alone.
+    fade_start, fade_end : int or None
+        The contrastive term's fading schedule (:func:`contrastive_share`,
+        set per epoch by :meth:`start_epoch`): the balancer's ``alpha``
+        becomes ``1 - share * (1 - alpha)``; at share 0 it trains on
+        ``L_cls`` alone. ``fade_start`` None: no fading.
 
     Example
     -------
@@ -68,7 +70,7 @@ class JointObjective:
     >>> objective = JointObjective(
     ...     LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
     ...     AngularSupConLoss(0.2, 0.07, attention_temperature=1 / 30),
-    ...     make_balancer("mgda_ub"), gather_across_ranks=True)
+    ...     make_balancer("mgda_ub"), fade_start=2, fade_end=4)
     >>> embeddings = torch.randn(6, 1, 8, requires_grad=True)
     >>> cosine = torch.rand(6, 1, 3) * 2 - 1
     >>> labels = torch.tensor([0, 0, 1, 1, 2, 2]).unsqueeze(1)
@@ -76,19 +78,31 @@ class JointObjective:
     >>> result.loss.backward()
     >>> 0.0 <= float(result.alpha) <= 1.0, len(result.weight_spread)
     (True, 2)
+    >>> [objective.start_epoch(epoch) for epoch in (2, 3, 4)]
+    [1.0, 0.5, 0.0]
     """
 
     def __init__(
-        self, classification_loss, contrastive_loss, balancer, gather_across_ranks,
-        contrastive_share=1.0,
+        self, classification_loss, contrastive_loss, balancer, gather_across_ranks=True,
+        fade_start=None, fade_end=None,
     ):
+        if not isinstance(balancer, Balancer):
+            raise TypeError(
+                f"balancer must be a sb_angcl.objective.balancing.Balancer, got "
+                f"{type(balancer).__name__}; build it in the YAML with "
+                "!apply:sb_angcl.objective.balancing.make_balancer"
+            )
         self.classification_loss = classification_loss
         self.contrastive_loss = contrastive_loss
         self.balancer = balancer
         self.gather_across_ranks = gather_across_ranks
-        if not 0.0 <= contrastive_share <= 1.0:
-            raise ValueError(f"contrastive_share must be in [0, 1], got {contrastive_share}")
-        self.contrastive_share = float(contrastive_share)
+        self.fade_start, self.fade_end = fade_start, fade_end
+        self.contrastive_share = contrastive_share(1, fade_start, fade_end)
+
+    def start_epoch(self, epoch):
+        """Sets the fading schedule's share of the contrastive term for ``epoch`` (from 1)."""
+        self.contrastive_share = contrastive_share(epoch, self.fade_start, self.fade_end)
+        return self.contrastive_share
 
     def __call__(self, embeddings, cosine, labels, head=None, encoder=None, grad_scale=1.0):
         """The objective of one batch.

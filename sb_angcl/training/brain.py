@@ -19,14 +19,11 @@ by a killed run are set aside. In validation the loss is the classification
 loss, and the classification error is noted.
 
 The hparams it reads, all required (the recipe YAMLs set each of them):
-``compute_cost``, ``contrastive_loss`` (an
-:class:`~sb_angcl.objective.losses.AngularSupConLoss`, or None), ``balancer``
-(a :class:`~sb_angcl.objective.balancing.Balancer`), ``gather_across_ranks``,
+``objective`` (a :class:`~sb_angcl.objective.joint.JointObjective`: AAM-softmax,
+AM-SupCon, the balancer and the fading schedule, built in the YAML),
 ``augmentation`` (``waveform`` | ``features`` | ``none``, with ``wav_augment``
 or ``feat_augment``), ``positive_views`` (1, or 2: each crop and an augmented
-copy of it, same label), ``contrastive_fade_start`` / ``contrastive_fade_end``
-(the contrastive term's fading schedule, see
-:func:`~sb_angcl.objective.joint.contrastive_share`; null: none), ``lr_annealing`` (a
+copy of it, same label), ``lr_annealing`` (a
 :class:`~sb_angcl.training.lr_schedule.WarmupDecayScheduler`, stepped per
 optimiser step; any other, e.g. SpeechBrain's ``LinearScheduler``, per epoch;
 or None), ``error_stats``, ``train_logger`` (each may be None) and, with a
@@ -47,8 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from sb_angcl.data.augment import select_augmenters
 from sb_angcl.data.sampler import SpeakerBalancedBatchSampler
-from sb_angcl.objective.balancing import Balancer
-from sb_angcl.objective.joint import JointObjective, contrastive_share
+from sb_angcl.objective.joint import JointObjective
 from sb_angcl.training.checkpoints import discard_incomplete_checkpoints
 from sb_angcl.training.epoch_stats import EpochStats
 from sb_angcl.training.lr_schedule import WarmupDecayScheduler
@@ -64,14 +60,9 @@ logger = logging.getLogger(__name__)
 
 #: The hparams the Brain reads (``checkpoints_to_keep`` too, with a checkpointer).
 HPARAMS = (
-    "compute_cost",
-    "contrastive_loss",
-    "balancer",
-    "gather_across_ranks",
+    "objective",
     "augmentation",
     "positive_views",
-    "contrastive_fade_start",
-    "contrastive_fade_end",
     "lr_annealing",
     "error_stats",
     "train_logger",
@@ -85,6 +76,7 @@ class AngularContrastiveBrain(sb.Brain):
     -------
     >>> from sb_angcl.objective.losses import AngularSupConLoss
     >>> from sb_angcl.objective.balancing import make_balancer
+    >>> from sb_angcl.objective.joint import JointObjective
     >>> from speechbrain.lobes.features import Fbank
     >>> from speechbrain.processing.features import InputNormalization
     >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
@@ -95,13 +87,12 @@ class AngularContrastiveBrain(sb.Brain):
     ...     "embedding_model": ECAPA_TDNN(20, channels=[16, 16, 16, 16, 48], lin_neurons=8),
     ...     "classifier": Classifier(8, out_neurons=3),
     ... }
+    >>> objective = JointObjective(
+    ...     LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
+    ...     AngularSupConLoss(0.2, 0.07, attention_temperature=1.0), make_balancer("mgda_ub"))
     >>> hparams = {
-    ...     "compute_cost": LogSoftmaxWrapper(AdditiveAngularMargin(0.2, 30)),
-    ...     "contrastive_loss": AngularSupConLoss(0.2, 0.07, attention_temperature=1.0),
-    ...     "balancer": make_balancer("mgda_ub"),
-    ...     "gather_across_ranks": True, "augmentation": "none", "lr_annealing": None,
-    ...     "error_stats": None, "train_logger": None, "positive_views": 1,
-    ...     "contrastive_fade_start": None, "contrastive_fade_end": None,
+    ...     "objective": objective, "augmentation": "none", "positive_views": 1,
+    ...     "lr_annealing": None, "error_stats": None, "train_logger": None,
     ... }
     >>> brain = AngularContrastiveBrain(modules, lambda p: torch.optim.SGD(p, 0.01), hparams)
     >>> brain.on_fit_start()
@@ -120,8 +111,6 @@ class AngularContrastiveBrain(sb.Brain):
         self.skips = SkippedBatches(self.nonfinite_patience)
         self.stats = EpochStats()
         self.last_alpha = math.nan
-        #: The fading schedule's share of the contrastive term in this epoch.
-        self.contrastive_share = 1.0
 
     # ------------------------------------------------------------------ the batch
     def compute_forward(self, batch, stage):
@@ -169,17 +158,6 @@ class AngularContrastiveBrain(sb.Brain):
                 labels = torch.cat([labels, replicated]) if self.views(stage) == 2 else replicated
         return labels
 
-    @property
-    def objective(self):
-        """The :class:`~sb_angcl.objective.joint.JointObjective` of the hparams."""
-        return JointObjective(
-            self.hparams.compute_cost,
-            self.hparams.contrastive_loss,
-            self.hparams.balancer,
-            self.hparams.gather_across_ranks,
-            contrastive_share=self.contrastive_share,
-        )
-
     def compute_objectives(self, outputs, batch, stage):
         """The balanced objective in training, the classification loss otherwise.
 
@@ -192,11 +170,11 @@ class AngularContrastiveBrain(sb.Brain):
         with torch.autocast(device_type=self.device_type, enabled=False):
             cosine = outputs["cosine"].float()
             if stage != sb.Stage.TRAIN:
-                loss = self.hparams.compute_cost(cosine, labels)
+                loss = self.hparams.objective.classification_loss(cosine, labels)
                 if self.error_metrics is not None:
                     self.error_metrics.append(batch.id, outputs["cosine"], labels)
                 return loss
-            result = self.objective(
+            result = self.hparams.objective(
                 outputs["embeddings"],
                 cosine,
                 labels,
@@ -320,13 +298,13 @@ class AngularContrastiveBrain(sb.Brain):
                 f"the hparams lack {', '.join(missing)}: set them in the recipe YAML "
                 "(every recipes/*/SpeakerRec/hparams/*.yaml sets them)"
             )
-        balancer = self.hparams.balancer
-        if not isinstance(balancer, Balancer):
+        if not isinstance(self.hparams.objective, JointObjective):
             raise TypeError(
-                f"hparams balancer must be a sb_angcl.objective.balancing.Balancer, got "
-                f"{type(balancer).__name__}; build it in the YAML with "
-                "!apply:sb_angcl.objective.balancing.make_balancer"
+                f"hparams objective must be a sb_angcl.objective.joint.JointObjective, got "
+                f"{type(self.hparams.objective).__name__}; build it in the YAML with "
+                "!new:sb_angcl.objective.joint.JointObjective (see the shipped recipe YAMLs)"
             )
+        balancer = self.hparams.objective.balancer
         views = self.hparams.positive_views
         if views not in (1, 2):
             raise ValueError(f"positive_views must be 1 or 2, got {views!r}")
@@ -371,17 +349,16 @@ class AngularContrastiveBrain(sb.Brain):
         """New epoch statistics (training) and error metrics."""
         if stage == sb.Stage.TRAIN:
             self.stats = EpochStats()
-            self.contrastive_share = contrastive_share(
-                epoch or 1, self.hparams.contrastive_fade_start, self.hparams.contrastive_fade_end
-            )
+            self.hparams.objective.start_epoch(epoch or 1)
         error_stats = self.hparams.error_stats
         self.error_metrics = error_stats() if error_stats is not None else None
 
     def epoch_train_stats(self):
         """Means over the epoch's optimised batches: losses, alpha, attention spread."""
         means = self.stats.means()
-        if self.hparams.contrastive_fade_start is not None:
-            means["con_share"] = self.contrastive_share
+        objective = self.hparams.objective
+        if objective.fade_start is not None:
+            means["con_share"] = objective.contrastive_share
         return means
 
     def on_stage_end(self, stage, stage_loss, epoch=None):

@@ -128,14 +128,9 @@ def brain_hparams(hparams):
         (with the run options ``max_grad_norm`` and ``ckpt_interval_minutes``).
     """
     return {
-        "compute_cost": hparams["compute_cost"],
-        "contrastive_loss": hparams["contrastive_loss"],
-        "balancer": hparams["balancer"],
-        "gather_across_ranks": hparams["gather_across_ranks"],
+        "objective": hparams["objective"],
         "augmentation": hparams["augmentation"],
         "positive_views": hparams["positive_views"],
-        "contrastive_fade_start": hparams["contrastive_fade_start"],
-        "contrastive_fade_end": hparams["contrastive_fade_end"],
         "feat_augment": hparams["feat_augment"],
         "wav_augment": hparams["wav_augment"],
         "lr_annealing": hparams["lr_annealing"],
