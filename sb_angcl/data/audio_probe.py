@@ -1,23 +1,12 @@
 """Audio probed before it is listed in a manifest: readable, how long, at which rate.
 
-Audio files are probed before they are listed:
-
-* **Probing.** Each file is opened with :class:`soundfile.SoundFile` (the same
-  header read as :func:`soundfile.info`) and its last sample is read, in a
-  thread pool with a progress bar (:func:`probe_files`). Files that
-  libsndfile cannot open (text renamed ``.wav``, a truncated header, a 0-byte
-  file) and files with zero samples are *unreadable*: they are skipped with
-  one warning listing them and counted in ``prepare_summary.json``; with
-  ``strict=True`` they are an error instead. A WAV file cut short in its data
-  is *not* an error: libsndfile clamps the sample count to what is on disk, so
-  the probe reports the true, shorter length. A FLAC file cut short in its
-  data keeps the full length in its header; the probe catches it only because
-  it also reads the last sample (the seek fails). Damage in the middle of a
-  compressed file is not detected; the loader will fail on it.
-* **Sample rate.** ``on_wrong_sample_rate`` decides what happens to audio not
-  at the recipe's rate: ``"resample"`` (default) keeps the row and records the
-  rate (counted under ``adjusted`` in the summary), ``"skip"`` leaves it out
-  (counted under ``skipped``), ``"error"`` raises (:func:`filter_probed`).
+:func:`probe_audio` opens each file with :class:`soundfile.SoundFile` and
+reads its last sample: files libsndfile cannot open, empty ones and FLAC files
+cut short (their header keeps the full length; the seek fails) are
+*unreadable*. A WAV cut short is not: libsndfile reports the true length.
+Damage inside a compressed file is left to the loader. ``on_wrong_sample_rate``
+(:func:`filter_probed`) keeps (``"resample"``), skips or refuses files not at
+the recipe's rate.
 
 Authors
  * sb-angcl contributors 2025
@@ -50,18 +39,7 @@ PROBE_CHUNK = 256
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What the probe learnt about one audio file.
-
-    Arguments
-    ---------
-    frames : int
-        Number of samples per channel (0 if unreadable).
-    sample_rate : int
-        Sampling rate in Hz (0 if unreadable).
-    channels : int
-        Number of channels (0 if unreadable).
-    error : str or None
-        Why the file is unusable, or None when it is fine.
+    """What the probe learnt about one audio file (``error``: why it is unusable, or None).
 
     Example
     -------
@@ -90,24 +68,14 @@ class AudioInfo:
 
 
 def probe_audio(path):
-    """Reads the header of one audio file, and checks its last sample.
-
-    Never raises for a bad file: the problem is returned in ``error``.
-
-    Returns
-    -------
-    AudioInfo
-        Its length, rate and channels, or the reason it is unusable.
+    """The :class:`AudioInfo` of one file, from its header and last sample (never raises).
 
     Example
     -------
-    >>> import tempfile, numpy, soundfile
-    >>> tmp = tempfile.mkdtemp()
-    >>> soundfile.write(f"{tmp}/a.wav", numpy.zeros(4000), 8000)
-    >>> probe_audio(f"{tmp}/a.wav").duration
-    0.5
-    >>> _ = open(f"{tmp}/b.wav", "w").write("not audio")
-    >>> probe_audio(f"{tmp}/b.wav").error
+    >>> import tempfile
+    >>> path = f"{tempfile.mkdtemp()}/b.wav"
+    >>> _ = open(path, "w").write("not audio")
+    >>> probe_audio(path).error
     'LibsndfileError: Error opening file: ...'
     """
     path = str(path)
@@ -133,32 +101,7 @@ def _probe_chunk(paths):
 
 
 def probe_files(paths, desc="Probing audio", num_threads=None):
-    """Probes many files in a thread pool, with a progress bar.
-
-    Arguments
-    ---------
-    paths : list of str or Path
-        The files, in any order.
-    desc : str
-        Label of the progress bar.
-    num_threads : int, optional
-        Worker threads (default :data:`PROBE_THREADS`).
-
-    Returns
-    -------
-    list of AudioInfo
-        One per path, in the order of ``paths``.
-
-    Example
-    -------
-    >>> import tempfile, numpy, soundfile
-    >>> tmp = tempfile.mkdtemp()
-    >>> for i in range(3):
-    ...     soundfile.write(f"{tmp}/{i}.wav", numpy.zeros(1600 * (i + 1)), 16000)
-    >>> infos = probe_files([f"{tmp}/{i}.wav" for i in range(3)])
-    >>> [round(i.duration, 2) for i in infos]
-    [0.1, 0.2, 0.3]
-    """
+    """The :class:`AudioInfo` of each path, in order (a thread pool, with a progress bar)."""
     paths = [str(p) for p in paths]
     if not paths:
         return []
@@ -167,9 +110,7 @@ def probe_files(paths, desc="Probing audio", num_threads=None):
     results = [None] * len(chunks)
     pool = concurrent.futures.ThreadPoolExecutor(num_threads)
     with pool, tqdm(total=len(paths), desc=desc, unit="file") as bar:
-        futures = {
-            pool.submit(_probe_chunk, chunk): i for i, chunk in enumerate(chunks)
-        }
+        futures = {pool.submit(_probe_chunk, chunk): i for i, chunk in enumerate(chunks)}
         for future in concurrent.futures.as_completed(futures):
             i = futures[future]
             results[i] = future.result()
@@ -178,31 +119,12 @@ def probe_files(paths, desc="Probing audio", num_threads=None):
 
 
 def filter_probed(infos, report, sample_rate, on_wrong_sample_rate):
-    """Drops unreadable files and applies the sample-rate policy.
+    """``path -> AudioInfo`` of the usable files (readable; at ``sample_rate`` or resampled).
 
-    Unreadable files are recorded in ``report`` (category ``unreadable``);
-    the caller announces them once with
-    :meth:`~sb_angcl.data.preparation.PrepReport.announce`. Files at another rate
-    are kept (``"resample"``, category ``resampled`` counted),
-    skipped (``"skip"``, category ``wrong_sample_rate``) or make this function
-    raise (``"error"``).
-
-    Arguments
-    ---------
-    report : PrepReport
-        Where skipped files are recorded.
-    on_wrong_sample_rate : str
-        ``"resample"``, ``"skip"`` or ``"error"``.
-
-    Returns
-    -------
-    dict
-        path -> AudioInfo for the usable files.
-
-    Raises
-    ------
-    ValueError
-        With ``on_wrong_sample_rate="error"``, naming the files.
+    Unreadable files go to ``report`` (``unreadable``; the caller announces
+    them). Files at another rate are kept (``"resample"``, noted as
+    ``resampled``), skipped (``"skip"``, ``wrong_sample_rate``) or named in a
+    ``ValueError`` (``"error"``).
 
     Example
     -------
@@ -227,11 +149,11 @@ def filter_probed(infos, report, sample_rate, on_wrong_sample_rate):
             wrong.append(info)
         else:
             usable[info.path] = info
+    listing = format_file_list([f"{i.path} ({i.sample_rate} Hz)" for i in wrong])
     if wrong and on_wrong_sample_rate == "error":
-        listing = [f"{i.path} ({i.sample_rate} Hz)" for i in wrong]
         raise ValueError(
             f"{len(wrong)} audio file(s) are not at {sample_rate} Hz:\n"
-            f"{format_file_list(listing)}\n"
+            f"{listing}\n"
             f"Convert them (e.g. `sox in.wav -r {sample_rate} out.wav`), or "
             "set on_wrong_sample_rate='resample' to keep them and resample at "
             "load time, or on_wrong_sample_rate='skip' to leave them out."
@@ -246,39 +168,16 @@ def filter_probed(infos, report, sample_rate, on_wrong_sample_rate):
         logger.warning(
             "%d audio file(s) are not at %d Hz; they are kept and the loader "
             "resamples them (on_wrong_sample_rate='resample'):\n%s",
-            len(wrong),
-            sample_rate,
-            format_file_list([f"{i.path} ({i.sample_rate} Hz)" for i in wrong]),
+            len(wrong), sample_rate, listing,
         )
     return usable
 
 
 def probe_usable(paths, desc, report, sample_rate, on_wrong_sample_rate):
-    """Probes ``paths`` and keeps the usable ones (:func:`probe_files`, :func:`filter_probed`).
+    """``(usable, info_by_path)``: :func:`probe_files` then :func:`filter_probed`.
 
-    Arguments
-    ---------
-    report : PrepReport
-        Collects unreadable and mis-sampled files.
-    on_wrong_sample_rate : str
-        ``"resample"``, ``"skip"`` or ``"error"``.
-
-    Returns
-    -------
-    dict
-        Usable path -> :class:`AudioInfo` (as :func:`filter_probed`).
-    dict
-        Every probed path -> :class:`AudioInfo`.
-
-    Example
-    -------
-    >>> from sb_angcl.data.preparation import PrepReport
-    >>> import tempfile, numpy, soundfile
-    >>> p = tempfile.mkdtemp() + "/a.wav"
-    >>> soundfile.write(p, numpy.zeros(800), 16000)
-    >>> usable, info = probe_usable([p], "Probing", PrepReport(), 16000, "skip")
-    >>> list(usable) == [p], info[p].frames
-    (True, 800)
+    ``usable`` maps the usable paths, ``info_by_path`` every probed path, to
+    their :class:`AudioInfo`.
     """
     infos = probe_files(paths, desc=desc)
     usable = filter_probed(infos, report, sample_rate, on_wrong_sample_rate)
@@ -286,22 +185,9 @@ def probe_usable(paths, desc, report, sample_rate, on_wrong_sample_rate):
 
 
 def unusable_items(items, usable, info_by_path):
-    """Why evaluation items cannot be used: unreadable, or skipped for their rate.
+    """``"<name> (<reason>)"`` per evaluation item ``(name, path)`` left out by the probe.
 
-    Arguments
-    ---------
-    items : iterable of (str, str)
-        ``(name in the lists, path)`` of each evaluation file.
-    usable : dict
-        Usable paths (from :func:`probe_usable`).
-    info_by_path : dict
-        Probe results (from :func:`probe_usable`).
-
-    Returns
-    -------
-    list of str
-        ``"<name> (<reason>)"`` per unusable item, for
-        :func:`~sb_angcl.data.preparation.missing_items_error`.
+    For :func:`~sb_angcl.data.preparation.missing_items_error`.
 
     Example
     -------

@@ -1,23 +1,11 @@
 """Augmentation: MUSAN noise and RIRS_NOISES reverberation from local folders, the domain chosen.
 
-The recipe YAMLs write every augmentation that runs. Their ``noise_augment``
-holds SpeechBrain's ``AddNoise`` (MUSAN noise at 0-15 dB SNR, babble of 3-7
-MUSAN speech files at 13-20 dB, music at 5-15 dB: the Kaldi/WeSpeaker settings
-the paper's authors use) and ``AddReverb`` (a random room impulse response);
-per batch, with probability ``noise_augment_prob``, one of them is applied,
-before the YAML's other waveform augmentations. Nothing is downloaded: the
-YAML keys ``musan_folder`` and ``rir_folder`` name local copies in their
-standard layouts (``null`` turns each off)::
-
-    musan_folder/noise/**.wav   musan_folder/speech/**.wav   musan_folder/music/**.wav
-    rir_folder/simulated_rirs/**.wav   rir_folder/real_rirs_isotropic_noises/*.wav
-
-:func:`prepare_augmentation` (the YAML's ``prepare_noise_lists``, run by
-``train.py``) lists them in CSVs, skipped when done for the same folders.
-Long MUSAN files are listed as segments of at most ``segment_seconds``, so one
-noise draw reads a few seconds, not a whole song, and the user's folders are
-never modified. Real RIRs whose name says ``noise`` (the isotropic noises) and
-multi-channel files are left out.
+The recipe YAMLs write every augmentation that runs (SpeechBrain's
+``AddNoise`` with :class:`FileNoise`, ``AddReverb``: the Kaldi/WeSpeaker
+settings). Nothing is downloaded: ``musan_folder`` and ``rir_folder`` name
+local copies in their standard layouts (``null`` turns each off), which
+:func:`prepare_augmentation` lists in CSVs; long MUSAN files are listed as
+segments, so a noise draw reads a few seconds, not a whole song.
 
 Authors
  * sb-angcl contributors
@@ -61,20 +49,7 @@ def _audio_files(folder):
 
 
 def find_musan(musan_folder):
-    """Audio files of each MUSAN category.
-
-    Returns
-    -------
-    dict
-        ``{"noise": [...], "speech": [...], "music": [...]}``.
-
-    Example
-    -------
-    >>> find_musan("/no/musan")
-    Traceback (most recent call last):
-     ...
-    FileNotFoundError: musan_folder /no/musan does not exist; expected musan_folder/{noise,speech,music}/**/*.wav (the MUSAN corpus as unpacked). Fix the path, or set musan_folder: null to train without noise.
-    """
+    """Audio files of each MUSAN category: ``{"noise": [...], "speech": [...], "music": [...]}``."""
     if not os.path.isdir(musan_folder):
         raise FileNotFoundError(
             f"musan_folder {musan_folder} does not exist; expected {MUSAN_LAYOUT}. Fix the "
@@ -91,16 +66,7 @@ def find_musan(musan_folder):
 
 
 def find_rirs(rir_folder):
-    """Mono impulse responses of RIRS_NOISES (simulated, then real).
-
-    Example
-    -------
-    >>> import tempfile
-    >>> find_rirs(tempfile.mkdtemp())  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-     ...
-    FileNotFoundError: rir_folder ... holds no impulse responses; expected rir_folder/simulated_rirs/**/*.wav ...
-    """
+    """Mono impulse responses of RIRS_NOISES: simulated, then real (not the isotropic noises)."""
     if not os.path.isdir(rir_folder):
         raise FileNotFoundError(
             f"rir_folder {rir_folder} does not exist; expected {RIR_LAYOUT}. Fix the path, "
@@ -136,10 +102,9 @@ def _write_segments(path, files, segment_seconds):
 
 
 def prepare_augmentation(lists_folder, musan_folder=None, rir_folder=None, segment_seconds=10.0):
-    """Write the noise and RIR lists into ``lists_folder`` (skipped when done for the same folders).
+    """Writes the :data:`LIST_FILES` of the folders that are set; returns their paths by category.
 
-    Writes the :data:`LIST_FILES` of each folder that is set (none when both
-    are None) and returns their paths by category; ``segment_seconds`` is the
+    Skipped when done for the same folders; ``segment_seconds`` is the
     longest MUSAN segment listed.
 
     Example
@@ -185,17 +150,10 @@ def prepare_augmentation(lists_folder, musan_folder=None, rir_folder=None, segme
 class FileNoise:
     """Noise drawn from a list of :func:`prepare_augmentation`, for ``AddNoise(noise_funct=...)``.
 
-    Each utterance of the batch gets a random window of a random segment
-    (repeated when shorter), or the sum of ``mix = (low, high)`` such windows
-    (babble); ``AddNoise`` then scales it to the drawn SNR. The list is read
-    at the first draw (the YAML builds this before ``train.py`` writes it);
-    randomness comes from torch's global generator (seeded by the recipe).
-
-    Example
-    -------
-    >>> noise = FileNoise("/not/written/yet.csv")  # nothing read until used
-    >>> noise.mix
-    (1, 1)
+    Each utterance gets a random window of a random segment (repeated when
+    shorter), or the sum of ``mix = (low, high)`` windows (babble), drawn with
+    torch's global generator. The list is read at the first draw (the YAML
+    builds this before ``train.py`` writes it).
     """
 
     def __init__(self, csv_path, sample_rate=16000, mix=(1, 1)):
@@ -229,11 +187,10 @@ class FileNoise:
 
 
 def augmenter_of_enabled(augmentations, enabled, **augmenter_kwargs):
-    """SpeechBrain's ``Augmenter`` of the ``augmentations`` whose ``enabled`` entry is set; None if none is.
+    """SpeechBrain's ``Augmenter`` of the ``augmentations`` whose ``enabled`` entry is truthy, or None.
 
-    ``enabled`` holds anything truthy or not (the YAML gives the folders, so
-    a ``null`` folder turns its augmentations off); the other arguments are
-    the ``Augmenter``'s.
+    The YAML gives the folders as ``enabled``, so a ``null`` folder turns its
+    augmentations off.
 
     Example
     -------
@@ -285,9 +242,8 @@ AUGMENTATION_DOMAINS = {"waveform": "wav_augment", "features": "feat_augment", "
 def select_augmenters(choice, hparams):
     """``(wav_augment, feat_augment)`` of a training step for the YAML's ``augmentation``.
 
-    ``waveform``: the hparams' ``wav_augment``; ``features``: their
-    ``feat_augment`` (masks on the normalised filterbanks, nearly free);
-    ``none``: no augmentation.
+    ``waveform`` takes the hparams' ``wav_augment``, ``features`` their
+    ``feat_augment`` (masks on the normalised filterbanks), ``none`` neither.
 
     Example
     -------

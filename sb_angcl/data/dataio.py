@@ -1,18 +1,17 @@
 """Datasets and audio pipelines shared by the recipes.
 
-Manifests are SpeechBrain CSVs (``ID,duration,wav,start,stop,spk_id`` plus
-optional columns) written by the recipes' ``*_prepare.py``. Training items
-are cropped to a fixed length at load time (a random window per epoch, so
-one row per utterance gives a new crop each time it is drawn); utterances
-shorter than the crop are padded by repeating them. Audio at another sample
-rate is resampled on load; multi-channel audio is averaged to mono.
+Training items are cropped at load time (a fresh window each time a row is
+drawn; shorter utterances are repeat-padded). Audio at another sample rate is
+resampled on load, multi-channel audio averaged to mono.
 
 Authors
  * sb-angcl contributors
 """
 
+import csv
 import logging
 import math
+import os
 import random
 
 import speechbrain as sb
@@ -35,30 +34,11 @@ class AudioReadError(RuntimeError):
 
 
 def load_segment(path, start=0, stop=None, sample_rate=16000, return_rate=False):
-    """Load ``[start, stop)`` (in samples of the file) as mono at ``sample_rate``.
+    """Load samples ``[start, stop)`` of a file (at its own rate) as mono at ``sample_rate``.
 
-    Arguments
-    ---------
-    path : str
-        Audio file readable by soundfile (wav, flac, ...).
-    start : int
-        First sample (at the file's own rate).
-    stop : int or None
-        One past the last sample; ``None`` reads to the end.
-    sample_rate : int
-        Rate of the returned signal; other rates are resampled.
-    return_rate : bool
-        Also return the file's own rate.
-
-    Returns
-    -------
-    torch.Tensor
-        1-D float32 waveform (and the file's rate, with ``return_rate``).
-
-    Raises
-    ------
-    AudioReadError
-        Naming the file, when it is missing or unreadable.
+    ``stop`` None reads to the end. Returns the 1-D float32 waveform (and the
+    file's own rate, with ``return_rate``); raises :class:`AudioReadError`
+    naming an unreadable file.
 
     Example
     -------
@@ -85,19 +65,9 @@ def load_segment(path, start=0, stop=None, sample_rate=16000, return_rate=False)
 
 
 def crop_or_pad(signal, num_samples, rng=None):
-    """Cut a random window of ``num_samples``, or repeat-pad a short signal.
+    """Cut a window of ``num_samples``, or repeat-pad a short signal.
 
-    Arguments
-    ---------
-    signal : torch.Tensor
-        1-D waveform.
-    rng : random.Random or None
-        Source of the crop offset; ``None`` takes the centre window.
-
-    Returns
-    -------
-    torch.Tensor
-        1-D waveform of exactly ``num_samples``.
+    The window's offset is drawn from ``rng`` (None: the centre window).
 
     Example
     -------
@@ -124,24 +94,13 @@ def crop_or_pad(signal, num_samples, rng=None):
 class CropRandom:
     """Crop positions that are fresh in every worker and epoch, yet reproducible.
 
-    A ``random.Random(seed)`` made once is copied into every DataLoader worker
-    process and, with SpeechBrain's non-persistent workers, copied afresh at
-    every epoch: all workers then draw the same numbers, and every epoch
-    repeats the last. Here each item's generator is seeded from
-    ``(seed, epoch, worker, item id, occurrence)``, where the epoch is read
-    from ``epoch_source`` (the recipe's ``EpochCounter``, which the checkpoint
-    restores), the worker from ``torch.utils.data.get_worker_info()`` and the
-    occurrence counts how often this worker has drawn the item in this epoch
-    (so an utterance repeated ``K`` times in one batch gets ``K`` crops). No
-    generator state needs saving.
-
-    Arguments
-    ---------
-    seed : int or None
-        Base seed (``None``: drawn once from the OS).
-    epoch_source : object or None
-        Anything with a ``current`` attribute (an ``EpochCounter``); ``None``
-        means epoch 0 (fixed crops, e.g. for validation).
+    One ``random.Random(seed)`` would be copied into every DataLoader worker
+    and, with non-persistent workers, afresh every epoch: the same crops again.
+    Each draw is seeded from ``(seed, epoch, worker, item id, occurrence)``
+    instead, the epoch read from ``epoch_source.current`` (the checkpointed
+    ``EpochCounter``; None: epoch 0), so an utterance drawn ``K`` times in a
+    batch gets ``K`` crops and no generator state needs saving. ``seed`` None
+    draws one from the OS.
 
     Example
     -------
@@ -184,37 +143,18 @@ class CropRandom:
 def make_train_pipeline(
     crop_seconds, sample_rate=16000, seed=None, epoch_source=None, with_speed=False
 ):
-    """Dynamic-item pipeline: random crop of ``crop_seconds`` from each row.
+    """Dynamic item taking ``id, wav, start, stop`` and providing a random crop ``sig``.
 
-    The crop is drawn from ``[start, stop)`` of the row, reading only the
-    samples needed; its position comes from :class:`CropRandom`, fresh in
-    every worker and epoch and reproducible from the seed. Non-finite
-    samples (NaN or inf in a float file) are replaced by zeros, and the
-    pipeline's ``sig_nonfinite`` says how many there were (the recipe's Brain
-    names the file once and counts it).
-
-    Arguments
-    ---------
-    seed : int or None
-        Seed of the crop positions (``None``: a random seed).
-    epoch_source : object or None
-        The ``EpochCounter`` (``None``: the same crops every epoch).
-    with_speed : bool
-        Also take the rows' ``speed`` (:func:`derive_training_set`): the crop
-        is played that many times faster.
-
-    Returns
-    -------
-    callable
-        A SpeechBrain dynamic item taking ``id, wav, start, stop`` (and
-        ``speed``) and
-        providing ``sig`` and ``sig_nonfinite``.
+    Only the crop's samples are read, at a position from :class:`CropRandom`
+    (``seed``, ``epoch_source``). NaN and inf samples become zeros, counted in
+    ``sig_nonfinite`` (the Brain names the file). ``with_speed`` also takes
+    the rows' ``speed`` (:func:`derive_training_set`): the crop is played that
+    many times faster.
 
     Example
     -------
-    >>> pipeline = make_train_pipeline(1.0)
-    >>> pipeline.provides
-    ('sig', 'sig_nonfinite')
+    >>> make_train_pipeline(1.0, with_speed=True).takes
+    ('id', 'wav', 'start', 'stop', 'speed')
     """
     crops = CropRandom(seed, epoch_source)
     num_samples = int(round(crop_seconds * sample_rate))
@@ -247,33 +187,16 @@ def make_train_pipeline(
             )
         return crop_or_pad(signal, num_samples, rng), bad
 
-    if with_speed:
-
-        @sb.utils.data_pipeline.takes("id", "wav", "start", "stop", "speed")
-        @sb.utils.data_pipeline.provides("sig", "sig_nonfinite")
-        def train_audio_speed(item_id, wav, start, stop, speed):
-            yield from crop(item_id, wav, start, stop, speed)
-
-        return train_audio_speed
-
-    @sb.utils.data_pipeline.takes("id", "wav", "start", "stop")
+    @sb.utils.data_pipeline.takes("id", "wav", "start", "stop", *(["speed"] if with_speed else []))
     @sb.utils.data_pipeline.provides("sig", "sig_nonfinite")
-    def train_audio(item_id, wav, start, stop):
-        yield from crop(item_id, wav, start, stop)
+    def train_audio(*row):
+        yield from crop(*row)
 
     return train_audio
 
 
 def replace_nonfinite(signal):
-    """Zero the NaN and infinite samples of a waveform.
-
-    Returns
-    -------
-    signal : torch.Tensor
-        The waveform with non-finite samples set to 0 (the input itself when
-        all are finite).
-    count : int
-        How many samples were replaced.
+    """``(signal, count)``: NaN and inf samples set to 0 (the input itself if none), and how many.
 
     Example
     -------
@@ -290,25 +213,10 @@ def replace_nonfinite(signal):
 
 
 def make_eval_pipeline(sample_rate=16000, max_seconds=None, min_seconds=0.5):
-    """Dynamic-item pipeline reading a whole row for evaluation.
+    """Dynamic item taking ``wav, start, stop`` and providing the whole row as ``sig``.
 
-    Arguments
-    ---------
-    max_seconds : float or None
-        Keep only the centre ``max_seconds`` (bounds memory on long files).
-    min_seconds : float
-        Shorter signals are repeat-padded to this length (the encoder needs a
-        few frames).
-
-    Returns
-    -------
-    callable
-        A dynamic item taking ``wav, start, stop`` and providing ``sig``.
-
-    Example
-    -------
-    >>> make_eval_pipeline().provides
-    ('sig',)
+    Only the centre ``max_seconds`` are kept (None: all); shorter signals than
+    ``min_seconds`` are repeat-padded (the encoder needs a few frames).
     """
 
     @sb.utils.data_pipeline.takes("wav", "start", "stop")
@@ -336,21 +244,7 @@ def make_eval_pipeline(sample_rate=16000, max_seconds=None, min_seconds=0.5):
 
 
 def speaker_label_pipeline(label_encoder):
-    """Dynamic-item pipeline mapping ``spk_id`` to ``spk_id_encoded``.
-
-    Arguments
-    ---------
-    label_encoder : speechbrain.dataio.encoder.CategoricalEncoder
-        Encoder fitted on the training speakers.
-
-    Example
-    -------
-    >>> from speechbrain.dataio.encoder import CategoricalEncoder
-    >>> enc = CategoricalEncoder()
-    >>> enc.update_from_iterable(["a", "b"])
-    >>> speaker_label_pipeline(enc).provides
-    ('spk_id', 'spk_id_encoded')
-    """
+    """Dynamic item providing ``spk_id`` and ``spk_id_encoded`` (by ``label_encoder``)."""
 
     @sb.utils.data_pipeline.takes("spk_id")
     @sb.utils.data_pipeline.provides("spk_id", "spk_id_encoded")
@@ -362,14 +256,7 @@ def speaker_label_pipeline(label_encoder):
 
 
 def load_manifest(csv_path, data_root=None):
-    """Read a manifest into a :class:`DynamicItemDataset`, with a clear error.
-
-    Arguments
-    ---------
-    csv_path : str
-        CSV with at least ``ID,duration,wav,start,stop``.
-    data_root : str or None
-        Replaces ``$data_root`` in the CSV.
+    """Read a manifest into a ``DynamicItemDataset`` (``$data_root`` replaced by ``data_root``).
 
     Example
     -------
@@ -378,8 +265,6 @@ def load_manifest(csv_path, data_root=None):
      ...
     FileNotFoundError: Manifest /no/such.csv not found: run data preparation first (the recipe's *_prepare.py, or drop --skip_prep).
     """
-    import os
-
     if not os.path.isfile(csv_path):
         raise FileNotFoundError(
             f"Manifest {csv_path} not found: run data preparation first "
@@ -392,41 +277,17 @@ def load_manifest(csv_path, data_root=None):
 
 
 def build_label_encoder(train_data, path):
-    """Fit (or load) the speaker label encoder and save it at ``path``.
-
-    Arguments
-    ---------
-    train_data : DynamicItemDataset
-        Training set with a ``spk_id`` column.
-    path : str
-        ``label_encoder.txt`` location (reloaded if it exists).
-
-    Example
-    -------
-    >>> import tempfile, os
-    >>> data = sb.dataio.dataset.DynamicItemDataset(
-    ...     {"u1": {"spk_id": "s1"}, "u2": {"spk_id": "s2"}})
-    >>> enc = build_label_encoder(data, os.path.join(tempfile.mkdtemp(), "lab.txt"))
-    >>> len(enc)
-    2
-    """
+    """The encoder of ``train_data``'s ``spk_id``: loaded from ``path``, or fitted and saved there."""
     encoder = sb.dataio.encoder.CategoricalEncoder()
     encoder.load_or_create(path=path, from_didatasets=[train_data], output_key="spk_id")
     return encoder
 
 
 def speaker_datasets(hparams):
-    """Training and validation datasets of a speaker recipe.
+    """``(train, valid, label_encoder)`` of a speaker recipe's ``hparams``.
 
-    Reads ``train_annotation`` and ``valid_annotation`` from ``hparams``,
-    derives the training set (``speed_perturb_speakers``, ``label_noise``:
-    :func:`derive_training_set`), adds the cropping pipeline (``sentence_len`` seconds at ``sample_rate``)
-    and the speaker labels.
-
-    Example
-    -------
-    >>> callable(speaker_datasets)
-    True
+    The training set is derived (:func:`derive_training_set`); both sets crop
+    ``sentence_len`` seconds (validation with fixed crops) and encode speakers.
     """
     sample_rate = hparams["sample_rate"]
     train_data = derive_training_set(
@@ -476,34 +337,18 @@ PSEUDO_SPEAKER = "{speaker}@sp{factor:g}"
 def derive_training_set(train_data, speed_factors=(), label_noise=0.0, seed=0):
     """The training set with speed-perturbed pseudo-speakers and noisy labels.
 
-    * ``label_noise``: a seeded fraction of the training rows is filed under
-      another training speaker (drawn uniformly); ``true_spk_id`` keeps the
-      truth and ``label_noise`` says 1. For studying how the objective copes
-      with mislabelled data on a clean corpus.
+    Returns ``train_data`` itself when neither is asked for.
+
+    * ``label_noise``: a seeded fraction of the rows is filed under another
+      training speaker (uniformly); ``true_spk_id`` keeps the truth and
+      ``label_noise`` says 1.
     * ``speed_factors`` (e.g. ``[0.9, 1.1]``, WeSpeaker's ``speed_perturb``):
       every row gets a copy per factor, played ``factor`` times faster, filed
-      under the new speaker ``<speaker>@sp<factor>`` (for both losses); the
-      rows gain a ``speed`` column that the training pipeline applies.
+      under the new speaker ``<speaker>@sp<factor>``; rows gain a ``speed``
+      column that the training pipeline applies.
 
-    Only the training set changes: validation, enrolment and test speakers
-    are never touched. The result depends on the rows and the seed alone,
-    so every process of a run derives the same set.
-
-    Arguments
-    ---------
-    train_data : DynamicItemDataset
-        The training manifest (``spk_id`` and ``duration`` columns).
-    speed_factors : sequence of float
-        Positive factors other than 1.
-    label_noise : float
-        Fraction in ``[0, 1)`` of rows relabelled.
-    seed : int
-        Seed of the relabelling.
-
-    Returns
-    -------
-    DynamicItemDataset
-        ``train_data`` itself when nothing is asked, else a new set.
+    The result depends on the rows and ``seed`` alone, so every process of a
+    run derives the same set.
 
     Example
     -------
@@ -572,15 +417,13 @@ def write_dataset_csv(dataset, path):
 
     Example
     -------
-    >>> import os, tempfile
+    >>> import tempfile
     >>> data = sb.dataio.dataset.DynamicItemDataset({"u1": {"spk_id": "s1", "duration": 2.0}})
     >>> path = os.path.join(tempfile.mkdtemp(), "m.csv")
     >>> write_dataset_csv(data, path)
     >>> open(path).read().splitlines()
     ['ID,spk_id,duration', 'u1,s1,2.0']
     """
-    import csv
-
     columns = []
     for row in dataset.data.values():
         columns += [c for c in row if c not in columns]

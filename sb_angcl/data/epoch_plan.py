@@ -1,12 +1,31 @@
 """The epoch plan of the speaker-balanced sampler: which utterances each P x K batch takes.
 
-:class:`EpochPlanner` lays a labelled dataset out in numpy arrays and builds
-the plan of an epoch from a seeded generator: each speaker's utterances are
-cut into groups of ``K`` (from distinct sessions where the speaker has them),
-and each step takes ``P`` groups of distinct speakers; :func:`max_steps`
-gives the number of such steps. A manifest without a ``session`` column gets
-its sessions from ``spk--video--utt`` IDs (:func:`sessions_from_ids`, the
-IDs SpeechBrain's VoxCeleb preparation writes).
+With ``P`` speakers per batch, ``K`` utterances each, ``R`` ranks and
+``G = R * P`` speakers per global step, every epoch (:meth:`EpochPlanner.plan`):
+
+1. **Groups.** A speaker's ``n`` utterances are shuffled and cut into
+   ``c = ceil(n / K)`` groups of ``K``. A last group of ``r < K`` is topped up
+   with ``K - r`` of its other utterances (drawn without replacement), or, if
+   ``n < K``, is its utterances repeated cyclically. With sessions
+   (``positives_across_sessions``) the utterances are cut round-robin over
+   the speaker's sessions (largest first, ties at random), so a group spans
+   ``K`` sessions wherever the speaker has them left.
+2. **Steps.** ``T`` (:func:`max_steps`) is the largest with
+   ``sum_s min(c_s, T) >= G * T``; it depends only on the data, so the
+   sampler's ``len()`` is exact and constant.
+3. **Dropped groups.** A speaker keeps at most ``T`` groups; the
+   ``sum_s min(c_s, T) - G * T < G`` left over are dropped from speakers
+   drawn in proportion to their groups, topped-up groups first. Unless one
+   speaker has more groups than there are steps, at most ``G - 1`` groups
+   are dropped per epoch; every other utterance is used.
+4. **Packing.** Each step takes ``G`` distinct speakers by weighted sampling
+   without replacement over their remaining groups, a speaker whose
+   remaining groups equal the remaining steps always taken (so the packing
+   never gets stuck); steps, and the speakers of each step, are shuffled.
+5. **Ranks.** Rank ``r`` takes speakers ``r*P ... (r+1)*P - 1`` of every step.
+
+Without a generator (``shuffle=False``) the plan is fixed: dataset order,
+the speakers with the most remaining groups first.
 
 Authors
  * sb-angcl contributors 2025
@@ -22,13 +41,12 @@ class EpochPlanner:
     Arguments
     ---------
     indices : list of numpy.ndarray
-        Per speaker (in order of first appearance), its dataset indices in
-        dataset order.
+        Per speaker (in order of first appearance), its dataset indices.
     K : int
-        Utterances per speaker in a batch (the size of a group).
+        The size of a group.
     item_session : numpy.ndarray, optional
-        Code of every item's (speaker, session) pair (:func:`session_codes`),
-        to cut groups round-robin over sessions; None for random groups.
+        Every item's (speaker, session) code (:func:`session_codes`); None
+        for groups regardless of sessions.
 
     Example
     -------
@@ -54,21 +72,9 @@ class EpochPlanner:
         self.item_session = item_session
 
     def plan(self, T, G, rng=None):
-        """The global plan of one epoch as a (T, G * K) int64 array.
+        """The ``T`` steps of ``G`` groups of one epoch as a (T, G * K) int64 array.
 
-        Arguments
-        ---------
-        T : int
-            Steps (:func:`max_steps` of ``group_counts`` and ``G``).
-        G : int
-            Distinct speakers per step (all ranks together).
-        rng : numpy.random.Generator, optional
-            The epoch's random stream; None for the fixed plan.
-
-        Returns
-        -------
-        numpy.ndarray
-            Row ``t``: the ``G`` groups of step ``t``, group after group.
+        ``rng`` is the epoch's generator; None gives the fixed plan.
 
         Example
         -------
@@ -101,10 +107,8 @@ class EpochPlanner:
     def _make_groups(self, rng):
         """All groups of the epoch as a (num_groups, K) table.
 
-        Speaker ``s`` owns rows ``group_offsets[s]`` to
-        ``group_offsets[s] + ceil(n_s / K) - 1``: full groups of shuffled
-        utterances, then the topped-up one (if any), which is therefore the
-        first to go when the speaker loses groups.
+        Speaker ``s`` owns ``ceil(n_s / K)`` rows from ``group_offsets[s]``:
+        full groups, then the topped-up one (the first to go).
         """
         K = self.K
         codes = self.item_speaker
@@ -153,11 +157,7 @@ class EpochPlanner:
         return np.lexsort((session_order[sess], rank, codes))
 
     def _kept_group_counts(self, T, G, rng):
-        """Groups used per speaker: at most T each, G * T in total.
-
-        A speaker keeps its first groups: its topped-up group is the first
-        it loses, then random full ones (its utterances are shuffled).
-        """
+        """Groups used per speaker: its first ones, at most T each, G * T in total."""
         counts = np.minimum(self.group_counts, T)
         excess = int(counts.sum()) - G * T
         if excess > 0:
@@ -192,28 +192,13 @@ class EpochPlanner:
         return chosen[rng.permutation(len(chosen))]
 
 
-#: Separator of the parts of a VoxCeleb utterance ID as SpeechBrain's
-#: ``recipes/VoxCeleb/voxceleb_prepare.py`` writes it: ``spk--video--utt``
+#: Separator of SpeechBrain's VoxCeleb utterance IDs, ``spk--video--utt``
 #: (``spk--video--utt_<start>_<stop>`` for its fixed-length chunks).
 ID_SEPARATOR = "--"
 
 
 def session_from_id(utt_id):
-    """The session (video) part of a ``spk--video--utt`` utterance ID.
-
-    SpeechBrain's standard VoxCeleb preparation writes no ``session`` column;
-    its IDs join the speaker, the video and the utterance (``00001``, or
-    ``00001_0.0_3.0`` for a chunk) with ``--``, so the video is the second part.
-
-    Arguments
-    ---------
-    utt_id : str
-        The manifest's ``ID``.
-
-    Returns
-    -------
-    str or None
-        The video part; ``None`` when the ID has fewer than three non-empty parts.
+    """The video part of a ``spk--video--utt`` ID (SpeechBrain's VoxCeleb IDs), or None.
 
     Example
     -------
@@ -229,39 +214,15 @@ def session_from_id(utt_id):
 
 
 def sessions_from_ids(data_ids, session_key="session", columns=None):
-    """The session of every item, parsed from ``spk--video--utt`` IDs.
+    """The session of every ID, parsed from ``spk--video--utt`` IDs.
 
-    The fallback of :meth:`SpeakerBalancedBatchSampler.from_dataset` for a
-    manifest without a session column (one written by SpeechBrain's standard
-    ``voxceleb_prepare.py``).
-
-    Arguments
-    ---------
-    data_ids : sequence of str
-        The dataset's IDs.
-    session_key : str
-        The session column the manifest lacks (named in the error).
-    columns : list of str or None
-        The manifest's columns (named in the error).
-
-    Returns
-    -------
-    list of str
-        One session per ID.
-
-    Raises
-    ------
-    ValueError
-        Naming an ID that has no video part.
+    For a manifest without a ``session_key`` column; the error for an ID
+    without a video part names the ``columns`` there are.
 
     Example
     -------
     >>> sessions_from_ids(["s1--v1--00001", "s1--v2--00001_0.0_3.0"])
     ['v1', 'v2']
-    >>> sessions_from_ids(["utt7"])
-    Traceback (most recent call last):
-     ...
-    ValueError: positives_across_sessions=True needs the session of every training utterance: the manifest has no 'session' column, and the ID 'utt7' is not of the form spk--video--utt (SpeechBrain's VoxCeleb IDs), so no session can be read from it. Add a 'session' column to the training manifest (the recording each utterance comes from), or set positives_across_sessions: False.
     """
     sessions = []
     for data_id in data_ids:
@@ -307,13 +268,11 @@ def session_codes(sessions, labels):
 def max_steps(group_counts, width):
     """Largest T with sum(min(c, T)) >= width * T (binary search).
 
-    Every step needs ``width`` distinct speakers, and a speaker can serve at
-    most one step per group and at most ``T`` steps, so no plan has more
-    steps; the packing in :meth:`EpochPlanner.plan` reaches it.
+    No plan of steps of ``width`` distinct speakers has more; the packing of
+    :meth:`EpochPlanner.plan` reaches it.
 
     Example
     -------
-    >>> import numpy as np
     >>> max_steps(np.array([5, 1, 1]), 2)  # speaker 0 can't pair with itself
     2
     >>> max_steps(np.array([2, 2, 2]), 3)

@@ -1,41 +1,17 @@
-"""The manifests a data preparation writes: audio probed, columns, rows, splits, CSV files.
+"""The manifests a data preparation writes: columns, rows, splits, CSV files.
 
-Every item CSV has the columns :data:`ITEM_FIELDS`::
-
-    ID,duration,wav,start,stop,spk_id,genre,language,session,sample_rate
-
-``train.csv`` and ``dev.csv`` add :data:`LABEL_NOISE_FIELDS`,
-``true_spk_id,label_noise``: the true speaker and 1 where the corpus's
-label-noise list (:func:`read_label_noise`; the built-in corpus writes one
-with ``label_noise > 0``) says the file is filed under another speaker;
-``spk_id`` and 0 everywhere else, also when there is no list.
-
-One row per utterance (or per run of utterances joined by CN-Celeb's
-``short_utterance_rule="concat"``), ``start = 0``
-and ``stop`` = the number of samples at the file's own rate, ``duration`` in
-seconds. ``genre`` and ``language`` are empty where the corpus does not say.
-``session`` is the recording the utterance comes from, as the layout names it
-(VoxCeleb: the video folder; CN-Celeb: ``<genre>-<ss>`` from the file name),
-meaningful within one speaker; rows joined from several sessions list them
-joined by ``+``. Consumers (the sampler) read this column, never the paths;
-for a manifest without it (SpeechBrain's standard ``voxceleb_prepare.py``)
-the sampler takes the video part of ``spk--video--utt`` IDs.
-``sample_rate`` is the file's rate: where it differs from the recipe's rate
-(``on_wrong_sample_rate="resample"``) the loader must resample.
-``trials.csv`` has ``enrol,test,label`` plus condition columns
-(``enrol_<x>,test_<x>``).
-
-* **Short utterances.** Training utterances shorter than ``min_duration``
-  (default 0.5 s) are dropped from ``train.csv`` and ``dev.csv`` and counted
-  (:func:`drop_short`). Utterances shorter than the training crop but at
-  least ``min_duration`` are kept: the loader pads them by repetition.
-  Enrolment and test items are never dropped for being short. CN-Celeb
-  additionally has ``short_utterance_rule`` (see
-  ``recipes/CNCeleb/SpeakerRec/cnceleb_short_utterances.py``).
-* **Validation split.** ``dev.csv`` holds a seeded fraction of the training
-  speakers' utterances, for the speaker-ID error rate: see :func:`split_dev`.
-
-Audio files are probed before they are listed: :mod:`sb_angcl.data.audio_probe`.
+Item CSVs (train, dev, enrol, test) have the columns :data:`ITEM_FIELDS`, one
+row per utterance (or per run of utterances joined by CN-Celeb's
+``short_utterance_rule="concat"``): ``start = 0``, ``stop`` = samples at the
+file's own rate, ``duration`` in seconds, ``genre``/``language`` empty where
+the corpus does not say. ``session`` is the recording the utterance comes from
+(VoxCeleb: the video; CN-Celeb: ``<genre>-<ss>``; joined rows list theirs
+joined by ``+``); the sampler reads this column, never the paths.
+``sample_rate`` is the file's rate: where it differs from the recipe's, the
+loader resamples. ``train.csv`` and ``dev.csv`` add :data:`LABEL_NOISE_FIELDS`
+(the true speaker, and 1 where the corpus's label-noise list says the file is
+filed under another speaker). ``trials.csv`` has ``enrol,test,label`` plus
+condition columns (``enrol_<x>,test_<x>``).
 
 Authors
  * sb-angcl contributors 2025
@@ -55,16 +31,7 @@ logger = logging.getLogger(__name__)
 
 #: Columns of every item CSV (train, dev, enrol, test).
 ITEM_FIELDS = [
-    "ID",
-    "duration",
-    "wav",
-    "start",
-    "stop",
-    "spk_id",
-    "genre",
-    "language",
-    "session",
-    "sample_rate",
+    "ID", "duration", "wav", "start", "stop", "spk_id", "genre", "language", "session", "sample_rate",
 ]
 
 #: Extra columns of ``train.csv`` and ``dev.csv`` (label noise).
@@ -78,18 +45,10 @@ LABEL_NOISE_COLUMNS = ("path", "given_speaker", "true_speaker")
 
 
 def check_unique_ids(rows, what):
-    """Raises ``ValueError`` naming the IDs that occur more than once.
-
-    Arguments
-    ---------
-    rows : list of dict
-        Rows with an ``ID`` key.
-    what : str
-        Which manifest, for the message.
+    """Raises ``ValueError`` naming the IDs that occur more than once in manifest ``what``.
 
     Example
     -------
-    >>> check_unique_ids([{"ID": "a"}, {"ID": "b"}], "train")
     >>> try:
     ...     check_unique_ids([{"ID": "a", "wav": "/1/a"}, {"ID": "a", "wav": "/2/a"}], "train")
     ... except ValueError as err:
@@ -116,17 +75,7 @@ def check_unique_ids(rows, what):
 
 
 def audio_row(utt_id, info, spk_id, genre="", language="", session=""):
-    """Builds one manifest row covering a whole file.
-
-    Arguments
-    ---------
-    session : str
-        Session (recording), if known.
-
-    Returns
-    -------
-    dict
-        The row, with the keys of :data:`ITEM_FIELDS`.
+    """One manifest row (the keys of :data:`ITEM_FIELDS`) covering a whole probed file.
 
     Example
     -------
@@ -151,22 +100,11 @@ def audio_row(utt_id, info, spk_id, genre="", language="", session=""):
 
 
 def read_label_noise(path):
-    """Reads a label-noise list: which files are filed under the wrong speaker.
+    """Reads a label-noise list (``path,given_speaker,true_speaker``): ``path -> true speaker``.
 
-    The list (``path,given_speaker,true_speaker``, written by the built-in
-    corpus as ``meta/label_noise.csv``) names each file like the manifests'
-    IDs; ``given_speaker`` must be the speaker folder the file is in.
-
-    Returns
-    -------
-    dict or None
-        ``path -> true speaker``; None when the file does not exist.
-
-    Raises
-    ------
-    ValueError
-        Missing columns, or a row whose path does not start with its
-        ``given_speaker`` folder.
+    The built-in corpus writes it as ``meta/label_noise.csv``; paths are like
+    the manifests' IDs and start with their ``given_speaker`` folder. Returns
+    None when the file does not exist.
 
     Example
     -------
@@ -199,20 +137,10 @@ def read_label_noise(path):
 
 
 def mark_label_noise(rows, noise):
-    """Adds ``true_spk_id`` and ``label_noise`` to training rows (in place).
+    """Adds ``true_spk_id`` and ``label_noise`` to training rows (in place) and returns them.
 
-    Arguments
-    ---------
-    rows : list of dict
-        Rows with ``ID`` and ``spk_id``.
-    noise : dict or None
-        ``ID -> true speaker`` (:func:`read_label_noise`); None or empty for
-        a clean corpus.
-
-    Returns
-    -------
-    list of dict
-        ``rows``.
+    ``noise`` is ``ID -> true speaker`` (:func:`read_label_noise`); None or
+    empty for a clean corpus.
 
     Example
     -------
@@ -229,25 +157,10 @@ def mark_label_noise(rows, noise):
 
 
 def drop_short(rows, min_duration, report=None):
-    """Removes rows shorter than ``min_duration`` seconds.
+    """The rows at least ``min_duration`` seconds long; ``report`` counts the others (``too_short``).
 
-    Arguments
-    ---------
-    rows : list of dict
-        Rows with a ``duration`` key.
-    report : PrepReport, optional
-        Counts the dropped rows under ``too_short``.
-
-    Returns
-    -------
-    list of dict
-        The rows kept, in order.
-
-    Example
-    -------
-    >>> rows = [{"ID": "a", "duration": 0.3}, {"ID": "b", "duration": 2.0}]
-    >>> [r["ID"] for r in drop_short(rows, 0.5)]
-    ['b']
+    Enrolment and test items are never dropped for being short; training
+    items shorter than the crop are kept (the loader repeat-pads them).
     """
     kept = [r for r in rows if r["duration"] >= min_duration]
     dropped = len(rows) - len(kept)
@@ -262,28 +175,13 @@ def drop_short(rows, min_duration, report=None):
 
 
 def split_dev(rows, dev_fraction=0.05, seed=1234, min_utterances=3):
-    """Holds out a seeded fraction of each training speaker's utterances.
+    """``(train, dev)``: a seeded fraction of each training speaker's utterances held out.
 
-    For every speaker with at least ``min_utterances`` utterances,
-    ``max(1, round(dev_fraction * n))`` of them (at most ``n - 1``) go to the
-    validation split; the choice depends only on ``seed``, the speaker and the
-    speaker's utterance IDs, not on the order of ``rows``. Every validation
-    speaker therefore also occurs in training, as speaker-ID error needs.
-    ``dev_fraction = 0`` gives an empty validation split.
-
-    Arguments
-    ---------
-    rows : list of dict
-        Rows with ``ID`` and ``spk_id``.
-    dev_fraction : float
-        Fraction held out per speaker, in [0, 1).
-    min_utterances : int
-        Speakers with fewer utterances stay entirely in training.
-
-    Returns
-    -------
-    dev : list of dict
-        Both in the order of ``rows``.
+    A speaker with ``n >= min_utterances`` utterances gives
+    ``max(1, round(dev_fraction * n))`` (at most ``n - 1``) to ``dev``, chosen
+    from ``seed``, the speaker and its IDs alone (not the order of ``rows``),
+    so every validation speaker also trains, as speaker-ID error needs. Both
+    lists keep the order of ``rows``.
 
     Example
     -------
@@ -318,12 +216,7 @@ def _format_value(value):
 
 
 def write_csv(path, rows, fields):
-    """Writes rows to a CSV file atomically (a partial file is never left).
-
-    Arguments
-    ---------
-    rows : list of dict
-        Rows; missing keys are written empty, floats with 5 decimals.
+    """Writes rows to a CSV file atomically; missing keys empty, floats with 5 decimals.
 
     Example
     -------
@@ -346,17 +239,7 @@ def write_csv(path, rows, fields):
 
 
 def format_file_list(items, limit=10):
-    """Formats the first ``limit`` items and says how many there are in all.
-
-    Arguments
-    ---------
-    items : list of str
-        Names (with any reason already attached).
-
-    Returns
-    -------
-    str
-        One item per line, indented, then "... and N more" when cut.
+    """The first ``limit`` items, one per indented line, then how many there are in all.
 
     Example
     -------

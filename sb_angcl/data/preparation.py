@@ -1,20 +1,11 @@
-"""The data-preparation skeleton both recipes share, its report and its saved state.
+"""The data-preparation skeleton the recipes and ``own_data`` share, its report and saved state.
 
-The recipe scripts (``recipes/*/SpeakerRec/*_prepare.py``) only know their
-corpus layout; they hand :func:`run_preparation` a ``setup`` and a ``build``
-step, and use the checks of a recipe's inputs here (options, data folders,
-corpus paths, trial labels) and the rows, probes and CSV writing of
-:mod:`sb_angcl.data.manifests`.
-
-* **Report.** :class:`PrepReport` collects the files a preparation skipped or
-  changed and warns about each kind once (or raises, with ``strict=True``);
-  the messages and counts end up in the log and in ``prepare_summary.json``.
-* **Done work.** When every output exists and the stored ``prepare_opts.json``
-  equals the current options, preparation returns the stored
-  ``prepare_summary.json`` without rescanning (:func:`load_if_prepared`). The
-  options are removed before a preparation starts (:func:`forget_prepared`)
-  and written last (:func:`save_prepared`), so an interrupted run is never
-  reused.
+A recipe's ``*_prepare.py`` knows its corpus layout and hands
+:func:`run_preparation` a ``setup`` and a ``build`` step; the checks of its
+inputs are here, the rows and CSV files in :mod:`sb_angcl.data.manifests`.
+Preparation is skipped when every output exists and the stored
+``prepare_opts.json`` equals the current options; the options are removed
+before a run and written last, so an interrupted run is never reused.
 
 Authors
  * sb-angcl contributors 2025
@@ -44,16 +35,7 @@ SUMMARY_FILE = "prepare_summary.json"
 
 
 def file_digest(path):
-    """SHA-256 of a file's content (used to notice an edited trial list).
-
-    Example
-    -------
-    >>> import tempfile
-    >>> p = Path(tempfile.mkdtemp()) / "t.txt"
-    >>> _ = p.write_text("")
-    >>> file_digest(p)[:8]
-    'e3b0c442'
-    """
+    """SHA-256 of a file's content (used to notice an edited trial list)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -66,23 +48,9 @@ def _normalise(opts):
 
 
 def load_if_prepared(save_folder, outputs, opts):
-    """Returns the stored summary if this preparation was already done.
+    """The stored summary if every output exists and was made with ``opts``, else None.
 
-    It was done if every output file exists and the ``prepare_opts.json``
-    stored by :func:`save_prepared` equals ``opts`` (after a JSON round trip,
-    so tuples and lists compare equal).
-
-    Arguments
-    ---------
-    outputs : list of str
-        Output file names expected in ``save_folder``.
-    opts : dict
-        JSON-serialisable options of the current call.
-
-    Returns
-    -------
-    dict or None
-        The stored summary, or None if preparation must run.
+    Options compare after a JSON round trip (tuples equal lists).
 
     Example
     -------
@@ -113,22 +81,8 @@ def load_if_prepared(save_folder, outputs, opts):
     return summary
 
 
-def forget_prepared(save_folder):
-    """Removes the stored options, so an interrupted run is never reused."""
-    try:
-        os.remove(Path(save_folder) / OPTS_FILE)
-    except FileNotFoundError:
-        pass
-
-
 def save_prepared(save_folder, summary, opts):
-    """Writes ``prepare_summary.json``, then ``prepare_opts.json`` (last).
-
-    Arguments
-    ---------
-    opts : dict
-        JSON-serialisable options of the call.
-    """
+    """Writes ``prepare_summary.json``, then ``prepare_opts.json`` (last)."""
     save_folder = Path(save_folder)
     save_folder.mkdir(parents=True, exist_ok=True)
     for name, content in ((SUMMARY_FILE, summary), (OPTS_FILE, _normalise(opts))):
@@ -138,39 +92,18 @@ def save_prepared(save_folder, summary, opts):
         os.replace(tmp, save_folder / name)
 
 
-def load_summary(save_folder):
-    """Reads ``prepare_summary.json`` if present (used with ``skip_prep``).
-
-    Returns
-    -------
-    dict
-        The stored summary, or an empty dict.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> load_summary(tempfile.mkdtemp())
-    {}
-    """
-    try:
-        with open(Path(save_folder) / SUMMARY_FILE, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
 # At most this many names per category are stored in the summary file.
 _MAX_LISTED = 1000
 
 
 class PrepReport:
-    """Collects the files a preparation skipped, and reports each kind once.
+    """Collects the files a preparation skipped or changed, and reports each kind once.
 
     Arguments
     ---------
     strict : bool
-        If True, :meth:`announce` raises for the kinds it is asked to treat
-        as errors under ``strict`` instead of warning.
+        If True, :meth:`announce` raises instead of warning (for the kinds
+        where ``strict_applies``).
 
     Example
     -------
@@ -180,7 +113,6 @@ class PrepReport:
     >>> report.note("resampled")
     >>> report.summary()["skipped"], report.summary()["adjusted"]
     ({'unreadable': 1, 'too_short': 2}, {'resampled': 1})
-    >>> report.announce("unreadable", "unreadable file(s)", "Fix them.")
     >>> strict = PrepReport(strict=True)
     >>> strict.skip("unreadable", "/d/b.wav", "empty (0 samples)")
     >>> try:
@@ -199,15 +131,7 @@ class PrepReport:
         self.notes = OrderedDict()
 
     def skip(self, category, path, reason=""):
-        """Records one skipped file.
-
-        Arguments
-        ---------
-        category : str
-            Why it was skipped (``unreadable``, ``wrong_sample_rate`` ...).
-        reason : str
-            Detail shown next to the file name.
-        """
+        """Records one skipped file of kind ``category`` (``reason`` shown beside it)."""
         self.files.setdefault(category, []).append((str(path), reason))
         self.counts[category] = self.counts.get(category, 0) + 1
 
@@ -227,23 +151,11 @@ class PrepReport:
         ]
 
     def announce(self, category, what, fix, strict_applies=True):
-        """Warns once about the files of one kind (or raises if strict).
+        """Warns once about the skipped files of ``category`` (raises ``ValueError`` if strict).
 
-        Arguments
-        ---------
-        category : str
-            The kind, as given to :meth:`skip`.
-        what : str
-            Description, e.g. "unreadable or empty audio file(s)".
-        fix : str
-            What the user can do about it.
-        strict_applies : bool
-            Whether ``strict=True`` turns this warning into an error.
-
-        Raises
-        ------
-        ValueError
-            If ``strict`` and ``strict_applies`` and there are such files.
+        ``what`` describes them ("unreadable audio file(s)"), ``fix`` says what
+        the user can do; ``strict_applies=False`` keeps it a warning under
+        ``strict``.
         """
         listing = self.listing(category)
         if not listing:
@@ -257,13 +169,9 @@ class PrepReport:
         logger.warning("Skipped %d %s:\n%s\n%s", len(listing), what, body, fix)
 
     def summary(self):
-        """Counts per kind, and the (first 1000) skipped files per kind.
+        """Counts per kind and the first 1000 skipped files per kind.
 
-        Returns
-        -------
-        dict
-            ``{"skipped": {kind: count}, "adjusted": {kind: count},
-            "skipped_files": {kind: [names]}}``.
+        ``{"skipped": {kind: n}, "adjusted": {kind: n}, "skipped_files": {kind: [names]}}``.
         """
         return {
             "skipped": dict(self.counts),
@@ -273,17 +181,7 @@ class PrepReport:
 
 
 def announce_audio_problems(report, sample_rate, fix_unreadable):
-    """Warns about (or, with ``strict``, raises on) unreadable and skipped audio.
-
-    Arguments
-    ---------
-    report : PrepReport
-        The report holding the skipped files.
-    sample_rate : int
-        The expected rate (named in the message).
-    fix_unreadable : str
-        What the user can do about unreadable files.
-    """
+    """Announces the unreadable files and those skipped for their sample rate."""
     report.announce("unreadable", "unreadable or empty audio file(s)", fix_unreadable)
     report.announce(
         "wrong_sample_rate",
@@ -294,12 +192,7 @@ def announce_audio_problems(report, sample_rate, fix_unreadable):
 
 
 def missing_items_error(trial_file, problems):
-    """Builds the error for trial items that are missing or unusable.
-
-    Arguments
-    ---------
-    problems : list of str
-        ``item (why)`` strings.
+    """The ``ValueError`` for trial items (``item (why)`` strings) missing or unusable.
 
     Example
     -------
@@ -316,17 +209,7 @@ def missing_items_error(trial_file, problems):
 
 
 def split_stats(rows):
-    """Counts speakers, utterances and hours of a manifest.
-
-    Arguments
-    ---------
-    rows : list of dict
-        Rows with ``spk_id`` and ``duration``.
-
-    Returns
-    -------
-    dict
-        ``speakers``, ``utterances``, ``hours``.
+    """``speakers``, ``utterances`` and ``hours`` of manifest rows.
 
     Example
     -------
@@ -341,36 +224,13 @@ def split_stats(rows):
 
 
 def trial_stats(labels):
-    """Counts target and non-target trials.
-
-    Arguments
-    ---------
-    labels : list of int
-        Trial labels (1 target, 0 non-target).
-
-    Returns
-    -------
-    dict
-        ``total``, ``target``, ``nontarget``.
-
-    Example
-    -------
-    >>> trial_stats([1, 0, 0])
-    {'total': 3, 'target': 1, 'nontarget': 2}
-    """
+    """``total``, ``target`` and ``nontarget`` counts of trial labels (1 target, 0 not)."""
     target = sum(1 for label in labels if label)
     return {"total": len(labels), "target": target, "nontarget": len(labels) - target}
 
 
 def log_summary(summary):
-    """Logs a prepared corpus's counts in a few readable lines.
-
-    Arguments
-    ---------
-    summary : dict
-        With ``splits`` (name -> :func:`split_stats`), ``trials``,
-        ``skipped`` and ``adjusted``.
-    """
+    """Logs a prepared corpus's counts (splits, trials, skipped, adjusted) in a few lines."""
     lines = [f"Prepared {summary.get('corpus', 'corpus')}:"]
     for name, stats in summary.get("splits", {}).items():
         lines.append(
@@ -394,13 +254,7 @@ def log_summary(summary):
 
 
 def run_preparation(corpus, save_folder, outputs, setup, build, skip_prep=False, strict=False):
-    """The preparation skeleton both recipes share.
-
-    ``skip_prep`` -> options (:func:`check_options`, the recipe's own checks and
-    list digests) -> return the stored summary when already prepared with the
-    same options (:func:`load_if_prepared`) -> build the manifests (probe,
-    filter, rows, evaluation checks) -> write the CSV files -> save and log the
-    summary (:func:`save_prepared`, :func:`log_summary`).
+    """The preparation skeleton: options, reuse of done work, build, write, summary.
 
     Arguments
     ---------
@@ -415,13 +269,13 @@ def run_preparation(corpus, save_folder, outputs, setup, build, skip_prep=False,
         inputs; ``opts`` (JSON-serialisable) decides whether earlier work is
         reused, ``context`` is handed to ``build``.
     build : callable
-        ``build(context, report) -> (manifests, summary)`` with ``manifests`` a
-        list of ``(file name, rows, fields)`` and ``summary`` a dict; the
-        report's counts are appended to it.
+        ``build(context, report) -> (manifests, summary)``: ``manifests`` a
+        list of ``(file name, rows, fields)``; the :class:`PrepReport`'s
+        counts are added to ``summary``.
     skip_prep : bool
-        Do nothing; return the stored summary, if any.
+        Do nothing; return the stored summary (``{}`` if none).
     strict : bool
-        Passed to the :class:`PrepReport` handed to ``build``.
+        Passed to the :class:`PrepReport`.
 
     Returns
     -------
@@ -441,7 +295,11 @@ def run_preparation(corpus, save_folder, outputs, setup, build, skip_prep=False,
     """
     if skip_prep:
         logger.info("skip_prep=True: %s preparation skipped.", corpus)
-        return load_summary(save_folder)
+        try:
+            with open(Path(save_folder) / SUMMARY_FILE, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
     opts, context = setup()
     save_folder = Path(save_folder)
     summary = load_if_prepared(save_folder, outputs, opts)
@@ -449,7 +307,11 @@ def run_preparation(corpus, save_folder, outputs, setup, build, skip_prep=False,
         logger.info("%s already prepared in %s with these options; skipping.", corpus, save_folder)
         return summary
     save_folder.mkdir(parents=True, exist_ok=True)
-    forget_prepared(save_folder)
+    # Forget the stored options, so that an interrupted run is never reused.
+    try:
+        os.remove(save_folder / OPTS_FILE)
+    except FileNotFoundError:
+        pass
     report = PrepReport(strict=strict)
     manifests, summary = build(context, report)
     for name, rows, fields in manifests:
@@ -461,25 +323,14 @@ def run_preparation(corpus, save_folder, outputs, setup, build, skip_prep=False,
 
 
 def check_options(on_wrong_sample_rate, dev_fraction, min_duration, sample_rate):
-    """Validates the options common to both recipes.
-
-    Arguments
-    ---------
-    on_wrong_sample_rate : str
-        One of :data:`WRONG_RATE_CHOICES`.
-    dev_fraction : float
-        In [0, 1).
-    sample_rate : int
-        Positive rate in Hz.
+    """Validates the options common to every preparation (``ValueError`` naming the bad one).
 
     Example
     -------
-    >>> check_options("resample", 0.05, 0.5, 16000)
-    >>> try:
-    ...     check_options("ignore", 0.05, 0.5, 16000)
-    ... except ValueError as err:
-    ...     print(err)
-    on_wrong_sample_rate='ignore' is not one of ('resample', 'error', 'skip').
+    >>> check_options("ignore", 0.05, 0.5, 16000)
+    Traceback (most recent call last):
+     ...
+    ValueError: on_wrong_sample_rate='ignore' is not one of ('resample', 'error', 'skip').
     """
     if on_wrong_sample_rate not in WRONG_RATE_CHOICES:
         raise ValueError(
@@ -495,20 +346,7 @@ def check_options(on_wrong_sample_rate, dev_fraction, min_duration, sample_rate)
 
 
 def parse_data_folders(data_folder):
-    """Turns ``data_folder`` into a list of absolute paths.
-
-    Arguments
-    ---------
-    data_folder : str, Path or list
-        One folder, a comma-separated string of folders, or a list.
-
-    Example
-    -------
-    >>> [p.name for p in parse_data_folders("/data/vox1, /data/vox2")]
-    ['vox1', 'vox2']
-    >>> [p.name for p in parse_data_folders(["/data/vox1"])]
-    ['vox1']
-    """
+    """``data_folder`` (one folder, comma-separated folders, or a list) as absolute paths."""
     if isinstance(data_folder, (str, os.PathLike)):
         items = str(data_folder).split(",")
     else:
@@ -524,31 +362,14 @@ def parse_data_folders(data_folder):
 
 
 def require_path(path, what, layout, hint=""):
-    """Raises a helpful ``FileNotFoundError`` if ``path`` does not exist.
-
-    Arguments
-    ---------
-    path : Path
-        The file or folder the layout requires.
-    what : str
-        What it is, for the message.
-    layout : str
-        The expected corpus layout, shown in the message.
-    hint : str
-        Extra advice appended to the message.
-
-    Returns
-    -------
-    Path
-        ``path``, when it exists.
+    """``path``, or a ``FileNotFoundError`` naming ``what`` it is and the expected ``layout``.
 
     Example
     -------
-    >>> try:
-    ...     require_path(Path("/no/such/wav"), "wav folder", "<root>/wav/...")
-    ... except FileNotFoundError as err:
-    ...     print(err)
-    wav folder not found: /no/such/wav
+    >>> require_path(Path("/no/such/wav"), "wav folder", "<root>/wav/...")
+    Traceback (most recent call last):
+     ...
+    FileNotFoundError: wav folder not found: /no/such/wav
     Expected layout:
     <root>/wav/...
     """
@@ -562,31 +383,17 @@ def require_path(path, what, layout, hint=""):
 
 
 def resolve_audio(base, rel, extensions=(".flac", ".wav")):
-    """Finds the audio file a list entry names, whatever its extension.
+    """The file ``base / rel`` names, whatever its extension (``x.wav`` listed, ``x.flac`` on disk).
 
-    Corpus lists may name ``x.wav`` while the release holds ``x.flac``.
-
-    Arguments
-    ---------
-    base : Path
-        Folder the entry is relative to.
-    rel : str
-        The entry, e.g. ``test/id00800-singing-01-001.wav``.
-
-    Returns
-    -------
-    Path or None
-        The existing file, or None.
+    Returns None when there is none.
 
     Example
     -------
     >>> import tempfile
     >>> tmp = Path(tempfile.mkdtemp())
     >>> _ = (tmp / "x.flac").write_bytes(b"")
-    >>> resolve_audio(tmp, "x.wav").name
-    'x.flac'
-    >>> resolve_audio(tmp, "y.wav") is None
-    True
+    >>> resolve_audio(tmp, "x.wav").name, resolve_audio(tmp, "y.wav")
+    ('x.flac', None)
     """
     stem = os.path.splitext(rel)[0]
     for ext in extensions:
@@ -597,27 +404,7 @@ def resolve_audio(base, rel, extensions=(".flac", ".wav")):
 
 
 def parse_trial_label(token, trial_file, line_no):
-    """Reads a trial label: ``1``/``target`` or ``0``/``nontarget``.
-
-    Arguments
-    ---------
-    trial_file : str
-        The trial list (for the error message).
-    line_no : int
-        Line number (for the error message).
-
-    Returns
-    -------
-    int
-        1 for a target trial, 0 otherwise.
-
-    Example
-    -------
-    >>> parse_trial_label("target", "trials.lst", 1)
-    1
-    >>> parse_trial_label("0", "trials.lst", 2)
-    0
-    """
+    """1 for ``1``/``target``, 0 for ``0``/``nontarget``; else a ``ValueError`` naming the line."""
     value = {"1": 1, "0": 0, "target": 1, "nontarget": 0}.get(token.lower())
     if value is None:
         raise ValueError(
