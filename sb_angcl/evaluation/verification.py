@@ -1,21 +1,10 @@
 """Scoring a trained model in one line: embed, score, metrics, calibration, report.
 
-What a recipe's ``verify.py`` runs (:func:`verify`), with the verification
-YAML (``hparams/verification.yaml``) loaded:
-
-1. the exported model (``model_folder``: the folder ``train.py`` writes) is
-   loaded (:func:`load_model`);
-2. the test, enrolment and (AS-norm) cohort utterances are embedded
-   (:func:`~sb_angcl.evaluation.scoring.embed_manifest`) and every trial of
-   ``trials_annotation`` is scored, cosine or AS-norm
-   (:func:`~sb_angcl.evaluation.scoring.score_trials`), into ``scores_file``;
-3. the metrics are computed once (:mod:`sb_angcl.evaluation.metrics`);
-4. unless ``calibration: none``, the scores are calibrated
-   (:mod:`sb_angcl.evaluation.calibration`) into ``scores_calibrated.txt`` and
-   ``calibration.json``;
-5. ``metrics.csv``, ``det.png`` and ``scores_hist.png`` are written and a
-   report returned, which the recipe hands to :mod:`sb_angcl.export` for the
-   exported model's card and calibration.
+What a recipe's ``verify.py`` runs (:func:`verify`) with its verification YAML:
+load the exported model, embed and score every trial (cosine or AS-norm),
+calibrate (unless ``calibration: none``), write scores, ``metrics.csv`` and
+plots, and return reports that the recipe hands to
+:func:`sb_angcl.model_card.record_verification`.
 
 Authors
  * sb-angcl contributors
@@ -58,24 +47,10 @@ EMBEDDING_MODULES = ("compute_features", "mean_var_norm", "embedding_model")
 
 
 def load_model(hparams, device="cpu"):
-    """The embedding modules of a trained run, their weights loaded, in eval mode.
+    """The embedding modules (:data:`EMBEDDING_MODULES`) of a trained run, in eval mode.
 
-    From the folder ``train.py`` exported (``model_folder``: ``hyperparams.yaml``
-    defines the modules, ``embedding_model.ckpt`` holds the encoder of the best
-    checkpoint); for a run trained with ``export_folder: null``, from the
-    YAML SpeechBrain saved in its ``output_folder`` and its best checkpoint.
-
-    Arguments
-    ---------
-    hparams : dict
-        The verification YAML (``model_folder``, ``output_folder``).
-    device : str
-        Torch device.
-
-    Returns
-    -------
-    dict
-        ``compute_features``, ``mean_var_norm``, ``embedding_model``.
+    From the exported ``model_folder``, else (``export_folder: null``) from the
+    run's ``output_folder`` and its best checkpoint.
     """
     folder, run_yaml = hparams["model_folder"], os.path.join(hparams["output_folder"], "hyperparams.yaml")
     weights = os.path.join(folder, "embedding_model.ckpt")
@@ -102,19 +77,9 @@ def load_model(hparams, device="cpu"):
 
 
 def run_verification(argv):
-    """:func:`verify` from a command line: what a recipe's ``verify.py`` runs.
+    """:func:`verify` from ``argv`` (``[hparams/verification.yaml, --key=value, ...]``).
 
-    Arguments
-    ---------
-    argv : list of str
-        ``[hparams/verification.yaml, --key=value, ...]``.
-
-    Returns
-    -------
-    hparams : dict
-        The loaded verification YAML.
-    reports : dict
-        :func:`verify`'s reports, by enrolment protocol.
+    Returns the loaded YAML and :func:`verify`'s reports.
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as fin:
@@ -125,18 +90,7 @@ def run_verification(argv):
 def verify(hparams, device="cpu"):
     """Embed, score, measure, calibrate and write the results of a trained model.
 
-    Arguments
-    ---------
-    hparams : dict
-        The loaded verification YAML (``hparams/verification.yaml`` of the recipe).
-    device : str
-        Torch device.
-
-    Returns
-    -------
-    dict
-        One report per enrolment protocol (:func:`score_and_report`); the
-        recipe hands each to :func:`sb_angcl.export.record_verification`.
+    Returns one report (:func:`score_and_report`) per enrolment protocol.
     """
     method = hparams["calibration"]
     if method not in METHODS:
@@ -177,25 +131,9 @@ def verify(hparams, device="cpu"):
 def enrolment_table(protocol, hparams, model, test, opts):
     """Embeddings of the enrolment models under one protocol.
 
-    Arguments
-    ---------
-    protocol : str
-        ``concat``: one embedding per row of ``enrol.csv`` (CN-Celeb's official
-        concatenated enrolment files, or VoxCeleb's enrolment utterances);
-        ``average``: the normalised mean of the embeddings of the utterances
-        listed per ``model`` in ``enrol_average.csv``.
-    hparams : dict
-        The verification YAML.
-    model : Mapping
-        The loaded modules (:func:`load_model`).
-    test : EmbeddingTable
-        Test embeddings (reused when enrolment and test manifests coincide).
-    opts : dict
-        Embedding options.
-
-    Returns
-    -------
-    EmbeddingTable
+    ``concat``: one per row of ``enrol.csv`` (``test`` reused when it is the
+    same manifest); ``average``: the mean of the normalised embeddings of each
+    ``model``'s utterances in ``enrol_average.csv``.
     """
     if protocol == "average":
         avg_csv = hparams.get("enrol_average_annotation")
@@ -215,22 +153,7 @@ def enrolment_table(protocol, hparams, model, test, opts):
 
 
 def training_cohort(hparams, model, opts):
-    """Speaker-averaged cohort from (a sample of) the training speakers.
-
-    Arguments
-    ---------
-    hparams : dict
-        The verification YAML (``train_annotation``, ``cohort_size``,
-        ``cohort_utterances_per_speaker``, ``seed``).
-    model : Mapping
-        The loaded modules (:func:`load_model`).
-    opts : dict
-        Embedding options.
-
-    Returns
-    -------
-    EmbeddingTable
-    """
+    """The AS-norm cohort: ``cohort_size`` training speakers (seeded), speaker-averaged."""
     train = pd.read_csv(hparams["train_annotation"], dtype={"ID": str, "spk_id": str})
     speakers = sorted(train["spk_id"].unique())
     rng = np.random.default_rng(hparams["seed"])
@@ -250,29 +173,22 @@ def score_and_report(trials, enrol, test, cohort, hparams, protocol, calibration
     ---------
     trials : pandas.DataFrame
         ``trials.csv`` contents.
-    enrol, test : EmbeddingTable
-        Enrolment models and test utterances.
-    cohort : EmbeddingTable or None
-        AS-norm cohort.
+    enrol, test, cohort : EmbeddingTable
+        Enrolment models, test utterances, AS-norm cohort (or None).
     hparams : dict
-        The verification YAML (``scores_file``, ``top_k``, ...).
+        The verification YAML.
     protocol : str
         Enrolment protocol (suffix of the outputs unless ``concat``).
     calibration : dict or None
-        ``method``, ``prior`` and ``fixed`` (a fit of
-        :func:`~sb_angcl.evaluation.calibration.fit_score_calibration`, or
-        None: across speaker folds of these trials,
-        :func:`~sb_angcl.evaluation.calibration.cross_fit_test_calibration`).
-        None: the Cllr and actDCF are those of the raw scores taken as LLRs.
+        ``method``, ``prior`` and ``fixed`` (a fit on given trials, or None:
+        across speaker folds of these trials). None: no calibration (Cllr and
+        actDCF of the raw scores).
 
     Returns
     -------
     dict
-        ``table`` (the metrics table, also in ``metrics.csv``), ``card_row``
-        (the overall result for the model card) and ``calibration`` (what the
-        exported model takes: ``values``, ``summary``, ``bayes_threshold``,
-        ``score_threshold``, ``interface``; None when there is nothing to
-        export: no calibration, AS-norm scores or the ``average`` protocol).
+        ``table`` (as ``metrics.csv``), ``card_row`` (the model card's row) and
+        ``calibration`` (for the exported model, or None).
     """
     scores = score_trials(enrol, test, trials["enrol"].tolist(), trials["test"].tolist(),
                           cohort=cohort, top_k=hparams["top_k"])
@@ -372,11 +288,7 @@ def _card_row(hparams, protocol, scoring, overall, points, method):
 
 
 def _for_export(hparams, fitted, scoring, protocol):
-    """The calibration the exported model takes, or None (with a warning for AS-norm scores).
-
-    The exported model scores by cosine (it carries no AS-norm cohort): a map
-    fitted on AS-norm scores would be wrong for it.
-    """
+    """The calibration the exported (cosine-scoring) model takes, or None."""
     if fitted is None or protocol != "concat":
         return None
     if scoring != "cosine":
