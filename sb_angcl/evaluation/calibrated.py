@@ -81,16 +81,8 @@ def calibration_features(method, scores, enrol_seconds=None, test_seconds=None):
 class Calibration:
     """A fitted map ``llr = offset + sum_k weights[k] * features[k]`` (:data:`FEATURES`).
 
-    Arguments
-    ---------
-    method : str
-        ``linear`` or ``qmf``.
-    weights : tuple of float
-        One weight per feature; ``weights[0]`` multiplies the raw score.
-    offset : float
-        The constant term.
-    prior : float
-        The effective prior the map was fitted at.
+    ``method`` is ``linear`` or ``qmf``; ``weights[0]`` multiplies the raw
+    score; ``prior`` is the effective prior the map was fitted at.
 
     Example
     -------
@@ -114,10 +106,8 @@ class Calibration:
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         object.__setattr__(self, "offset", float(self.offset))
         if len(self.weights) != len(FEATURES[self.method]):
-            raise ValueError(
-                f"{self.method} calibration has {len(FEATURES[self.method])} weights "
-                f"({', '.join(FEATURES[self.method])}), got {len(self.weights)}"
-            )
+            raise ValueError(f"{self.method} calibration has {len(FEATURES[self.method])} weights "
+                             f"({', '.join(FEATURES[self.method])}), got {len(self.weights)}")
 
     def llr(self, scores, enrol_seconds=None, test_seconds=None):
         """LLRs of raw scores (float64 numpy; durations for ``qmf``)."""

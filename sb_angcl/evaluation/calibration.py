@@ -57,20 +57,15 @@ def fit_calibration(scores, labels, prior, method="linear", enrol_seconds=None,
     prior : float
         Effective target prior ``P`` of the fit.
     method : str
-        ``linear`` (``llr = a * score + b``) or ``qmf`` (plus the log durations).
-    enrol_seconds, test_seconds : array-like or None
-        ``qmf``: seconds of audio on each side of each trial.
+        ``linear`` (``llr = a * score + b``) or ``qmf`` (plus the log durations
+        ``enrol_seconds``, ``test_seconds`` of each trial).
     max_iter, tol : int, float
         Newton steps at most; stop when no gradient component reaches ``tol``.
 
     Returns
     -------
     Calibration
-
-    Raises
-    ------
-    ValueError
-        One class missing, or trials the features separate perfectly (no minimum).
+        ValueError when a class is missing or the features separate the trials.
 
     Example
     -------
@@ -233,13 +228,6 @@ def split_trials(manifest, max_trials, seed, source="the manifest"):
     Same-speaker pairs (at most ``max_trials // 2``, drawn with ``seed``) are
     the targets; random pairs of different speakers fill up to ``max_trials``.
     ``manifest`` has ``ID`` and ``spk_id`` columns; ``source`` names it in errors.
-
-    Example
-    -------
-    >>> m = pd.DataFrame({"ID": ["a1", "a2", "b1", "b2"], "spk_id": ["a", "a", "b", "b"]})
-    >>> t = split_trials(m, 100, seed=0)
-    >>> int(t["label"].sum()), int((t["label"] == 0).sum())
-    (2, 4)
     """
     ids = manifest["ID"].astype(str).to_numpy()
     speakers = manifest["spk_id"].astype(str).to_numpy()
@@ -300,21 +288,8 @@ def fit_score_calibration(hparams, test_trials, test, cohort, model, opts):
     speakers shared with the test trials are warned about. The trials are scored
     as the test trials (same cohort).
 
-    Arguments
-    ---------
-    hparams : dict
-        The verification YAML.
-    test_trials : pandas.DataFrame
-        The test trials (for the speaker-overlap warning).
-    test, cohort : EmbeddingTable
-        Test embeddings (reused) and the AS-norm cohort (or None).
-    model, opts : dict
-        The embedding modules and options.
-
-    Returns
-    -------
-    dict
-        ``calibration``, ``p_target`` (of the decision), ``summary``.
+    ``test`` embeddings are reused; returns ``calibration``, ``p_target`` (of
+    the decision) and ``summary``.
     """
     method = hparams["calibration"]
     prior = hparams["calibration_prior"]
@@ -441,27 +416,20 @@ def cross_fit_test_calibration(trials, scores, protocol, hparams, calibration, s
 
     Arguments
     ---------
-    trials : pandas.DataFrame
-        The test trials.
-    scores : numpy.ndarray
-        Their raw scores.
-    protocol : str
-        Enrolment protocol (where the enrolment speakers are listed).
-    hparams : dict
-        The verification YAML (``calibration_folds``, ``calibration_max_trials``, ``seed``).
-    calibration : dict
-        ``method`` and ``prior``.
-    seconds : tuple
-        ``(enrol_seconds, test_seconds)`` for ``qmf``, else empty.
+    trials, scores : pandas.DataFrame, numpy.ndarray
+        The test trials and their raw scores.
+    protocol, hparams : str, dict
+        Enrolment protocol and the verification YAML.
+    calibration, seconds : dict, tuple
+        ``method`` and ``prior``; ``(enrol_seconds, test_seconds)`` for ``qmf``.
     scoring : str
         ``cosine`` or ``AS-norm`` (recorded).
 
     Returns
     -------
-    llrs : numpy.ndarray
-        The cross-fitted LLRs.
-    fitted : dict
-        ``calibration`` (fitted on all trials), ``p_target``, ``summary``.
+    llrs, fitted : numpy.ndarray, dict
+        The cross-fitted LLRs; ``calibration`` (fitted on all trials),
+        ``p_target``, ``summary``.
     """
     folds = int(hparams["calibration_folds"])
     method, prior = calibration["method"], calibration["prior"]

@@ -50,10 +50,7 @@ def _scores_labels(values, labels, what="scores"):
 def det_curve(scores, labels):
     """Miss and false-alarm rates at every distinct score (accept when score > threshold).
 
-    Arguments
-    ---------
-    scores, labels : array-like
-        One score and one label (bool or 0/1, 1 = target) per trial.
+    ``labels`` here and below: bool or 0/1, 1 = target trial.
 
     Returns
     -------
@@ -90,11 +87,6 @@ def compute_eer(scores, labels):
     points are broken as SpeechBrain's float32 arithmetic breaks them (the
     threshold may then be a midpoint between two scores, as there).
 
-    Arguments
-    ---------
-    scores, labels : array-like
-        One score and one label (bool or 0/1, 1 = target) per trial.
-
     Returns
     -------
     eer, threshold : float
@@ -102,8 +94,6 @@ def compute_eer(scores, labels):
 
     Example
     -------
-    >>> compute_eer([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0])
-    (0.0, 0.3)
     >>> eer, th = compute_eer([0.9, 0.2, 0.3, 0.1, 0.0], [1, 1, 0, 0, 0])
     >>> round(eer, 4), th
     (0.4167, 0.2)
@@ -147,12 +137,7 @@ def compute_min_dcf(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
     all", divided by ``min(c_miss p_target, c_fa (1 - p_target))``, the cost of
     the better trivial system (SpeechBrain returns it unnormalised).
 
-    Arguments
-    ---------
-    scores, labels : array-like
-        One score and one label (bool or 0/1, 1 = target) per trial.
-    p_target, c_miss, c_fa : float
-        Prior of a target trial; costs of a miss and of a false alarm.
+    ``p_target`` is the prior of a target trial, ``c_miss``, ``c_fa`` the costs.
 
     Returns
     -------
@@ -206,26 +191,12 @@ def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_
                   llrs=None, overall=None):
     """EER and minDCF (given LLRs, also Cllr, minCllr, actDCF), for all trials and per condition.
 
-    Arguments
-    ---------
-    scores, labels : array-like
-        One score and one label (bool or 0/1, 1 = target) per trial.
-    conditions : Mapping[str, array-like], optional
-        Condition name to one value per trial (e.g. ``{"genre": genres}``).
-    p_target, c_miss, c_fa : float
-        DCF parameters (see :func:`compute_min_dcf`), for minDCF and actDCF.
-    llrs : array-like, optional
-        One calibrated LLR per trial: adds their ``Cllr`` and ``actDCF``, and
-        ``minCllr`` of the scores (``Cllr - minCllr`` and ``actDCF - minDCF``
-        are what the calibration loses).
-    overall : dict, optional
-        :func:`operating_points` of all trials, when already computed.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per condition value, the first ``("all", "all", ...)``; EER as
-        a fraction; NaN metrics where a subset lacks a class.
+    ``conditions`` maps a name to one value per trial (e.g. ``{"genre": genres}``);
+    ``llrs`` (one calibrated LLR per trial) add their ``Cllr`` and ``actDCF``
+    and the scores' ``minCllr`` (``Cllr - minCllr`` and ``actDCF - minDCF`` are
+    what the calibration loses); ``overall``: :func:`operating_points` of all
+    trials, when already computed. The first row is ``("all", "all", ...)``;
+    subsets lacking a class get NaN metrics.
 
     Example
     -------

@@ -63,11 +63,7 @@ def _det_ticks():
                 rows.append((t, rank, needs))
                 rows.append((1.0 - t, rank, tuple(1.0 - n for n in needs)))
     rows.sort()
-    return (
-        np.array([r[0] for r in rows]),
-        np.array([r[1] for r in rows]),
-        [r[2] for r in rows],
-    )
+    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), [r[2] for r in rows]
 
 
 def _percent_label(rate):
@@ -110,17 +106,9 @@ def plot_det(scores, labels, path, p_target=0.01, c_miss=1.0, c_fa=1.0, title=No
     The axes hold every point with rates strictly between 0 and 1; rates of 0
     or 1 are drawn on the edge; tick labels (%) do not overlap.
 
-    Arguments
-    ---------
-    scores, labels : array-like
-        One score and one label (bool or 0/1, 1 = target) per trial.
-    path : str or path
-        Output image (parent folders are created).
-    p_target, c_miss, c_fa : float
-        minDCF parameters for the marked point.
-    points : dict or None
-        :func:`~sb_angcl.evaluation.metrics.operating_points` of these scores,
-        when already computed.
+    ``path``'s folders are created; ``p_target``, ``c_miss``, ``c_fa`` give
+    the minDCF point; ``points``: the scores'
+    :func:`~sb_angcl.evaluation.metrics.operating_points`, when already computed.
     """
     thresholds, p_miss, p_fa = det_curve(scores, labels)
     # The curve starts at "accept every trial" (no miss, every false alarm).

@@ -100,13 +100,9 @@ def verify(hparams, device="cpu"):
         raise FileNotFoundError(f"{trials_path} not found: run training (data preparation) first.")
     trials = pd.read_csv(trials_path, dtype={"enrol": str, "test": str})
     model = load_model(hparams, device)
-    opts = {
-        "device": device,
-        "batch_size": hparams["eval_batch_size"],
-        "sample_rate": hparams["sample_rate"],
-        "max_seconds": hparams["eval_max_seconds"],
-        "data_root": hparams["data_folder"],
-    }
+    opts = {"device": device, "batch_size": hparams["eval_batch_size"],
+            "sample_rate": hparams["sample_rate"], "max_seconds": hparams["eval_max_seconds"],
+            "data_root": hparams["data_folder"]}
     test = embed_manifest(hparams["test_annotation"], model, desc="Embedding test", **opts)
     cohort = None
     if hparams["score_norm"] in ("as-norm", "asnorm", "as_norm"):
@@ -138,10 +134,8 @@ def enrolment_table(protocol, hparams, model, test, opts):
     if protocol == "average":
         avg_csv = hparams.get("enrol_average_annotation")
         if not avg_csv or not os.path.isfile(avg_csv):
-            raise FileNotFoundError(
-                f"enrol_protocol=average needs enrol_average_annotation ({avg_csv}); "
-                "only the CN-Celeb recipe writes it."
-            )
+            raise FileNotFoundError(f"enrol_protocol=average needs enrol_average_annotation "
+                                    f"({avg_csv}); only the CN-Celeb recipe writes it.")
         utts = embed_manifest(avg_csv, model, desc="Embedding enrolment utterances", **opts)
         groups = pd.read_csv(avg_csv, dtype=str).groupby("model")["ID"].apply(list).to_dict()
         return utts.average(groups, normalize=True)
@@ -169,26 +163,11 @@ def training_cohort(hparams, model, opts):
 def score_and_report(trials, enrol, test, cohort, hparams, protocol, calibration=None):
     """Score all trials; write the scores, the calibrated scores, the metrics and the plots.
 
-    Arguments
-    ---------
-    trials : pandas.DataFrame
-        ``trials.csv`` contents.
-    enrol, test, cohort : EmbeddingTable
-        Enrolment models, test utterances, AS-norm cohort (or None).
-    hparams : dict
-        The verification YAML.
-    protocol : str
-        Enrolment protocol (suffix of the outputs unless ``concat``).
-    calibration : dict or None
-        ``method``, ``prior`` and ``fixed`` (a fit on given trials, or None:
-        across speaker folds of these trials). None: no calibration (Cllr and
-        actDCF of the raw scores).
-
-    Returns
-    -------
-    dict
-        ``table`` (as ``metrics.csv``), ``card_row`` (the model card's row) and
-        ``calibration`` (for the exported model, or None).
+    ``protocol`` suffixes the outputs unless ``concat``; ``calibration``:
+    ``method``, ``prior`` and ``fixed`` (a fit on given trials, or None: across
+    speaker folds of these trials), or None (Cllr, actDCF of the raw scores).
+    Returns ``table`` (as ``metrics.csv``), ``card_row`` (the model card's row)
+    and ``calibration`` (for the exported model, or None).
     """
     scores = score_trials(enrol, test, trials["enrol"].tolist(), trials["test"].tolist(),
                           cohort=cohort, top_k=hparams["top_k"])
