@@ -65,7 +65,7 @@ def fit_calibration(scores, labels, prior, method="linear", enrol_seconds=None,
     Returns
     -------
     Calibration
-        ValueError when a class is missing or the features separate the trials.
+        (ValueError when a class is missing or the features separate the trials.)
 
     Example
     -------
