@@ -7,20 +7,11 @@
     sb-angcl embed MODEL a.wav b.wav ... -o embeddings.npy
     sb-angcl prepare folder|kaldi DATA --save-folder DIR [--trials FILE]
 
-``MODEL`` is a local folder SpeechBrain's ``SpeakerRecognition`` loads: one a
-recipe exported (``<output_folder>/inference``), or a downloaded
-``speechbrain/spkrec-ecapa-voxceleb`` (its ``pretrained_path`` is pointed at
-the folder; nothing is downloaded). Scores are cosines of the embeddings, as
-``SpeakerRecognition.verify_files`` computes them. When the folder holds a
-score calibration (the ``calibration`` mapping ``verify.py`` writes into its
-``hyperparams.yaml``, or a ``calibration.yaml`` beside it) the log-likelihood
-ratio (LLR) is given too, and decisions are taken at the Bayes threshold of
-its target prior; otherwise at a cosine threshold (``--threshold``,
-SpeechBrain's 0.25 by default).
-
-Audio is read with soundfile and brought to the model's rate and to mono by
-SpeechBrain's ``AudioNormalizer`` (the model's ``load_audio`` does the same);
-a missing or unreadable file stops the command with its name.
+``MODEL`` is a local folder SpeechBrain's ``SpeakerRecognition`` loads (a
+recipe's ``<output_folder>/inference`` or a downloaded
+``speechbrain/spkrec-ecapa-voxceleb``; nothing is downloaded). Scores are
+cosines; with the folder's calibration, LLRs decided at the Bayes threshold,
+otherwise at a cosine threshold (``--threshold``, SpeechBrain's 0.25).
 
 Authors
  * sb-angcl contributors
@@ -56,11 +47,7 @@ class CommandError(Exception):
 
 # ------------------------------------------------------------------ the model
 def read_calibration(folder: str | os.PathLike, hparams: dict | None = None) -> dict | None:
-    """The folder's score calibration as plain values, or None.
-
-    Looked up as the ``calibration`` mapping of the loaded ``hyperparams``
-    (where ``verify.py`` writes it), else in ``calibration.yaml`` of the
-    folder (the mapping, at the top or under a ``calibration`` key).
+    """The ``calibration`` mapping of ``hparams``, else of the folder's ``calibration.yaml``, or None.
 
     Example
     -------
@@ -83,11 +70,7 @@ def read_calibration(folder: str | os.PathLike, hparams: dict | None = None) -> 
 
 
 def calibrated_llr(calibration: dict, scores, enrol_seconds=None, test_seconds=None) -> np.ndarray:
-    """LLRs of cosine scores: ``offset + sum(weights * features)``.
-
-    The features are the score (``linear``), and for ``qmf`` the logs of the
-    two sides' durations in seconds, capped at ``max_seconds`` as when the map
-    was fitted.
+    """LLRs of cosine scores: ``offset + sum(weights * features)`` (``qmf``: capped durations).
 
     Example
     -------
@@ -120,16 +103,9 @@ def bayes_threshold(calibration: dict) -> float:
 
 
 class Model:
-    """A speaker encoder loaded from a local folder with SpeechBrain's ``SpeakerRecognition``.
+    """A speaker encoder loaded offline from ``folder`` by SpeechBrain's ``SpeakerRecognition``.
 
-    Arguments
-    ---------
-    folder : str
-        An exported folder or a downloaded ``spkrec-ecapa-voxceleb``.
-    device : str
-        Torch device.
-    max_seconds : float or None
-        Embed at most this many seconds of each file (None: all of it).
+    ``max_seconds``: embed at most this many seconds of each file (None: all).
     """
 
     def __init__(self, folder: str, device: str = "cpu", max_seconds: float | None = None):
@@ -249,16 +225,12 @@ def resolve_trials(trials, audio_root: str | None, wav_scp: str | None, trial_fi
 
 
 def trial_metrics(scores, labels, llrs=None, calibration=None) -> dict:
-    """EER and normalised minDCF (SpeechBrain's), and Cllr and actual DCF of calibrated LLRs.
+    """SpeechBrain's EER and minDCF (normalised), and, given LLRs, Cllr and actual DCF.
 
-    Costs are 1; the target prior is the calibration's ``p_target`` (0.01
-    without one). Cllr and actDCF need the LLRs.
+    Costs are 1; the target prior is the calibration's ``p_target`` (else 0.01).
 
     Example
     -------
-    >>> m = trial_metrics([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0])
-    >>> m["EER"], m["minDCF"]
-    (0.0, 0.0)
     >>> m = trial_metrics([0.9, 0.1, 0.8, 0.2], [1, 1, 0, 0])
     >>> m["EER"], round(m["minDCF"], 4)  # one miss costs 0.5 x p_target / p_target
     (0.5, 0.5)

@@ -1,19 +1,9 @@
-"""Moving trained encoders in and out of SpeechBrain's inference format.
+"""Exporting a trained encoder as a SpeechBrain inference folder.
 
-:func:`export_inference_folder` writes a folder that
-``speechbrain.inference.speaker.SpeakerRecognition.from_hparams(source=folder)``
-loads with no network: ``hyperparams.yaml`` (the recipe's own feature,
-normalisation, encoder and classifier definitions with every ``!ref``
-resolved), ``embedding_model.ckpt``, ``classifier.ckpt``, the label encoder,
-``train_hyperparams.yaml`` (the whole training YAML as run) and the model card
-``README.md`` (:mod:`sb_angcl.model_card`, which ``verify.py`` fills with the
-results and the calibration). The converse, starting training from such a
-folder (ours, or one laid out like ``speechbrain/spkrec-ecapa-voxceleb``), is
-the recipe YAML's ``pretrainer`` (:func:`sb_angcl.recipe.start_from_pretrained`).
-The ``embedding_model.ckpt`` also serves upstream SpeechBrain's
-``recipes/VoxCeleb/SpeakerRec/speaker_verification_cosine.py``, its
-``pretrain_path`` pointed at the folder (:func:`upstream_scoring_overrides`;
-the model card gives the command).
+:func:`export_inference_folder` writes what ``SpeakerRecognition.from_hparams``
+loads offline, with the model card (:mod:`sb_angcl.model_card`);
+:func:`upstream_scoring_overrides` lets upstream's VoxCeleb cosine scoring
+load the encoder.
 
 Authors
  * sb-angcl contributors
@@ -53,25 +43,10 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 
 
 def inference_yaml(hparams_file, overrides=None):
-    """Inference ``hyperparams.yaml`` text from a training YAML.
+    """Inference ``hyperparams.yaml`` text: the training YAML's :data:`INFERENCE_KEYS` as written.
 
-    The definitions are copied as the training YAML writes them (the
-    encoder as ``!new:speechbrain.lobes.models....`` with its arguments), so
-    the folder loads with SpeechBrain alone and nothing else has to remember
-    how the modules were built.
-
-    Arguments
-    ---------
-    hparams_file : str
-        The training hyperparameters file.
-    overrides : dict or str or None
-        The overrides the training run used (so the architecture matches).
-
-    Returns
-    -------
-    str
-        YAML text with the :data:`INFERENCE_KEYS` (references resolved), a
-        ``modules`` dict and a ``pretrainer``.
+    References are resolved with the run's ``overrides``; a ``modules`` dict
+    and a ``pretrainer`` follow.
 
     Example
     -------
@@ -88,10 +63,8 @@ def inference_yaml(hparams_file, overrides=None):
     tree = yaml.load(resolved_yaml(hparams_file, overrides))
     missing = [key for key in INFERENCE_KEYS if key not in tree]
     if missing:
-        raise KeyError(
-            f"{hparams_file} lacks {missing}: an exportable recipe YAML defines "
-            f"{list(INFERENCE_KEYS)}."
-        )
+        raise KeyError(f"{hparams_file} lacks {missing}: an exportable recipe YAML defines "
+                       f"{list(INFERENCE_KEYS)}.")
     subset = type(tree)()
     for key in INFERENCE_KEYS:
         subset[key] = tree[key]
@@ -107,34 +80,11 @@ def inference_yaml(hparams_file, overrides=None):
 def export_inference_folder(
     folder, hparams_file, embedding_model, classifier, label_encoder, overrides=None
 ):
-    """Write a SpeechBrain inference folder for a trained encoder.
+    """Write a SpeechBrain inference folder for a trained encoder; returns ``folder``.
 
-    Arguments
-    ---------
-    folder : str
-        Output folder (created; existing files are replaced).
-    hparams_file : str
-        The training YAML (its model definitions are copied).
-    embedding_model : torch.nn.Module
-        Trained encoder.
-    classifier : torch.nn.Module
-        Trained cosine classifier.
-    label_encoder : speechbrain.dataio.encoder.CategoricalEncoder
-        Training speakers.
-    overrides : dict or str or None
-        Overrides of the training run.
-
-    Returns
-    -------
-    str
-        The folder, holding ``hyperparams.yaml``, ``embedding_model.ckpt``,
-        ``classifier.ckpt``, ``label_encoder.ckpt`` (and ``.txt``),
-        ``train_hyperparams.yaml`` and the model card ``README.md``.
-
-    Example
-    -------
-    >>> callable(export_inference_folder)
-    True
+    It holds ``hyperparams.yaml`` (:func:`inference_yaml`), ``embedding_model.ckpt``,
+    ``classifier.ckpt``, ``label_encoder.ckpt`` (and ``.txt``),
+    ``train_hyperparams.yaml`` and the model card ``README.md``.
     """
     os.makedirs(folder, exist_ok=True)
     text = inference_yaml(hparams_file, overrides)
@@ -182,31 +132,12 @@ def _plain_yaml(node):
 
 
 def upstream_scoring_overrides(folder):
-    """Overrides under which SpeechBrain's VoxCeleb cosine scoring loads this folder's encoder.
+    """``--key=value`` arguments under which upstream's VoxCeleb cosine scoring loads ``folder``.
 
-    Upstream's ``recipes/VoxCeleb/SpeakerRec/speaker_verification_cosine.py``
-    with ``hparams/verification_ecapa.yaml`` builds its own filterbank,
-    normalisation and ECAPA-TDNN (the paper's size on 80 filterbanks) and
-    loads ``<pretrain_path>/embedding_model.ckpt`` through its
-    ``pretrainer``. These overrides point ``pretrain_path`` at ``folder`` and
-    give the three modules the arguments of the folder's ``hyperparams.yaml``
-    (SpeechBrain merges a mapping override into the YAML's ``!new:`` node).
-
-    Arguments
-    ---------
-    folder : str
-        An exported folder (``hyperparams.yaml``, ``embedding_model.ckpt``).
-
-    Returns
-    -------
-    list of str
-        ``--key=value`` arguments for the script (one argument each, no shell quoting).
-
-    Raises
-    ------
-    ValueError
-        When a module is not of the class upstream's YAML builds (then its
-        arguments cannot be carried over).
+    Upstream's ``speaker_verification_cosine.py`` with ``verification_ecapa.yaml``
+    builds its own modules: these point ``pretrain_path`` at the folder and give
+    them the arguments of its ``hyperparams.yaml`` (ValueError for a module of
+    another class).
 
     Example
     -------

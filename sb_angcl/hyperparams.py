@@ -1,14 +1,8 @@
-"""Reading a recipe's YAML: the helpers that training and verification share.
+"""Reading a recipe's YAML: helpers that training and verification share.
 
-* :func:`overrides_to_dict`: SpeechBrain's ``--key=value`` overrides as a dict;
-* :func:`plain_hparams`: the YAML's plain settings (folders, numbers,
-  names) with overrides applied and references resolved, and *nothing
-  built*: no module, no seeding. Data preparation reads these;
-* :func:`load_hparams`: the whole YAML, objects built (once per run);
-* :func:`classifier_size`: the number of classifier outputs, the one source of
-  which is the run's label encoder (``<save_folder>/label_encoder.txt``);
-* :func:`load_trained_hparams`: a trained run's YAML, sized from its label
-  encoder (for ``verify.py``).
+:func:`plain_hparams` gives its plain settings with nothing built (for data
+preparation); the classifier's size comes from the run's label encoder
+(:func:`classifier_size`, :func:`load_trained_hparams`).
 
 Authors
  * sb-angcl contributors
@@ -26,12 +20,7 @@ LABEL_ENCODER_FILE = "label_encoder.txt"
 
 
 def overrides_to_dict(overrides):
-    """SpeechBrain's override string (or dict) as a dict.
-
-    Arguments
-    ---------
-    overrides : str or dict or None
-        As returned by ``sb.parse_arguments``.
+    """SpeechBrain's overrides (a string from ``sb.parse_arguments``, a dict or None) as a dict.
 
     Example
     -------
@@ -64,12 +53,9 @@ def _has_tag(node):
 
 
 def plain_hparams(hparams_file, overrides=None):
-    """The plain settings of a recipe YAML, nothing built.
+    """The plain settings of a recipe YAML (overrides applied, references resolved), nothing built.
 
-    Overrides are applied and every ``!ref`` resolved as SpeechBrain does;
-    keys whose value is (or holds) a tagged object (``!new:``, ``!apply:``,
-    ``!name:``, ...) are left out, so no module is built and nothing is
-    seeded.
+    Keys whose value holds a tag (``!new:``, ``!apply:``, ...) are left out.
 
     Example
     -------
@@ -96,12 +82,7 @@ def plain_hparams(hparams_file, overrides=None):
 
 
 def classifier_size(save_folder):
-    """Number of classifier outputs: the speakers of the run's label encoder.
-
-    Arguments
-    ---------
-    save_folder : str
-        The run's ``save_folder``, holding ``label_encoder.txt``.
+    """Number of classifier outputs: the speakers of ``<save_folder>/label_encoder.txt``.
 
     Example
     -------
@@ -129,19 +110,7 @@ def classifier_size(save_folder):
 
 
 def load_trained_hparams(hparams_file, overrides):
-    """A trained run's YAML, its classifier sized from the run's label encoder.
-
-    Arguments
-    ---------
-    overrides : dict
-        The training run's overrides (``out_n_neurons`` is taken from them
-        when given).
-
-    Returns
-    -------
-    dict
-        Loaded hyperparameters (objects built).
-    """
+    """A trained run's YAML, loaded, its classifier sized from the label encoder (or ``overrides``)."""
     overrides = dict(overrides)
     if not overrides.get("out_n_neurons"):
         save_folder = plain_hparams(hparams_file, overrides)["save_folder"]

@@ -1,13 +1,8 @@
-"""The model card of an exported folder, and what ``verify.py`` adds to the folder.
+"""The model card (``README.md``) of an exported folder, and what ``verify.py`` adds to it.
 
-:func:`write_model_card` writes ``README.md`` when ``train.py`` exports
-(:func:`sb_angcl.export.export_inference_folder`): the recipe, the training
-data (with a warning when it is the built-in synthetic corpus), every
-objective setting, how to load the folder, license and citations, and empty
-results and calibration sections. :func:`record_verification` fills them from
-a report of :func:`sb_angcl.evaluation.verification.verify`
-(:func:`record_model_card_results`, :func:`record_calibration`), which the
-recipe's ``verify.py`` hands over; nothing here imports the evaluation.
+:func:`write_model_card` writes it at export; :func:`record_verification` fills
+its results and calibration from a report of
+:func:`sb_angcl.evaluation.verification.verify` (nothing here imports evaluation).
 
 Authors
  * sb-angcl contributors
@@ -37,19 +32,9 @@ _NO_RESULTS = (
     "same overrides; it writes EER and minDCF here.\n"
 )
 _RESULT_COLUMNS = (
-    "trials",
-    "enrolment",
-    "scoring",
-    "trials (targets)",
-    "EER (%)",
-    "minDCF (p=0.01)",
-    "EER threshold",
-    "calibration",
-    "Cllr",
-    "minCllr",
-    "actDCF (p=0.01)",
-    "date",
-)
+    "trials", "enrolment", "scoring", "trials (targets)", "EER (%)", "minDCF (p=0.01)",
+    "EER threshold", "calibration", "Cllr", "minCllr", "actDCF (p=0.01)", "date",
+)  # fmt: skip
 
 #: File name of the calibrated interface (a copy of :mod:`sb_angcl.evaluation.calibrated`).
 CUSTOM_MODULE = "custom.py"
@@ -99,7 +84,7 @@ CITATIONS = """```bibtex
 }
 ```"""
 
-#: The marker the built-in corpus generator (``synthetic_corpus``) writes at a corpus' root.
+#: What the built-in corpus generator (``synthetic_corpus``) writes at a corpus' root.
 SYNTHETIC_MARKER = "synthetic_corpus.json"
 
 
@@ -136,16 +121,7 @@ def _recipe_folder(hparams_file):
 
 
 def trained_on_synthetic_corpus(data_folder):
-    """Whether ``data_folder`` (or its parent) is the built-in synthetic corpus.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> root = tempfile.mkdtemp()
-    >>> _ = open(os.path.join(root, SYNTHETIC_MARKER), "w").write("{}")
-    >>> trained_on_synthetic_corpus(os.path.join(root, "VoxCeleb1")), trained_on_synthetic_corpus("x")
-    (True, False)
-    """
+    """Whether ``data_folder`` (or its parent) is the built-in synthetic corpus."""
     folders = data_folder if isinstance(data_folder, (list, tuple)) else [data_folder]
     for folder in folders:
         if folder is None:
@@ -172,9 +148,7 @@ def _training_data(tree, n_speakers):
 
 
 def _listed_seconds(train, sample_rate):
-    """Seconds of audio a manifest lists: ``stop - start`` where a row gives a segment
-    (upstream's VoxCeleb preparation lists 3 s chunks, each with the whole file's
-    ``duration``), else ``duration``.
+    """Seconds of audio a manifest lists: ``stop - start`` of segments, else ``duration``.
 
     Example
     -------
@@ -194,13 +168,10 @@ def _listed_seconds(train, sample_rate):
 
 
 def write_model_card(folder, hparams_file, overrides=None, n_speakers=None, sections=""):
-    """Writes ``README.md`` (model card) and ``train_hyperparams.yaml`` into ``folder``.
+    """Writes the model card and ``train_hyperparams.yaml`` into ``folder``; returns the card's path.
 
-    The card names the recipe and its training data, lists the main settings
-    and overrides, gives the export date and shows how to load the folder and
-    verify two files. Its results section says "not evaluated yet" until
-    :func:`record_model_card_results` fills it; results already in a card
-    being rewritten are dropped (they belonged to the previous model).
+    The card names the recipe, its training data and settings, and shows how
+    to load the folder; its results and calibration sections start empty.
 
     Arguments
     ---------
@@ -213,21 +184,7 @@ def write_model_card(folder, hparams_file, overrides=None, n_speakers=None, sect
     n_speakers : int or None
         Number of training speakers (classifier outputs).
     sections : str
-        Markdown sections added before "Files" (the exporter's scoring section).
-
-    Returns
-    -------
-    str
-        Path of the card.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> folder, yaml_file = tempfile.mkdtemp(), os.path.join(tempfile.mkdtemp(), "h.yaml")
-    >>> _ = open(yaml_file, "w").write("seed: 3\\nbalancing: mgda_ub\\nemb_dim: 8\\n")
-    >>> card = open(write_model_card(folder, yaml_file, {"seed": 4}, 10)).read()
-    >>> "## Results" in card and "| seed | 4 |" in card
-    True
+        Markdown sections added before "Files".
     """
     if isinstance(overrides, str):
         import yaml
@@ -340,25 +297,10 @@ def _version():
 
 
 def record_model_card_results(folder, row):
-    """Adds or replaces one row of the results table of a model card.
+    """Adds or replaces (same trials, enrolment, scoring) a row of a card's results; returns its path.
 
-    Rows are keyed by their trials, enrolment and scoring cells, so running
-    ``verify.py`` again with the same settings replaces its row, and other
-    settings (another enrolment protocol, AS-norm) add rows.
-
-    Arguments
-    ---------
-    folder : str
-        An exported folder holding a card written by :func:`write_model_card`.
-    row : Mapping
-        Values for the columns ``trials, enrolment, scoring, trials (targets),
-        EER (%), minDCF (p=0.01), EER threshold, calibration, Cllr, minCllr,
-        actDCF (p=0.01)`` (missing ones stay empty); ``date`` is filled in.
-
-    Returns
-    -------
-    str
-        Path of the card.
+    ``row`` maps the columns of :data:`_RESULT_COLUMNS` (missing ones stay
+    empty) but ``date``, which is filled in.
 
     Example
     -------
@@ -416,33 +358,14 @@ def _replace_between(text, start, end, body):
 
 
 def record_calibration(folder, calibration):
-    """Puts a score calibration into an exported folder.
+    """Puts a score calibration into an exported folder; returns the path of ``hyperparams.yaml``.
 
-    Writes the ``calibration`` mapping into ``hyperparams.yaml`` (between two
-    marker comments, replacing an earlier one; plain values, so
-    ``SpeakerRecognition.from_hparams`` still loads the folder with SpeechBrain
-    alone, and a copy of the folder, a hub upload or ``LocalStrategy.COPY``
-    keep it), copies the calibrated interface into the folder as ``custom.py``
-    (for SpeechBrain's ``foreign_class`` where sb-angcl is not installed) and
-    describes the calibration in the card.
-
-    Arguments
-    ---------
-    folder : str
-        An exported folder (``hyperparams.yaml``, ``README.md``).
-    calibration : Mapping
-        What scoring fitted (the ``calibration`` of a verification report):
-        ``values`` (the map's ``method``, ``features``, ``weights``, ``offset``,
-        ``prior``, and ``p_target``, ``c_miss``, ``c_fa`` of the decision,
-        ``sample_rate``, ``max_seconds``), ``summary`` (what it was fitted on:
-        ``fitted_on``, ``source``, ``trials``, ``targets``, ``speakers``,
-        ``folds``), ``bayes_threshold`` (on the LLR), ``score_threshold`` (the
-        cosine at it, or None) and ``interface`` (the file copied as ``custom.py``).
-
-    Returns
-    -------
-    str
-        The path of ``hyperparams.yaml``.
+    The ``calibration`` mapping goes into ``hyperparams.yaml`` between marker
+    comments (plain values: SpeechBrain alone still loads the folder), the
+    calibrated interface is copied as ``custom.py`` and the card describes it.
+    ``calibration`` is a verification report's: ``values`` (the map and the
+    decision's settings), ``summary``, ``bayes_threshold``, ``score_threshold``
+    and ``interface`` (the file copied).
 
     Example
     -------
@@ -468,22 +391,19 @@ def record_calibration(folder, calibration):
     keys = ("method", "features", "weights", "offset", "prior", "p_target", "c_miss", "c_fa",
             "sample_rate", "max_seconds")
     plain = {k: values[k] for k in keys}
-    block = "\n".join([
-        _YAML_START,
+    body = "\n".join([
         "# llr = offset + sum(weights * features); features: the cosine score (and the log",
         "# seconds of enrolment and test for qmf). CalibratedSpeakerRecognition (custom.py)",
         f"# returns the LLR and accepts when llr > {threshold:.4f} (the Bayes threshold at p_target).",
         yaml.safe_dump({"calibration": plain}, sort_keys=False, default_flow_style=None).rstrip(),
-        _YAML_END,
     ]) + "\n"
     path = os.path.join(folder, "hyperparams.yaml")
     with open(path, encoding="utf-8") as fin:
         text = fin.read()
     if _YAML_START in text and _YAML_END in text:
-        head, rest = text.split(_YAML_START, 1)
-        text = head + block.rstrip("\n") + rest.split(_YAML_END, 1)[1]
+        text = _replace_between(text, _YAML_START, _YAML_END, body)
     else:
-        text = text.rstrip("\n") + "\n\n" + block
+        text = text.rstrip("\n") + "\n\n" + _YAML_START + "\n" + body + _YAML_END + "\n"
     with open(path, "w", encoding="utf-8") as fout:
         fout.write(text)
     shutil.copyfile(calibration["interface"], os.path.join(folder, CUSTOM_MODULE))
@@ -502,25 +422,10 @@ def record_calibration(folder, calibration):
 
 
 def record_verification(folder, report):
-    """Records a verification report in the exported folder it scored (if it has a card).
+    """Records a report of :func:`~sb_angcl.evaluation.verification.verify` in the folder it scored.
 
-    The recipes' ``verify.py`` calls it with each report of
-    :func:`sb_angcl.evaluation.verification.verify`: the overall result
-    becomes a row of the card (:func:`record_model_card_results`) and a
-    calibration fitted on cosine scores the folder's
-    (:func:`record_calibration`).
-
-    Arguments
-    ---------
-    folder : str
-        The exported folder (the verification YAML's ``model_folder``).
-    report : Mapping
-        ``card_row`` and ``calibration`` (None: nothing to export).
-
-    Returns
-    -------
-    str or None
-        The card's path, or None when the folder has no card.
+    Its ``card_row`` becomes a row of the card and its ``calibration`` (unless
+    None) the folder's. Returns the card's path (None: the folder has no card).
     """
     if not os.path.isfile(os.path.join(folder, MODEL_CARD)):
         logger.warning("%s has no %s (exported by an older version); results not recorded",

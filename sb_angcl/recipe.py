@@ -1,22 +1,9 @@
-"""The reusable steps of the recipes' ``train.py``.
+"""The steps the recipes' ``train.py`` share.
 
-A recipe's ``train.py`` shows the SpeechBrain pipeline (parse, prepare, load
-the YAML, experiment folder, datasets, Brain, fit, export); the steps two
-recipes share are here:
-
-* :func:`prepare_and_size`: data preparation on the main process, then the
-  classifier's size from the label encoder it leads to (the one source of
-  ``out_n_neurons``), before the YAML is loaded and the experiment folder
-  created;
-* :func:`log_to_experiment`: what is logged before the experiment folder
-  exists (data preparation) still reaches its ``log.txt``;
-* :func:`start_from_pretrained`, :func:`adopt_label_encoder`: starting from
-  a trained model through the YAML's ``pretrainer`` (SpeechBrain's
-  ``Pretrainer`` with ``loadables`` and ``paths``, as upstream recipes write
-  it), from a local folder laid out like ``speechbrain/spkrec-ecapa-voxceleb``
-  or a run's exported ``inference`` folder;
-* :func:`report_skipped`: the end-of-run summary of broken audio and skipped
-  batches.
+Data preparation and the classifier's size (:func:`prepare_and_size`), early
+log records kept for ``log.txt`` (:func:`log_to_experiment`), starting from a
+trained model (:func:`start_from_pretrained`) and the end-of-run summary
+(:func:`report_skipped`).
 
 Authors
  * sb-angcl contributors
@@ -61,29 +48,12 @@ RECIPE_SETTINGS = (
 
 
 def prepare_and_size(hparams_file, overrides, prepare):
-    """Prepare the data, then set ``out_n_neurons`` from the label encoder.
+    """Prepare the data, then set ``out_n_neurons`` from the label encoder; returns the overrides.
 
-    ``prepare(hparams)`` gets the YAML's plain settings
-    (:func:`~sb_angcl.hyperparams.plain_hparams`: nothing is built yet) and
-    runs on the main process; it passes ``skip_prep`` on to the recipe's
-    data preparation, which then does nothing (as SpeechBrain's recipes do).
-    When fine-tuning with the pretrained classifier (``pretrained_classifier:
-    True``, which needs ``pretrained_model``: refused here, before data
-    preparation, when it is null), that run's label encoder is adopted
-    (:func:`adopt_label_encoder`); otherwise the label encoder is made from
-    the training manifest. Its number of speakers becomes ``out_n_neurons``,
-    unless the overrides already give one.
-
-    Arguments
-    ---------
-    prepare : callable
-        The recipe's data preparation, ``prepare(hparams)``.
-
-    Returns
-    -------
-    dict
-        The overrides, with ``out_n_neurons``: load the YAML and save it in
-        the experiment folder with these.
+    ``prepare(hparams)``, the recipe's data preparation, gets the YAML's plain
+    settings (:func:`~sb_angcl.hyperparams.plain_hparams`) on the main process.
+    The label encoder is the pretrained classifier's (``pretrained_classifier:
+    True``) or made from the training set; an ``out_n_neurons`` override wins.
     """
     overrides = overrides_to_dict(overrides)
     plain = plain_hparams(hparams_file, overrides)
@@ -113,13 +83,7 @@ def prepare_and_size(hparams_file, overrides, prepare):
 
 
 def _make_label_encoder(plain):
-    """``<save_folder>/label_encoder.txt`` from the training set (kept if it exists).
-
-    The training set is the manifest with its derived labels
-    (:func:`~sb_angcl.data.dataio.derive_training_set`); when labels are
-    derived, the set is also written to ``<save_folder>/train_derived.csv``
-    for analysis (``true_spk_id``, ``label_noise``, ``speed``).
-    """
+    """``<save_folder>/label_encoder.txt`` of the training set (derived labels: also its CSV)."""
     train = load_manifest(plain["train_annotation"], plain["data_folder"])
     derived = derive_training_set(
         train, plain["speed_perturb_speakers"], plain["label_noise"], plain["seed"]
@@ -150,13 +114,10 @@ class _HeldRecords(logging.Handler):
 
 @contextlib.contextmanager
 def log_to_experiment():
-    """Hold what is logged until the block sets up the experiment's logging.
+    """Hold the records logged in the block (INFO and up) for the handlers it sets up.
 
-    ``sb.create_experiment_directory`` starts the experiment's ``log.txt``;
-    records logged earlier in the block (data preparation's reports) are
-    held at INFO level and handed to its handlers when the block ends. Where
-    no logging was set up (another DDP rank, or an error before it) the
-    warnings go to standard error.
+    ``sb.create_experiment_directory`` starts ``log.txt`` inside the block; with
+    no handler at its end (another DDP rank, an error) they go to standard error.
     """
     root = logging.getLogger()
     held, level = _HeldRecords(), root.level
@@ -177,23 +138,9 @@ def log_to_experiment():
 
 
 def adopt_label_encoder(pretrained_folder, save_folder):
-    """Start a fine-tuning run with the label encoder of the run it starts from.
+    """Copy the pretrained run's label encoder (its classifier's rows) into ``save_folder``.
 
-    Its classifier's row ``i`` is the speaker with index ``i`` in that run's
-    ``label_encoder.ckpt`` (an exported inference folder) or
-    ``label_encoder.txt`` (a ``save`` folder, or a folder laid out like
-    ``speechbrain/spkrec-ecapa-voxceleb``); the copy becomes this run's
-    ``label_encoder.txt`` unless this run already has one.
-
-    Arguments
-    ---------
-    pretrained_folder : str
-        The trained run's inference (or save) folder.
-
-    Returns
-    -------
-    bool
-        Whether a label encoder was copied.
+    Returns whether it was copied (not when this run has one already).
 
     Example
     -------
@@ -220,57 +167,11 @@ PRETRAINED_FILES = ("hyperparams.yaml", "embedding_model.ckpt", "classifier.ckpt
 
 
 def start_from_pretrained(pretrainer, pretrained_model):
-    """Run the YAML's ``pretrainer``: load a trained model's weights before training.
+    """Run the YAML's ``pretrainer`` (as upstream's recipes write it); returns what it loaded.
 
-    The recipe YAMLs define it the way upstream SpeechBrain recipes do::
-
-        pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
-            collect_in: !ref <save_folder>/pretrained
-            loadables:
-                embedding_model: !ref <embedding_model>
-                classifier: !ref <classifier>
-            paths:
-                embedding_model: !ref <pretrained_model>/embedding_model.ckpt
-                classifier: !ref <pretrained_model>/classifier.ckpt
-            conditions:
-                embedding_model: !ref <pretrained_model>
-                classifier: !ref <pretrained_classifier>
-
-    so ``pretrained_model: null`` loads nothing and ``pretrained_classifier``
-    adds the classifier. Every file to load must be local (the files are
-    linked into ``collect_in`` on the main process, with no network, then
-    loaded on every process): a Hugging Face id such as
-    ``speechbrain/spkrec-ecapa-voxceleb`` is refused with the way to download
-    it. A loadable whose path needs ``pretrained_model`` while it is null
-    (the fine-tuning YAMLs load the classifier) is refused naming the key.
-
-    Arguments
-    ---------
-    pretrainer : speechbrain.utils.parameter_transfer.Pretrainer
-        The YAML's ``pretrainer``.
-    pretrained_model : str or None
-        The YAML's ``pretrained_model`` (named in the errors).
-
-    Returns
-    -------
-    list of str
-        The parts loaded (empty when nothing is to be loaded).
-
-    Example
-    -------
-    >>> from speechbrain.utils.parameter_transfer import Pretrainer
-    >>> import torch
-    >>> off = Pretrainer(loadables={"embedding_model": torch.nn.Linear(1, 1)},
-    ...                  paths={"embedding_model": "None/embedding_model.ckpt"},
-    ...                  conditions={"embedding_model": None})
-    >>> start_from_pretrained(off, None)
-    []
-    >>> hub = Pretrainer(loadables={"embedding_model": torch.nn.Linear(1, 1)},
-    ...     paths={"embedding_model": "speechbrain/spkrec-ecapa-voxceleb/embedding_model.ckpt"})
-    >>> start_from_pretrained(hub, "speechbrain/spkrec-ecapa-voxceleb")
-    Traceback (most recent call last):
-     ...
-    FileNotFoundError: pretrained_model: 'speechbrain/spkrec-ecapa-voxceleb' is not a local folder (it looks like a Hugging Face id); the recipes start from local folders only, without network. Download the model first, e.g. `huggingface-cli download speechbrain/spkrec-ecapa-voxceleb --local-dir pretrained_models/spkrec-ecapa-voxceleb`, and pass its path: --pretrained_model=pretrained_models/spkrec-ecapa-voxceleb
+    Its files must be local (collected on the main process without network):
+    a Hugging Face id is refused with how to download it, and a path that
+    needs a null ``pretrained_model`` names the key.
     """
     if not isinstance(pretrainer, Pretrainer):
         raise TypeError(
@@ -329,13 +230,7 @@ def _check_local_path(name, path, pretrained_model):
 
 
 def _looks_like_hub_id(text):
-    """Whether ``text`` reads as ``owner/name`` (a Hugging Face id), not a path.
-
-    Example
-    -------
-    >>> _looks_like_hub_id("speechbrain/spkrec-ecapa-voxceleb"), _looks_like_hub_id("./x/y")
-    (True, False)
-    """
+    """Whether ``text`` reads as ``owner/name`` (a Hugging Face id), not a path."""
     parts = text.strip("/").split("/")
     return (
         len(parts) == 2 and not text.startswith((".", "/", "~"))

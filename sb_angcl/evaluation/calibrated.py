@@ -1,21 +1,10 @@
-"""Calibrated scores at inference: the fitted map and SpeechBrain's interface that applies it.
+"""Calibrated scores at inference: the score-to-LLR map and SpeechBrain's interface applying it.
 
-A calibrated score is a log-likelihood ratio (LLR); the decision that
-minimises the expected cost for a target prior ``p`` and costs ``c_miss``,
-``c_fa`` is then fixed in advance (Bayes decision): accept when
-``llr > log((1 - p) c_fa / (p c_miss))``, no threshold tuned on test data.
-
-* :class:`Calibration`: an affine map ``llr = offset + weights . features``
-  (``linear``: the score; ``qmf``: plus the log durations of enrolment and
-  test), fitted by :func:`sb_angcl.evaluation.calibration.fit_calibration`;
-* :class:`CalibratedSpeakerRecognition`: SpeechBrain's ``SpeakerRecognition``
-  whose ``verify_batch`` / ``verify_files`` return the calibrated LLR and decide
-  at the Bayes threshold, with the ``calibration`` mapping that ``verify.py``
-  writes into an exported folder's ``hyperparams.yaml``.
-
-The module imports nothing from ``sb_angcl``: an exported folder carries a copy
-of it as ``custom.py``, so that SpeechBrain's ``foreign_class`` loads the
-calibrated interface where sb-angcl is not installed.
+A log-likelihood ratio (LLR) is decided at the Bayes threshold of a target
+prior, fixed in advance. :class:`Calibration` is the map;
+:class:`CalibratedSpeakerRecognition` returns LLRs from an exported folder.
+The module imports nothing from ``sb_angcl``: an exported folder carries a
+copy as ``custom.py``, which SpeechBrain's ``foreign_class`` loads.
 
 Authors
  * sb-angcl contributors
@@ -39,16 +28,7 @@ FEATURES = {
 
 
 def logit(p):
-    """``log(p / (1 - p))``, the log-odds of a probability.
-
-    Arguments
-    ---------
-    p : float
-        A probability in (0, 1).
-
-    Returns
-    -------
-    float
+    """``log(p / (1 - p))``, the log-odds of a probability in (0, 1).
 
     Example
     -------
@@ -61,22 +41,7 @@ def logit(p):
 
 
 def bayes_threshold(p_target, c_miss=1.0, c_fa=1.0):
-    """The LLR above which accepting costs less than rejecting.
-
-    Accepting a trial of LLR ``l`` risks ``c_fa (1 - p)`` times the posterior of
-    a non-target and rejecting it ``c_miss p`` times that of a target; the two
-    are equal at ``l = log(c_fa (1 - p) / (c_miss p))``.
-
-    Arguments
-    ---------
-    p_target : float
-        Prior of a target trial.
-    c_miss, c_fa : float
-        Costs of a miss and of a false alarm.
-
-    Returns
-    -------
-    float
+    """The LLR above which accepting costs less than rejecting: ``log(c_fa (1 - p) / (c_miss p))``.
 
     Example
     -------
@@ -87,21 +52,7 @@ def bayes_threshold(p_target, c_miss=1.0, c_fa=1.0):
 
 
 def calibration_features(method, scores, enrol_seconds=None, test_seconds=None):
-    """The inputs of a method's affine map, one row per trial (:data:`FEATURES`).
-
-    Arguments
-    ---------
-    method : str
-        ``linear`` or ``qmf``.
-    scores : array-like
-        One raw score per trial.
-    enrol_seconds, test_seconds : array-like or None
-        ``qmf``: seconds of audio on each side of each trial (positive).
-
-    Returns
-    -------
-    numpy.ndarray
-        float64, shape ``(n_trials, len(FEATURES[method]))``.
+    """The inputs of a method's map (:data:`FEATURES`), one row per trial (``qmf``: with durations).
 
     Example
     -------
@@ -128,21 +79,10 @@ def calibration_features(method, scores, enrol_seconds=None, test_seconds=None):
 
 @dataclass(frozen=True)
 class Calibration:
-    """A fitted affine map from scores (and log durations) to LLRs.
+    """A fitted map ``llr = offset + sum_k weights[k] * features[k]`` (:data:`FEATURES`).
 
-    ``llr = offset + sum_k weights[k] * features[k]`` with the features of
-    :data:`FEATURES` for ``method``.
-
-    Arguments
-    ---------
-    method : str
-        ``linear`` or ``qmf``.
-    weights : tuple of float
-        One weight per feature; ``weights[0]`` multiplies the raw score.
-    offset : float
-        The constant term (the fitted log-odds' intercept minus ``logit(prior)``).
-    prior : float
-        The effective prior the map was fitted at.
+    ``method`` is ``linear`` or ``qmf``; ``weights[0]`` multiplies the raw
+    score; ``prior`` is the effective prior the map was fitted at.
 
     Example
     -------
@@ -166,10 +106,8 @@ class Calibration:
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         object.__setattr__(self, "offset", float(self.offset))
         if len(self.weights) != len(FEATURES[self.method]):
-            raise ValueError(
-                f"{self.method} calibration has {len(FEATURES[self.method])} weights "
-                f"({', '.join(FEATURES[self.method])}), got {len(self.weights)}"
-            )
+            raise ValueError(f"{self.method} calibration has {len(FEATURES[self.method])} weights "
+                             f"({', '.join(FEATURES[self.method])}), got {len(self.weights)}")
 
     def llr(self, scores, enrol_seconds=None, test_seconds=None):
         """LLRs of raw scores (float64 numpy; durations for ``qmf``)."""
@@ -177,10 +115,7 @@ class Calibration:
         return features @ np.asarray(self.weights) + self.offset
 
     def score_threshold(self, p_target, c_miss=1.0, c_fa=1.0):
-        """The raw score whose LLR is the Bayes threshold (None unless ``linear`` with a positive slope).
-
-        Then ``llr > bayes_threshold`` is ``score > this``.
-        """
+        """The raw score at the Bayes threshold's LLR (None unless ``linear``, positive slope)."""
         if self.method != "linear" or self.weights[0] <= 0:
             return None
         return (bayes_threshold(p_target, c_miss, c_fa) - self.offset) / self.weights[0]
@@ -202,26 +137,13 @@ class Calibration:
 
 
 class CalibratedSpeakerRecognition(SpeakerRecognition):
-    """SpeechBrain's ``SpeakerRecognition`` that returns calibrated LLRs.
+    """SpeechBrain's ``SpeakerRecognition`` whose ``verify_batch``/``verify_files`` return LLRs.
 
-    Reads the ``calibration`` mapping of the folder's ``hyperparams.yaml``
-    (written there by sb-angcl's ``verify.py``): the map of
-    :class:`Calibration`, ``p_target`` (and ``c_miss``, ``c_fa``) of the
-    decision, ``sample_rate`` and ``max_seconds`` for the durations of
-    ``qmf``. ``verify_batch`` (and so ``verify_files``) returns the LLR of
-    the cosine score and decides ``llr > threshold``, the Bayes threshold of
-    that prior unless a ``threshold`` is given (on the LLR scale). A folder
-    without the mapping behaves like ``SpeakerRecognition`` (cosine, 0.25),
-    with a warning. The embeddings are those of ``SpeakerRecognition``.
-
-    Load with ``CalibratedSpeakerRecognition.from_hparams(source=folder)``
-    (sb-angcl installed) or SpeechBrain's ``foreign_class(source=folder,
+    The map and the decision's ``p_target`` (``c_miss``, ``c_fa``) are the
+    ``calibration`` mapping ``verify.py`` writes into ``hyperparams.yaml``;
+    without it, cosine and 0.25 as upstream, with a warning. Load with
+    ``from_hparams(source=folder)`` or ``foreign_class(source=folder,
     pymodule_file="custom.py", classname="CalibratedSpeakerRecognition")``.
-
-    Example
-    -------
-    >>> issubclass(CalibratedSpeakerRecognition, SpeakerRecognition)
-    True
     """
 
     def calibration(self):
@@ -232,24 +154,10 @@ class CalibratedSpeakerRecognition(SpeakerRecognition):
         return Calibration.from_dict(values), values
 
     def verify_batch(self, wavs1, wavs2, wav1_lens=None, wav2_lens=None, threshold=None):
-        """Calibrated LLRs of pairs of waveforms and the Bayes decision.
+        """LLRs ``(batch, 1)`` of pairs of waveforms and ``llr > threshold``.
 
-        Arguments
-        ---------
-        wavs1, wavs2 : torch.Tensor
-            Waveforms ``(batch, time)`` at the model's sample rate.
-        wav1_lens, wav2_lens : torch.Tensor or None
-            Relative lengths (1 = the whole row).
-        threshold : float or None
-            Accept when the LLR is above it; None: the Bayes threshold of the
-            folder's ``p_target``.
-
-        Returns
-        -------
-        score : torch.Tensor
-            LLRs ``(batch, 1)`` (cosines when the folder is not calibrated).
-        decision : torch.Tensor
-            ``score > threshold``.
+        ``threshold`` is on the LLR scale; None: the Bayes threshold of the
+        folder's ``p_target``.
         """
         emb1 = self.encode_batch(wavs1, wav1_lens, normalize=False)
         emb2 = self.encode_batch(wavs2, wav2_lens, normalize=False)

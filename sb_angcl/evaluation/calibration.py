@@ -1,19 +1,9 @@
-"""Score calibration: fitting the map from scores to log-likelihood ratios, on which trials.
+"""Score calibration: fitting the score-to-LLR map, and choosing the trials it is fitted on.
 
-A cosine (or AS-norm) score ranks trials but its value means nothing by
-itself; :class:`~sb_angcl.evaluation.calibrated.Calibration` maps it to a
-log-likelihood ratio (LLR). This module fits that map and chooses the trials
-it is fitted on:
-
-* :func:`fit_calibration`: prior-weighted logistic regression (as BOSARIS);
-  :func:`cross_fitted_llrs`: each trial's LLR from a map fitted on trials of
-  other speakers' folds; :func:`sample_trials` caps a fit's trials;
-* the trials: :func:`cross_fit_test_calibration` across speaker folds of the
-  test trials (:func:`speaker_folds`, :func:`trial_speakers`), or
-  :func:`fit_score_calibration` on a given list (:func:`read_trial_list`) or
-  on trials built from the validation manifest (:func:`split_trials`).
-
-The measures (Cllr, min Cllr, actDCF) are in :mod:`sb_angcl.evaluation.metrics`.
+:func:`fit_calibration` fits a :class:`~sb_angcl.evaluation.calibrated.Calibration`
+(prior-weighted logistic regression, as BOSARIS); the trials are the test
+trials across speaker folds (:func:`cross_fit_test_calibration`), a given list
+or trials built from ``dev.csv`` (:func:`fit_score_calibration`).
 
 Authors
  * sb-angcl contributors
@@ -58,36 +48,24 @@ def fit_calibration(scores, labels, prior, method="linear", enrol_seconds=None,
     """Fit the affine score-to-LLR map by prior-weighted logistic regression.
 
     Minimises ``P/N_tar sum_tar log(1 + e^-eta) + (1-P)/N_non sum_non log(1 + e^eta)``
-    over ``eta = w . features + c`` (Newton with backtracking, float64): ``eta``
-    is the log-odds at prior ``P`` whatever the class counts, and
-    ``llr = eta - logit(P)``; at ``P = 0.5`` this minimises the trials' Cllr.
+    over ``eta = w . features + c`` (Newton with backtracking); ``llr = eta - logit(P)``.
 
     Arguments
     ---------
-    scores : array-like
-        Raw scores of the calibration trials.
-    labels : array-like
-        bool or 0/1, 1 = target trial.
+    scores, labels : array-like
+        Raw scores and labels (bool or 0/1, 1 = target) of the calibration trials.
     prior : float
         Effective target prior ``P`` of the fit.
     method : str
-        ``linear`` (``llr = a * score + b``) or ``qmf`` (plus weights on the
-        log durations of enrolment and test).
-    enrol_seconds, test_seconds : array-like or None
-        ``qmf``: seconds of audio on each side of each calibration trial.
-    max_iter : int
-        Newton iterations at most.
-    tol : float
-        Stop when the largest gradient component is below it.
+        ``linear`` (``llr = a * score + b``) or ``qmf`` (plus the log durations
+        ``enrol_seconds``, ``test_seconds`` of each trial).
+    max_iter, tol : int, float
+        Newton steps at most; stop when no gradient component reaches ``tol``.
 
     Returns
     -------
     Calibration
-
-    Raises
-    ------
-    ValueError
-        One class missing, or trials the features separate perfectly (no minimum).
+        (ValueError when a class is missing or the features separate the trials.)
 
     Example
     -------
@@ -139,10 +117,8 @@ def cross_fitted_llrs(scores, labels, enrol_fold, test_fold, prior, method="line
                       enrol_seconds=None, test_seconds=None, max_trials=None, seed=0):
     """LLRs of trials, each from a calibration fitted on trials of other speakers.
 
-    A trial between speaker folds ``i`` and ``j`` (maybe equal) gets the map
-    fitted (:func:`fit_calibration`) on the trials with both sides outside
-    ``{i, j}``: no speaker of a trial is among those of its fit. Every fold
-    pair is fitted once.
+    A trial between speaker folds ``i`` and ``j`` gets the map fitted on the
+    trials with both sides outside ``{i, j}``; each fold pair is fitted once.
 
     Arguments
     ---------
@@ -150,31 +126,17 @@ def cross_fitted_llrs(scores, labels, enrol_fold, test_fold, prior, method="line
         Raw scores and 0/1 labels of all trials.
     enrol_fold, test_fold : array-like of int
         The fold of the speaker on each side of each trial.
-    prior, method : float, str
-        Effective prior of the fits; ``linear`` or ``qmf``.
-    enrol_seconds, test_seconds : array-like or None
-        ``qmf``: durations of each side.
+    prior, method, enrol_seconds, test_seconds
+        As :func:`fit_calibration`.
     max_trials, seed : int or None, int
-        Fit each map on at most this many of its trials (:func:`sample_trials`,
-        seeded): a few parameters need no millions of trials.
+        Fit each map on at most this many of its trials (:func:`sample_trials`).
 
     Returns
     -------
     llrs : numpy.ndarray
-        float64, one per trial.
+        One per trial.
     fits : dict
-        ``(i, j)`` (``i <= j``) to its :class:`Calibration` and the number
-        of trials it was fitted on.
-
-    Example
-    -------
-    >>> rng = np.random.default_rng(0)
-    >>> labels = np.arange(600) % 3 == 0
-    >>> scores = rng.normal(size=600) + 2 * labels
-    >>> folds = np.arange(600) % 4
-    >>> llrs, fits = cross_fitted_llrs(scores, labels, folds, folds, 0.5)
-    >>> len(fits), sorted(fits)[:2]
-    (4, [(0, 0), (1, 1)])
+        ``(i, j)`` (``i <= j``) to its :class:`Calibration` and its number of trials.
     """
     scores, labels = _scores_labels(scores, labels)
     enrol_fold = np.asarray(enrol_fold).reshape(-1)
@@ -210,22 +172,7 @@ def cross_fitted_llrs(scores, labels, enrol_fold, test_fold, prior, method="line
 
 
 def sample_trials(labels, max_trials, rng):
-    """Indices of at most ``max_trials`` trials: up to half targets, non-targets filling up
-    (the prior-weighted fit weighs each class by its prior, whatever its count).
-
-    Arguments
-    ---------
-    labels : array-like
-        bool or 0/1 labels.
-    max_trials : int
-        The cap.
-    rng : numpy.random.Generator
-        Source of the draws.
-
-    Returns
-    -------
-    numpy.ndarray
-        Sorted indices (all of them when there are at most ``max_trials``).
+    """Sorted indices of at most ``max_trials`` trials drawn with ``rng``: up to half targets.
 
     Example
     -------
@@ -244,24 +191,8 @@ def sample_trials(labels, max_trials, rng):
     return np.sort(keep)
 
 
-
 def read_trial_list(path):
-    """A trial list (``path``): ``label enrol test`` per line (``veri_test2.txt``), or a
-    CSV with ``enrol,test,label`` columns (a ``trials.csv``).
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``enrol``, ``test`` (str) and ``label`` (0/1), in file order.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "cal.txt")
-    >>> _ = open(path, "w").write("1 a/x/1.wav a/y/2.wav\\n0 a/x/1.wav b/z/1.wav\\n")
-    >>> read_trial_list(path).values.tolist()
-    [['a/x/1.wav', 'a/y/2.wav', 1], ['a/x/1.wav', 'b/z/1.wav', 0]]
-    """
+    """A trial list, ``label enrol test`` lines or an ``enrol,test,label`` CSV, as a DataFrame."""
     fix = ("one trial per line, 'label enrol test' (label 1 = same speaker, 0 = not; "
            "utterances by their manifest ID), or a CSV with columns enrol,test,label")
     if not os.path.isfile(path):
@@ -292,33 +223,11 @@ def read_trial_list(path):
 
 
 def split_trials(manifest, max_trials, seed, source="the manifest"):
-    """Calibration trials among the utterances of a manifest with speaker labels.
+    """Calibration trials (``enrol``, ``test``, ``label``) among a manifest's utterances.
 
-    Every same-speaker pair is a target trial (a random ``max_trials // 2`` of
-    them when there are more); non-target pairs of utterances of different
-    speakers, drawn at random (all of them when they fit), fill up to
-    ``max_trials``. The class balance does not matter to the prior-weighted fit.
-
-    Arguments
-    ---------
-    manifest : pandas.DataFrame
-        ``ID`` and ``spk_id`` columns (e.g. ``dev.csv``).
-    max_trials, seed : int
-        Most trials to build; seed of the draws.
-    source : str
-        Name of the manifest for the error messages.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``enrol``, ``test``, ``label``.
-
-    Example
-    -------
-    >>> m = pd.DataFrame({"ID": ["a1", "a2", "b1", "b2"], "spk_id": ["a", "a", "b", "b"]})
-    >>> t = split_trials(m, 100, seed=0)
-    >>> int(t["label"].sum()), int((t["label"] == 0).sum())
-    (2, 4)
+    Same-speaker pairs (at most ``max_trials // 2``, drawn with ``seed``) are
+    the targets; random pairs of different speakers fill up to ``max_trials``.
+    ``manifest`` has ``ID`` and ``spk_id`` columns; ``source`` names it in errors.
     """
     ids = manifest["ID"].astype(str).to_numpy()
     speakers = manifest["spk_id"].astype(str).to_numpy()
@@ -332,8 +241,7 @@ def split_trials(manifest, max_trials, seed, source="the manifest"):
         raise ValueError(
             f"No target calibration trial can be built from {source}: no speaker has two "
             "utterances there. Give the validation split a larger share in split_ratio (and prepare "
-            "and train again), give a "
-            "trial list as calibration_trials, or set calibration: none."
+            "and train again), give a trial list as calibration_trials, or set calibration: none."
         )
     n_tar = min(len(pairs), max_trials // 2)
     targets = np.asarray(pairs)[rng.choice(len(pairs), n_tar, replace=False)] if n_tar < len(pairs) \
@@ -373,48 +281,30 @@ def _read_manifest(csv_path):
 
 
 def fit_score_calibration(hparams, test_trials, test, cohort, model, opts):
-    """Fit the YAML's score calibration on a given trial list (``calibration_trials``).
+    """Fit the YAML's calibration on ``calibration_trials``: a trial list, or ``dev``.
 
-    ``calibration_trials``: a list (:func:`read_trial_list`) naming any
-    utterance of the run's manifests by its ID, or ``dev``: trials
-    :func:`split_trials` builds from ``dev.csv``, held-out utterances of the
-    *training* speakers, which the encoder separates far better than new ones
-    (README, "Calibrated scores"). At most ``calibration_max_trials`` (seeded);
-    speakers shared with the test trials are reported (the test Cllr would be
-    optimistic). They are scored as the test trials (same cohort), and the map
-    is fitted at ``calibration_prior``.
+    A list names utterances of the run's manifests by ID; ``dev`` builds trials
+    from ``dev.csv`` (:func:`split_trials`). At most ``calibration_max_trials``;
+    speakers shared with the test trials are warned about. The trials are scored
+    as the test trials (same cohort).
 
-    Arguments
-    ---------
-    hparams : dict
-        The verification YAML.
-    test_trials : pandas.DataFrame
-        The test trials (for the speaker-overlap check).
-    test, cohort : EmbeddingTable
-        Test embeddings (reused where they can be) and the AS-norm cohort (or None).
-    model, opts : dict
-        The embedding modules and options.
-
-    Returns
-    -------
-    dict
-        ``calibration`` (:class:`~sb_angcl.evaluation.calibration.Calibration`),
-        ``p_target`` (of the decision), ``summary`` (what it was fitted on).
+    ``test`` embeddings are reused; returns ``calibration``, ``p_target`` (of
+    the decision) and ``summary``.
     """
     method = hparams["calibration"]
     prior = hparams["calibration_prior"]
     given = hparams["calibration_trials"]
     manifests = [hparams[key] for key in ("test_annotation", "enrol_annotation",
                                           "valid_annotation", "train_annotation")]
+    max_trials = int(hparams["calibration_max_trials"])
     if given == "dev":
         source = hparams["valid_annotation"]
-        max_trials = hparams["calibration_max_trials"]
-        trials = split_trials(_read_manifest(source), int(max_trials), hparams["seed"], source)
+        trials = split_trials(_read_manifest(source), max_trials, hparams["seed"], source)
     else:
         source = given
         trials = read_trial_list(given)
-        cap = int(hparams["calibration_max_trials"])
-        keep = sample_trials(trials["label"].to_numpy(), cap, np.random.default_rng(hparams["seed"]))
+        keep = sample_trials(trials["label"].to_numpy(), max_trials,
+                             np.random.default_rng(hparams["seed"]))
         trials = trials.iloc[keep].reset_index(drop=True)
     n_tar = int(trials["label"].sum())
     if n_tar == 0 or n_tar == len(trials):
@@ -480,34 +370,10 @@ def fit_score_calibration(hparams, test_trials, test, cohort, model, opts):
 
 
 def trial_speakers(trials, protocol, hparams):
-    """The speaker on each side of each trial, from the manifests' ``spk_id``.
+    """The speakers (``spk_id``) of the enrolment and test side of each trial, two arrays.
 
-    Arguments
-    ---------
-    trials : pandas.DataFrame
-        ``enrol`` and ``test`` ids.
-    protocol : str
-        ``concat`` (enrolment ids in ``enrol.csv``) or ``average`` (models
-        of ``enrol_average.csv``).
-    hparams : dict
-        Recipe hyperparameters.
-
-    Returns
-    -------
-    enrol, test : numpy.ndarray
-        Speaker ids (str).
-
-    Example
-    -------
-    >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> for name in ("enrol.csv", "test.csv"):
-    ...     _ = open(os.path.join(folder, name), "w").write("ID,spk_id\\na/1.wav,a\\nb/1.wav,b\\n")
-    >>> hp = {"enrol_annotation": os.path.join(folder, "enrol.csv"),
-    ...       "test_annotation": os.path.join(folder, "test.csv")}
-    >>> e, t = trial_speakers(pd.DataFrame({"enrol": ["a/1.wav"], "test": ["b/1.wav"]}), "concat", hp)
-    >>> e.tolist(), t.tolist()
-    (['a'], ['b'])
+    ``protocol`` says where the enrolment ids are: ``concat``, ``enrol.csv``;
+    ``average``, the models of ``enrol_average.csv``.
     """
     enrol_csv = hparams["enrol_average_annotation"] if protocol == "average" \
         else hparams["enrol_annotation"]
@@ -525,21 +391,7 @@ def trial_speakers(trials, protocol, hparams):
 
 
 def speaker_folds(speakers, folds, seed):
-    """A seeded assignment of speakers to ``folds`` groups of (nearly) equal size.
-
-    Arguments
-    ---------
-    speakers : iterable of str
-        Speaker ids (repeats are fine).
-    folds : int
-        Number of folds, at least 3.
-    seed : int
-        Seed of the shuffle.
-
-    Returns
-    -------
-    dict
-        Speaker to fold (0 .. folds - 1).
+    """A seeded map of speakers (repeats are fine) to ``folds`` (>= 3) groups of near-equal size.
 
     Example
     -------
@@ -558,36 +410,26 @@ def speaker_folds(speakers, folds, seed):
 def cross_fit_test_calibration(trials, scores, protocol, hparams, calibration, seconds, scoring):
     """Calibrate the test trials across speaker folds (``calibration_trials: null``).
 
-    The test speakers are the only ones the encoder has not learnt: they are
-    split into ``calibration_folds`` seeded folds and each trial's LLR comes
-    from a map fitted on the other folds' trials (:func:`cross_fitted_llrs`).
-    The exported map is fitted on all test trials; the cross-fitted Cllr and
-    actDCF estimate how it does on new speakers. Each fit uses at most
-    ``calibration_max_trials`` trials.
+    Each trial's LLR comes from a map fitted on the other folds' trials
+    (:func:`cross_fitted_llrs`): the Cllr and actDCF then estimate how the map
+    does on new speakers. The exported map is fitted on all the trials.
 
     Arguments
     ---------
-    trials : pandas.DataFrame
-        The test trials.
-    scores : numpy.ndarray
-        Their raw scores.
-    protocol : str
-        Enrolment protocol (where the enrolment speakers are listed).
-    hparams : dict
-        The verification YAML (``calibration_folds``, ``calibration_max_trials``, ``seed``).
-    calibration : dict
-        ``method`` and ``prior``.
-    seconds : tuple
-        ``(enrol_seconds, test_seconds)`` for ``qmf``, else empty.
+    trials, scores : pandas.DataFrame, numpy.ndarray
+        The test trials and their raw scores.
+    protocol, hparams : str, dict
+        Enrolment protocol and the verification YAML.
+    calibration, seconds : dict, tuple
+        ``method`` and ``prior``; ``(enrol_seconds, test_seconds)`` for ``qmf``.
     scoring : str
         ``cosine`` or ``AS-norm`` (recorded).
 
     Returns
     -------
-    llrs : numpy.ndarray
-        The cross-fitted LLRs.
-    fitted : dict
-        ``calibration`` (the map fitted on all trials), ``p_target``, ``summary``.
+    llrs, fitted : numpy.ndarray, dict
+        The cross-fitted LLRs; ``calibration`` (fitted on all trials),
+        ``p_target``, ``summary``.
     """
     folds = int(hparams["calibration_folds"])
     method, prior = calibration["method"], calibration["prior"]

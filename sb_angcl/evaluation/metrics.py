@@ -1,15 +1,9 @@
-"""Verification metrics: EER, minDCF, the calibration measures, per-condition tables.
+"""Verification metrics: EER, minDCF, Cllr, minCllr, actDCF, per condition.
 
-Everything works on a whole trial list at once. :func:`operating_points`
-sorts the scores once and gives the EER and minDCF with their thresholds;
-:func:`compute_eer` and :func:`compute_min_dcf` use the operating points of
-SpeechBrain's ``speechbrain.utils.metric_stats.EER`` / ``minDCF`` and agree
-with them (``tests/test_metrics.py``), but in O(N log N): SpeechBrain's loop
-over every threshold (EER) and its thresholds x trials matrix (minDCF) take
-minutes and gigabytes on a 37,720-trial VoxCeleb list, and CN-Celeb has 3.5
-million trials. The calibration measures (:func:`cllr`, :func:`min_cllr`,
-:func:`act_dcf`) judge log-likelihood ratios; :func:`metrics_table` gives it
-all per condition (:func:`trial_conditions`: genre, language, session).
+EER and minDCF take SpeechBrain's operating points (``metric_stats.EER`` /
+``minDCF``, equal values: ``tests/test_metrics.py``) from one sort of the
+scores, O(N log N): SpeechBrain's own are O(N^2) in time or memory, too slow
+for CN-Celeb's 3.5 million trials.
 
 Authors
  * sb-angcl contributors 2025
@@ -54,26 +48,15 @@ def _scores_labels(values, labels, what="scores"):
 
 
 def det_curve(scores, labels):
-    """Miss and false-alarm rates at every distinct score (one sort, cumulative sums).
+    """Miss and false-alarm rates at every distinct score (accept when score > threshold).
 
-    A trial is accepted when its score is strictly greater than the threshold;
-    equal scores are grouped, so ties never split between accept and reject.
-
-    Arguments
-    ---------
-    scores : array-like
-        One score per trial.
-    labels : array-like
-        bool or 0/1, 1 = target trial.
+    ``labels`` here and below: bool or 0/1, 1 = target trial.
 
     Returns
     -------
-    thresholds : numpy.ndarray
-        The distinct scores, ascending.
-    p_miss : numpy.ndarray
-        Fraction of targets with score <= threshold (non-decreasing).
-    p_fa : numpy.ndarray
-        Fraction of non-targets with score > threshold (non-increasing).
+    thresholds, p_miss, p_fa : numpy.ndarray
+        The distinct scores (ascending), the fraction of targets at or below
+        each and of non-targets above each.
 
     Example
     -------
@@ -98,35 +81,19 @@ def _counts(scores, labels):
 
 
 def compute_eer(scores, labels):
-    """Equal error rate and its threshold, in O(N log N).
+    """Equal error rate and its threshold, as ``speechbrain.utils.metric_stats.EER``.
 
-    The operating points are those of ``speechbrain.utils.metric_stats.EER``:
-    accept when score > threshold, for each distinct score as threshold, and
-    ``EER = (P_fa + P_miss) / 2`` at the point where ``|P_fa - P_miss|`` is
-    smallest, so the value equals SpeechBrain's (which is O(N^2)). When two
-    points are equally far from equality (possible when there are as many
-    targets as non-targets, and then they give different EERs), the choice
-    follows SpeechBrain's float32 arithmetic, which is what it returns; the
-    threshold may then be the midpoint between two distinct scores, as there.
-
-    Arguments
-    ---------
-    scores : array-like
-        One score per trial.
-    labels : array-like
-        bool or 0/1, 1 = target trial.
+    ``(P_fa + P_miss) / 2`` where ``|P_fa - P_miss|`` is smallest; ties between
+    points are broken as SpeechBrain's float32 arithmetic breaks them (the
+    threshold may then be a midpoint between two scores, as there).
 
     Returns
     -------
-    eer : float
-        Equal error rate as a fraction (multiply by 100 for %).
-    threshold : float
-        Accept trials with score strictly above it.
+    eer, threshold : float
+        EER as a fraction; accept trials scoring strictly above the threshold.
 
     Example
     -------
-    >>> compute_eer([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0])
-    (0.0, 0.3)
     >>> eer, th = compute_eer([0.9, 0.2, 0.3, 0.1, 0.0], [1, 1, 0, 0, 0])
     >>> round(eer, 4), th
     (0.4167, 0.2)
@@ -163,32 +130,19 @@ def _eer(counts):
 
 
 def compute_min_dcf(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
-    """Normalised minimum detection cost, in O(N log N).
+    """Normalised minimum detection cost.
 
-    ``C_det = c_miss * P_miss * p_target + c_fa * P_fa * (1 - p_target)``,
-    minimised over the thresholds of :func:`det_curve` (those SpeechBrain's
-    ``minDCF`` uses) plus "accept every trial", and divided by
-    ``min(c_miss * p_target, c_fa * (1 - p_target))`` (the cost of the better
-    trivial system), so that 1.0 means no better than always rejecting or always
-    accepting. SpeechBrain's ``minDCF`` returns the unnormalised value.
+    ``c_miss P_miss p_target + c_fa P_fa (1 - p_target)``, minimised over the
+    thresholds of :func:`det_curve` (SpeechBrain's ``minDCF``'s) and "accept
+    all", divided by ``min(c_miss p_target, c_fa (1 - p_target))``, the cost of
+    the better trivial system (SpeechBrain returns it unnormalised).
 
-    Arguments
-    ---------
-    scores : array-like
-        One score per trial.
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-    p_target : float
-        Prior of a target trial.
-    c_miss, c_fa : float
-        Costs of a miss and of a false alarm.
+    ``p_target`` is the prior of a target trial, ``c_miss``, ``c_fa`` the costs.
 
     Returns
     -------
-    min_dcf : float
-        Normalised minimum DCF.
-    threshold : float
-        Accept trials with score strictly above it (``-inf``: accept all).
+    min_dcf, threshold : float
+        Accept trials scoring strictly above the threshold (``-inf``: all).
 
     Example
     -------
@@ -219,20 +173,7 @@ def _min_dcf(counts, p_target, c_miss, c_fa):
 
 
 def operating_points(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
-    """EER and minDCF with their thresholds, from one sort of the scores.
-
-    Arguments
-    ---------
-    scores, labels : array-like
-        One score and one label (bool or 0/1, 1 = target) per trial.
-    p_target, c_miss, c_fa : float
-        DCF parameters (see :func:`compute_min_dcf`).
-
-    Returns
-    -------
-    dict
-        ``EER`` (a fraction) and ``EER_threshold`` as :func:`compute_eer`,
-        ``minDCF`` and ``minDCF_threshold`` as :func:`compute_min_dcf`.
+    """:func:`compute_eer` and :func:`compute_min_dcf` with their thresholds, from one sort.
 
     Example
     -------
@@ -248,36 +189,14 @@ def operating_points(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
 
 def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_fa=1.0,
                   llrs=None, overall=None):
-    """EER and minDCF (and, given LLRs, Cllr, min Cllr, actual DCF) for all trials and per condition.
+    """EER and minDCF (given LLRs, also Cllr, minCllr, actDCF), for all trials and per condition.
 
-    Arguments
-    ---------
-    scores : array-like
-        One score per trial.
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-    conditions : Mapping[str, array-like], optional
-        Condition name to one label per trial (e.g. ``{"genre": genres}``).
-    p_target, c_miss, c_fa : float
-        DCF parameters (see :func:`compute_min_dcf`), for minDCF and actDCF.
-    llrs : array-like, optional
-        One calibrated LLR per trial: adds ``Cllr`` and ``actDCF`` (the Bayes
-        decision at ``p_target``, normalised as minDCF) of the LLRs, and
-        ``minCllr``, the Cllr of the *scores* after their best monotone
-        transform (as minDCF is of the scores: ``Cllr - minCllr`` and
-        ``actDCF - minDCF`` are what the calibration loses); see
-        :mod:`sb_angcl.evaluation.calibration`.
-    overall : dict, optional
-        :func:`operating_points` of all trials when already computed (the
-        ``all`` row then reuses them).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``condition, value, n_trials, n_target, EER, minDCF`` (then
-        ``Cllr, minCllr, actDCF`` with ``llrs``); the first row is
-        ``("all", "all", ...)``. EER is a fraction (x100 for %). Subsets
-        without target or without non-target trials get NaN metrics.
+    ``conditions`` maps a name to one value per trial (e.g. ``{"genre": genres}``);
+    ``llrs`` (one calibrated LLR per trial) add their ``Cllr`` and ``actDCF``
+    and the scores' ``minCllr`` (``Cllr - minCllr`` and ``actDCF - minDCF`` are
+    what the calibration loses); ``overall``: :func:`operating_points` of all
+    trials, when already computed. The first row is ``("all", "all", ...)``;
+    subsets lacking a class get NaN metrics.
 
     Example
     -------
@@ -288,9 +207,6 @@ def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_
     0       all   all         6         3  0.333333
     1     genre     a         4         2  0.000000
     2     genre     b         2         1  1.000000
-    >>> df = metrics_table([0.9, 0.3], [1, 0], llrs=[6.0, -6.0])
-    >>> df[["Cllr", "minCllr", "actDCF"]].round(4).values.tolist()
-    [[0.0036, 0.0, 0.0]]
     """
     scores, labels = _scores_labels(scores, labels)
     n = len(scores)
@@ -335,22 +251,10 @@ def metrics_table(scores, labels, conditions=None, p_target=0.01, c_miss=1.0, c_
 
 # ---------------------------------------------------------- calibration measures
 def cllr(llrs, labels):
-    """Cost of log-likelihood ratios, in bits.
+    """Cost of log-likelihood ratios in bits (Brümmer & du Preez, 2006).
 
-    ``Cllr = 1/2 [mean_tar log2(1 + e^-llr) + mean_non log2(1 + e^llr)]``: the
-    logarithmic cost averaged over all priors (Brümmer & du Preez, 2006). 0 is
-    perfect; 1 is what LLR 0 on every trial costs; above 1 the LLRs mislead.
-
-    Arguments
-    ---------
-    llrs : array-like
-        One LLR per trial.
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-
-    Returns
-    -------
-    float
+    ``1/2 [mean_tar log2(1 + e^-llr) + mean_non log2(1 + e^llr)]``: 0 is
+    perfect, 1 what LLR 0 on every trial costs.
 
     Example
     -------
@@ -366,25 +270,10 @@ def cllr(llrs, labels):
 
 
 def pav_llrs(scores, labels):
-    """LLRs of the best monotone (non-decreasing) transform of the scores.
+    """LLRs of the best non-decreasing transform of the scores (pool-adjacent-violators).
 
-    Pool-adjacent-violators on the trials sorted by score gives, per block of
-    trials, the fraction of targets that is the isotonic (and the
-    maximum-likelihood monotone) estimate of the posterior; equal scores are
-    one block, so ties never split. Removing the empirical prior's log-odds
-    turns each posterior into an LLR (``±inf`` for blocks of one class).
-
-    Arguments
-    ---------
-    scores : array-like
-        One score per trial (any scale; only the order matters).
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 LLRs, one per trial in the input order.
+    Each block's target fraction, less the empirical prior's log-odds, gives
+    its LLR (``±inf`` for blocks of one class); equal scores are one block.
 
     Example
     -------
@@ -419,25 +308,10 @@ def pav_llrs(scores, labels):
 
 
 def min_cllr(scores, labels):
-    """The Cllr after the best monotone transform of the scores (the calibration-free part).
-
-    Arguments
-    ---------
-    scores : array-like
-        One score (or LLR) per trial.
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-
-    Returns
-    -------
-    float
-        ``cllr(pav_llrs(scores, labels), labels)``; never above
-        ``cllr(scores, labels)`` up to the rounding of the scores.
+    """The Cllr after the best monotone transform of the scores, ``cllr(pav_llrs(...))``.
 
     Example
     -------
-    >>> min_cllr([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0])
-    0.0
     >>> round(min_cllr([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1]), 4)
     0.5
     """
@@ -445,28 +319,9 @@ def min_cllr(scores, labels):
 
 
 def act_dcf(llrs, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
-    """Normalised detection cost of the Bayes decision on LLRs.
+    """Detection cost of the Bayes decision ``llr > bayes_threshold(p_target, c_miss, c_fa)``.
 
-    Accept a trial when ``llr > bayes_threshold(p_target, c_miss, c_fa)``
-    (strictly, as :func:`sb_angcl.evaluation.metrics.compute_min_dcf` accepts
-    ``score > threshold``, so ``act_dcf >= min_dcf`` on the same LLRs);
-    ``C = c_miss p_target P_miss + c_fa (1 - p_target) P_fa``, divided by
-    ``min(c_miss p_target, c_fa (1 - p_target))``.
-
-    Arguments
-    ---------
-    llrs : array-like
-        One LLR per trial.
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-    p_target : float
-        Prior of a target trial.
-    c_miss, c_fa : float
-        Costs of a miss and of a false alarm.
-
-    Returns
-    -------
-    float
+    Normalised as :func:`compute_min_dcf`, so ``act_dcf >= min_dcf`` on the same LLRs.
 
     Example
     -------
@@ -483,23 +338,11 @@ def act_dcf(llrs, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
 
 # ------------------------------------------------------------------ conditions
 def trial_conditions(trials):
-    """Condition columns of a trial table, plus derived ones.
+    """Condition columns of a trial table (``trials.csv``) plus derived ones, name to values.
 
-    ``enrol_language``/``test_language`` give ``cross_language``
-    (same/cross); ``enrol_genre``/``test_genre`` give ``genre_pair``;
-    ``session`` (same/cross) says whether enrolment and test share a session:
-    from ``enrol_session``/``test_session`` columns, else the video folder of
-    VoxCeleb paths (``spk/video/file``), else the CN-Celeb genres.
-
-    Arguments
-    ---------
-    trials : pandas.DataFrame
-        ``trials.csv`` contents.
-
-    Returns
-    -------
-    dict
-        Condition name to one value per trial.
+    Adds ``cross_language`` (from ``enrol_language``/``test_language``),
+    ``genre_pair`` and ``session`` (same/cross: from ``enrol_session``/
+    ``test_session``, else the video of VoxCeleb paths, else CN-Celeb genres).
 
     Example
     -------
@@ -507,9 +350,6 @@ def trial_conditions(trials):
     ...                   "enrol_language": ["en"], "test_language": ["zh"]})
     >>> trial_conditions(t)["cross_language"].tolist()
     ['cross']
-    >>> trial_conditions(pd.DataFrame({"enrol": ["s/v1/1.wav", "s/v1/1.wav"],
-    ...     "test": ["s/v1/2.wav", "s/v2/1.wav"], "label": [1, 1]}))["session"].tolist()
-    ['same', 'cross']
     """
     conditions = {}
     for column in trials.columns:
@@ -530,13 +370,7 @@ def trial_conditions(trials):
 
 
 def _same_session(trials, conditions):
-    """Whether enrolment and test share a session, where the trial list tells.
-
-    Order of evidence: ``enrol_session``/``test_session`` columns; VoxCeleb
-    paths ``spk/video/file`` on both sides (same video); CN-Celeb genres (an
-    enrolment of several genres, ``a+b``, matches any of them). None if none
-    applies to every trial.
-    """
+    """Same session per trial, or None (a CN-Celeb enrolment ``a+b`` matches either genre)."""
     if "enrol_session" in conditions and "test_session" in conditions:
         return (conditions["enrol_session"] == conditions["test_session"]).to_numpy()
     enrol = trials["enrol"].astype(str).str.split("/")

@@ -1,15 +1,7 @@
 """Pictures of a verification result: DET curve and score histogram (PNG).
 
-matplotlib is an optional dependency (``pip install sb-angcl[plot]``); it is
-imported only when a picture is drawn, and the figures are drawn with the Agg
-canvas directly, so no display or pyplot state is involved.
-
-* :func:`plot_det` draws the DET curve on probit axes that hold the whole
-  curve (every operating point with a miss and a false-alarm rate strictly
-  between 0 and 1), the EER point and the minDCF operating point; tick labels
-  are thinned, by their rendered extents, until none overlap.
-* :func:`plot_score_histogram` draws the target and non-target score densities
-  and the EER threshold.
+matplotlib (``pip install sb-angcl[plot]``) is imported only when drawing, on
+an Agg canvas (no display, no pyplot state).
 
 Authors
  * sb-angcl contributors 2025
@@ -54,20 +46,10 @@ def _probit(p):
 
 
 def _det_ticks():
-    """Candidate DET ticks (rates), each with a rank and the ticks it needs.
+    """Candidate DET ticks (1, 2, 5 per decade, mirrored above 0.5), rank and prerequisites.
 
-    1, 2 and 5 per decade below one half, their mirror images above it
-    (0.8, 0.9, 0.95, ...), and 0.5. Rank 0 are the powers of ten (and
-    mirrors) and 0.5, rank 1 the fives, rank 2 the twos. A five is labelled
-    only if the powers of ten on both sides are, a two only if the one and
-    five of its decade are, so the labels always form a regular pattern.
-
-    Returns
-    -------
-    rank : numpy.ndarray
-        0, 1 or 2 per tick.
-    needs : list of tuple
-        Rates that must be labelled before each tick may be.
+    Rank 0: powers of ten and 0.5, 1: fives, 2: twos; a five is labelled only
+    with the powers of ten on both sides, a two only with its decade's 1 and 5.
     """
     rows = [(0.5, 0, ())]
     for exponent in range(-9, 0):
@@ -81,11 +63,7 @@ def _det_ticks():
                 rows.append((t, rank, needs))
                 rows.append((1.0 - t, rank, tuple(1.0 - n for n in needs)))
     rows.sort()
-    return (
-        np.array([r[0] for r in rows]),
-        np.array([r[1] for r in rows]),
-        [r[2] for r in rows],
-    )
+    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), [r[2] for r in rows]
 
 
 def _percent_label(rate):
@@ -99,14 +77,10 @@ def _set_ticks(axis, ticks):
 
 
 def _no_overlap_ticks(fig, axis, ticks, rank, needs):
-    """Keeps the ticks of ``axis`` whose rendered labels do not overlap.
+    """Keeps the labels of ``axis`` (all ``ticks`` set) that do not overlap, others as minor ticks.
 
-    All ``ticks`` must already be set on ``axis`` (:func:`_set_ticks`). Labels
-    are admitted by rank, and within a rank from the middle of the axis
-    outwards, each only if the ticks it needs (see :func:`_det_ticks`; those
-    outside the axes do not count) are admitted and its bounding box, grown by
-    :data:`_LABEL_GAP` pixels, meets no label already admitted. The dropped
-    ticks stay as unlabelled minor ticks.
+    Admitted by rank, then from the middle outwards, when their prerequisites
+    are and their box (plus :data:`_LABEL_GAP` pixels) meets no admitted one.
     """
     fig.canvas.draw()  # places the tick labels
     renderer = fig.canvas.get_renderer()
@@ -127,40 +101,14 @@ def _no_overlap_ticks(fig, axis, ticks, rank, needs):
 
 def plot_det(scores, labels, path, p_target=0.01, c_miss=1.0, c_fa=1.0, title=None,
              points=None):
-    """Draws a DET curve (miss vs false-alarm rate, probit axes) into a PNG.
+    """Draws a DET curve (probit axes) with its EER and minDCF points into a PNG; returns the Figure.
 
-    Both axes span the same range, wide enough for every operating point whose
-    rates are strictly between 0 and 1, plus a small margin; points with a
-    rate of 0 or 1 (at infinity on probit axes) are drawn on the edge. The EER
-    point and the minDCF operating point are marked. Tick labels (in %) are
-    chosen so that none overlap.
+    The axes hold every point with rates strictly between 0 and 1; rates of 0
+    or 1 are drawn on the edge; tick labels (%) do not overlap.
 
-    Arguments
-    ---------
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-    path : str or path
-        Output image (parent folders are created).
-    p_target, c_miss, c_fa : float
-        minDCF parameters for the marked point.
-    points : dict or None
-        :func:`~sb_angcl.evaluation.metrics.operating_points` of these scores
-        (at these DCF parameters), when already computed.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        The figure written (Agg canvas), e.g. to inspect its axes.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> rng = np.random.default_rng(0)
-    >>> s = np.concatenate([rng.normal(1, 1, 200), rng.normal(-1, 1, 800)])
-    >>> path = os.path.join(tempfile.mkdtemp(), "det.png")
-    >>> fig = plot_det(s, np.arange(1000) < 200, path)
-    >>> os.path.getsize(path) > 0
-    True
+    ``path``'s folders are created; ``p_target``, ``c_miss``, ``c_fa`` give
+    the minDCF point; ``points``: the scores'
+    :func:`~sb_angcl.evaluation.metrics.operating_points`, when already computed.
     """
     thresholds, p_miss, p_fa = det_curve(scores, labels)
     # The curve starts at "accept every trial" (no miss, every false alarm).
@@ -219,33 +167,13 @@ def plot_det(scores, labels, path, p_target=0.01, c_miss=1.0, c_fa=1.0, title=No
 
 
 def plot_score_histogram(scores, labels, path, bins=100, title=None, points=None):
-    """Draws target and non-target score densities into a PNG, with the EER threshold.
+    """Draws target and non-target score densities (``bins`` shared) and the EER threshold.
 
-    Arguments
-    ---------
-    labels : array-like
-        bool or 0/1, 1 = target trial.
-    path : str or path
-        Output image (parent folders are created).
-    bins : int
-        Number of histogram bins (shared by both classes).
-    points : dict or None
-        :func:`~sb_angcl.evaluation.metrics.operating_points` of these scores,
-        when already computed.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "hist.png")
-    >>> _ = plot_score_histogram([0.9, 0.7, 0.2, 0.1], [1, 1, 0, 0], path)
-    >>> os.path.getsize(path) > 0
-    True
+    Arguments as :func:`plot_det`.
     """
-    scores, labels = _scores_labels(scores, labels)
-    points = points or operating_points(scores, labels)
+    s, lab = _scores_labels(scores, labels)
+    points = points or operating_points(s, lab)
     eer, th = points["EER"], points["EER_threshold"]
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    lab = np.asarray(labels).reshape(-1).astype(bool)
     edges = np.histogram_bin_edges(s, bins=bins)
     fig = _new_figure((6, 4))
     ax = fig.add_subplot(1, 1, 1)

@@ -1,22 +1,8 @@
-"""Verification scoring at evaluation-set scale: embeddings, cosine, AS-norm, score files.
+"""Embedding and scoring whole trial lists: embeddings, cosine, AS-norm, score files.
 
-Everything here works on whole trial lists at once, so that a CN-Celeb1 evaluation
-(3.5 million trials, 200 enrolment models, 17,777 test utterances) is scored with
-AS-norm in seconds rather than the hours a per-trial loop takes. The module offers
-
-* :func:`embed_manifest`: the trained modules' embeddings of a manifest's rows;
-* :class:`EmbeddingTable`: one float32 vector per id; trial ids are mapped to row
-  indices by one dict lookup per id in C (``map`` over ``dict.__getitem__``,
-  about twice as fast as ``pandas.Index.get_indexer`` on a list of 3.5 million
-  ids); utterances average into models (CN-Celeb's averaged enrolment);
-* :func:`speaker_cohort`: the AS-norm cohort, one normalised mean per speaker;
-* :func:`score_trials`: the one way to score a trial list, cosine, AS-normalised
-  when a cohort is given;
-* :func:`write_scores` for the score file.
-
-The metrics (EER, minDCF, DET curve, per-condition tables) are in
-:mod:`sb_angcl.evaluation.metrics`, the pictures (DET curve, score histogram) in
-:mod:`sb_angcl.evaluation.plots`.
+Vectorised over the trial list, so that CN-Celeb1's 3.5 million trials are
+scored with AS-norm in seconds: :func:`embed_manifest`, :class:`EmbeddingTable`,
+:func:`speaker_cohort`, :func:`score_trials`, :func:`write_scores`.
 
 Authors
  * sb-angcl contributors 2025
@@ -49,32 +35,11 @@ _DENSE_RATIO = 16
 @torch.no_grad()
 def embed_manifest(csv_path, modules, device="cpu", batch_size=16, sample_rate=16000,
                    max_seconds=None, data_root=None, desc=None, limit_ids=None):
-    """Embed every row of a manifest.
+    """The :class:`EmbeddingTable` of a manifest's rows (``ID,duration,wav,start,stop``).
 
-    Arguments
-    ---------
-    csv_path : str
-        Manifest with ``ID,duration,wav,start,stop``.
-    modules : Mapping
-        ``compute_features``, ``mean_var_norm``, ``embedding_model``.
-    device : str
-        Torch device.
-    batch_size : int
-        Utterances per batch (sorted by duration to limit padding).
-    sample_rate : int
-        Model sample rate.
-    max_seconds : float or None
-        Crop longer utterances to their centre.
-    data_root : str or None
-        ``$data_root`` replacement.
-    desc : str or None
-        Progress-bar label.
-    limit_ids : set or None
-        Only embed these IDs.
-
-    Returns
-    -------
-    EmbeddingTable
+    ``modules``: ``compute_features``, ``mean_var_norm``, ``embedding_model``;
+    utterances are batched by duration, cropped to their centre beyond
+    ``max_seconds``; ``limit_ids``: only these IDs; ``desc``: progress label.
     """
     data = load_manifest(csv_path, data_root)
     key_test = {}
@@ -101,8 +66,7 @@ def embed_manifest(csv_path, modules, device="cpu", batch_size=16, sample_rate=1
 
 
 def embed_listed(found, test, model, opts):
-    """Embeddings of utterances, each from the manifest that lists it (``found``: id to
-    manifest), those already in the table ``test`` reused."""
+    """Embeddings of utterances (``found``: id to its manifest), reusing those in ``test``."""
     ids, vectors = [], []
     by_manifest = {}
     for utt, csv_path in found.items():
@@ -119,12 +83,6 @@ def embed_listed(found, test, model, opts):
     return EmbeddingTable(ids, np.stack(vectors))
 
 
-def _as_numpy_2d(vectors):
-    if isinstance(vectors, torch.Tensor):
-        vectors = vectors.detach().cpu().numpy()
-    return np.asarray(vectors, dtype=np.float32)
-
-
 def _l2_normalize(x, eps=1e-12):
     """Row-wise L2 normalisation of a float32 numpy array (zero rows stay zero)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -132,14 +90,9 @@ def _l2_normalize(x, eps=1e-12):
 
 
 class EmbeddingTable:
-    """A table of float32 embeddings, one row per id (utterance or model).
+    """Float32 embeddings, one row per unique id (utterance or model).
 
-    Arguments
-    ---------
-    ids : sequence of str
-        One unique id per row.
-    vectors : numpy.ndarray or torch.Tensor
-        Array of shape ``(len(ids), dim)``; stored as contiguous float32.
+    ``vectors``: an array or tensor of shape ``(len(ids), dim)``.
 
     Example
     -------
@@ -154,25 +107,21 @@ class EmbeddingTable:
 
     def __init__(self, ids, vectors):
         ids = [str(i) for i in ids]
-        vectors = _as_numpy_2d(vectors)
+        if isinstance(vectors, torch.Tensor):
+            vectors = vectors.detach().cpu().numpy()
+        vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
-            raise ValueError(
-                f"EmbeddingTable needs a 2-D array (n_ids, dim), got shape "
-                f"{vectors.shape}; stack the embeddings first (squeeze any "
-                f"singleton time axis)."
-            )
+            raise ValueError(f"EmbeddingTable needs a 2-D array (n_ids, dim), got shape "
+                             f"{vectors.shape}; stack the embeddings first (squeeze any "
+                             f"singleton time axis).")
         if len(ids) != vectors.shape[0]:
-            raise ValueError(
-                f"EmbeddingTable got {len(ids)} ids but {vectors.shape[0]} "
-                f"vectors; give exactly one id per row."
-            )
+            raise ValueError(f"EmbeddingTable got {len(ids)} ids but {vectors.shape[0]} "
+                             f"vectors; give exactly one id per row.")
         index = pd.Index(ids, dtype=object)
         if not index.is_unique:
             dups = pd.unique(index[index.duplicated()])
-            raise ValueError(
-                f"EmbeddingTable ids must be unique; {len(dups)} ids repeat, "
-                f"e.g. {list(dups[:5])}."
-            )
+            raise ValueError(f"EmbeddingTable ids must be unique; {len(dups)} ids repeat, "
+                             f"e.g. {list(dups[:5])}.")
         self.ids = ids
         self.vectors = np.ascontiguousarray(vectors)
         self._row = {i: k for k, i in enumerate(ids)}
@@ -195,34 +144,7 @@ class EmbeddingTable:
         return f"EmbeddingTable({len(self)} ids, dim={self.dim})"
 
     def indices(self, ids):
-        """Row indices of ``ids`` (vectorised hash lookup).
-
-        Arguments
-        ---------
-        ids : sequence of str
-            Ids to look up (may repeat, e.g. one per trial).
-
-        Returns
-        -------
-        numpy.ndarray
-            int64 array of row indices, same length as ``ids``.
-
-        Raises
-        ------
-        KeyError
-            If any id is not in the table; the message gives how many distinct
-            ids are unknown and the first few.
-
-        Example
-        -------
-        >>> t = EmbeddingTable(["x", "y"], np.eye(2))
-        >>> t.indices(["y", "y", "x"]).tolist()
-        [1, 1, 0]
-        >>> t.indices(["x", "nope"])
-        Traceback (most recent call last):
-        ...
-        KeyError: "1 unknown id(s) (of 2 looked up) not in this EmbeddingTable of 2 ids, e.g. ['nope']..."
-        """
+        """int64 row indices of ``ids`` (which may repeat); KeyError naming unknown ids."""
         if isinstance(ids, str):
             raise TypeError("indices() takes a sequence of ids, not one str")
         try:
@@ -244,20 +166,9 @@ class EmbeddingTable:
         return idx
 
     def average(self, groups, normalize=False):
-        """Averages groups of rows into one row per model (e.g. CN-Celeb enrolment).
+        """One row per model of ``groups`` (model id to its utterance ids): their mean.
 
-        Arguments
-        ---------
-        groups : Mapping[str, sequence of str]
-            Model id to the ids of its utterances.
-        normalize : bool
-            L2-normalise each utterance before averaging (default: plain mean
-            of the raw embeddings).
-
-        Returns
-        -------
-        EmbeddingTable
-            One row per model id, in the order of ``groups``.
+        ``normalize``: L2-normalise each utterance before averaging.
 
         Example
         -------
@@ -291,23 +202,10 @@ class EmbeddingTable:
 
 
 def speaker_cohort(table, spk_of_id):
-    """One L2-normalised mean embedding per speaker, for use as an AS-norm cohort.
+    """The AS-norm cohort: per speaker, the normalised mean of its normalised utterances.
 
-    Each utterance is L2-normalised, the utterances of a speaker averaged, and
-    the average normalised again.
-
-    Arguments
-    ---------
-    table : EmbeddingTable
-        Utterance embeddings (e.g. of the training set).
-    spk_of_id : Mapping or sequence
-        Speaker of each utterance: a ``{utt_id: spk}`` mapping (only those
-        utterances are used) or a sequence aligned with ``table.ids``.
-
-    Returns
-    -------
-    EmbeddingTable
-        Ids are the speakers, in order of first appearance.
+    ``spk_of_id`` is a ``{utt_id: spk}`` mapping (only those utterances are
+    used) or a sequence aligned with ``table.ids``; rows follow first appearance.
 
     Example
     -------
@@ -348,53 +246,36 @@ def score_trials(
 ):
     """Cosine score of every trial ``(enrol_ids[i], test_ids[i])``, AS-normalised with a cohort.
 
-    Ids are mapped to rows once and each table is L2-normalised once. When the
-    trial list is close to a full enrol x test cross product (CN-Celeb), the
-    cosines come from blocks of the dense score matrix (one BLAS product per
-    block of enrol models); otherwise (VoxCeleb-style sparse lists) from
-    row-wise dot products over gathered chunks of pairs.
-
-    With a ``cohort``, adaptive symmetric normalisation (AS-norm) follows: every
-    enrol model and test utterance that occurs in the trials is scored against
-    the whole cohort once (chunked matrix product); the ``top_k`` highest give
-    ``mu`` and ``sd`` (unbiased standard deviation, as ``torch.std`` in
-    SpeechBrain's s-norm recipe), and
-    ``s' = 0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)``.
+    Near-complete enrol x test lists (CN-Celeb) take blocks of the dense score
+    matrix, sparse ones (VoxCeleb) row-wise products of gathered pairs. AS-norm:
+    ``0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)`` with the mean and unbiased
+    std (as SpeechBrain's s-norm) of each side's ``top_k`` cohort scores.
 
     Arguments
     ---------
-    enrol : EmbeddingTable
-        Enrolment models (or utterances).
-    test : EmbeddingTable
-        Test utterances (may be the same table as ``enrol``).
+    enrol, test : EmbeddingTable
+        Enrolment models and test utterances (may be one table).
     enrol_ids, test_ids : sequence of str
         One enrol id and one test id per trial.
     cohort : EmbeddingTable, optional
-        AS-norm cohort (see :func:`speaker_cohort`), at least 2 vectors;
-        ``None`` returns raw cosine scores.
+        AS-norm cohort (:func:`speaker_cohort`); None: raw cosines.
     top_k : int
-        Closest cohort entries per side (at least 2; clipped to the cohort
-        size, with a warning).
+        Cohort scores per side (at least 2; clipped to the cohort size).
     chunk_size : int
         Bound on the float32 values in one temporary block.
     progress : bool
-        Show tqdm bars on long loops.
+        Show progress bars on long loops.
 
     Returns
     -------
     numpy.ndarray
-        float64 scores (computed in float32), one per trial.
+        float64 scores (computed in float32).
 
     Example
     -------
     >>> t = EmbeddingTable(["a", "b", "c"], [[1, 0], [0, 1], [1, 1]])
     >>> score_trials(t, t, ["a", "a", "c"], ["b", "c", "c"]).round(4).tolist()
     [0.0, 0.7071, 1.0]
-    >>> cohort = EmbeddingTable(["c0", "c1", "c2"], np.eye(3))
-    >>> u = EmbeddingTable(["e", "t"], [[1, 0, 0], [2, 1, 0]])
-    >>> # cos(e, t) = 2/sqrt(5); top-2 cohort scores: e (1, 0), t (2, 1)/sqrt(5)
-    >>> score_trials(u, u, ["e"], ["t"], cohort=cohort, top_k=2).round(4).tolist()
-    [0.6325]
     """
     _check_trials(enrol_ids, test_ids)
     if cohort is not None:
@@ -422,10 +303,8 @@ def _check_trials(enrol_ids, test_ids):
     if isinstance(enrol_ids, str) or isinstance(test_ids, str):
         raise TypeError("enrol_ids and test_ids are sequences of ids (one per trial)")
     if len(enrol_ids) != len(test_ids):
-        raise ValueError(
-            f"trial list is ragged: {len(enrol_ids)} enrol ids but "
-            f"{len(test_ids)} test ids"
-        )
+        raise ValueError(f"trial list is ragged: {len(enrol_ids)} enrol ids but "
+                         f"{len(test_ids)} test ids")
 
 
 def _check_cohort(cohort, top_k):
@@ -433,18 +312,13 @@ def _check_cohort(cohort, top_k):
     if not isinstance(cohort, EmbeddingTable):
         raise TypeError("cohort must be an EmbeddingTable (see speaker_cohort())")
     if len(cohort) < 2:
-        raise ValueError(
-            f"AS-norm needs a cohort of at least 2 vectors, got {len(cohort)}; "
-            f"raise cohort_size in the YAML or set score_norm: null"
-        )
+        raise ValueError(f"AS-norm needs a cohort of at least 2 vectors, got {len(cohort)}; "
+                         f"raise cohort_size in the YAML or set score_norm: null")
     if int(top_k) < 2:
         raise ValueError(f"top_k must be >= 2 (a std needs two scores), got {top_k}")
     if top_k > len(cohort):
-        logger.warning(
-            "AS-norm top_k=%d exceeds the cohort size %d; using the whole cohort",
-            top_k,
-            len(cohort),
-        )
+        logger.warning("AS-norm top_k=%d exceeds the cohort size %d; using the whole cohort",
+                       top_k, len(cohort))
     return min(int(top_k), len(cohort))
 
 
@@ -462,11 +336,9 @@ def _bar(iterable, desc, progress):
 
 
 def _cosine(E, T, ei, ti, chunk_size, method="auto", progress=True):
-    """Row-wise dot products ``E[ei] . T[ti]`` with bounded temporary memory.
+    """Row-wise products ``E[ei] . T[ti]`` (float32 torch in, float64 numpy out).
 
-    ``E`` and ``T`` are normalised float32 torch matrices; returns float64 numpy.
-    ``method`` is ``"auto"``, ``"dense"`` (blocks of the score matrix) or
-    ``"gather"`` (chunks of pairs).
+    ``method``: ``"dense"`` (blocks of the score matrix), ``"gather"`` or ``"auto"``.
     """
     n = len(ei)
     out = np.empty(n, dtype=np.float64)
@@ -509,11 +381,8 @@ def _cosine(E, T, ei, ti, chunk_size, method="auto", progress=True):
 def _top_k_stats(X, C, top_k, chunk_size, progress=True):
     """float64 mean and unbiased std of the ``top_k`` highest ``X @ C.T`` per row of ``X``.
 
-    Each block of rows is one BLAS product; its rows are then partitioned in
-    place (``ndarray.partition``, an O(cohort) selection that releases the
-    GIL) by ``torch.get_num_threads()`` threads, which at CN-Celeb size costs
-    about half of ``torch.topk`` on one thread. The top ``k`` values are the
-    same set either way; only the order of the float64 sums differs.
+    ``ndarray.partition`` in threads (it releases the GIL) selects them at about
+    half the cost of ``torch.topk``.
     """
     n, m = X.shape[0], C.shape[0]
     mu = np.empty(n, dtype=np.float64)
@@ -544,30 +413,7 @@ def _top_k_stats(X, C, top_k, chunk_size, progress=True):
 
 
 def write_scores(path, enrol_ids, test_ids, scores, labels=None, precision=6):
-    """Writes one line ``enrol test score [label]`` per trial.
-
-    Arguments
-    ---------
-    path : str or path
-        Output file (parent folders are created).
-    enrol_ids, test_ids : sequence of str
-        One enrol id and one test id per trial.
-    scores : array-like
-        One score per trial.
-    labels : array-like, optional
-        bool or 0/1 labels, written as ``1``/``0`` after the score.
-    precision : int
-        Digits after the decimal point.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "scores.txt")
-    >>> write_scores(path, ["e1", "e1"], ["t1", "t2"], [0.5, -0.25], [1, 0])
-    >>> print(open(path).read(), end="")
-    e1 t1 0.500000 1
-    e1 t2 -0.250000 0
-    """
+    """Writes one line ``enrol test score [label]`` per trial (parent folders are created)."""
     _check_trials(enrol_ids, test_ids)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(scores) != len(enrol_ids):
@@ -599,32 +445,10 @@ def _manifest_seconds(csv_path, hparams):
 
 
 def enrolment_seconds(protocol, hparams):
-    """Seconds of audio of each enrolment model (``qmf`` calibration).
+    """Seconds of audio of each enrolment model (``qmf``), a Series by model id.
 
-    ``concat``: the rows of ``enrol.csv``; ``average``: the sum over the
-    utterances of each model of ``enrol_average.csv``.
-
-    Arguments
-    ---------
-    protocol : str
-        ``concat`` or ``average``.
-    hparams : dict
-        Recipe hyperparameters.
-
-    Returns
-    -------
-    pandas.Series
-        Seconds by model id.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> path = os.path.join(folder, "enrol_average.csv")
-    >>> _ = open(path, "w").write("ID,duration,model\\nu1,20.0,m1\\nu2,45.0,m1\\nu3,9.0,m2\\n")
-    >>> enrolment_seconds("average", {"enrol_average_annotation": path,
-    ...                               "eval_max_seconds": 30.0}).to_dict()
-    {'m1': 50.0, 'm2': 9.0}
+    ``concat``: the rows of ``enrol.csv``; ``average``: the sum over each
+    model's utterances in ``enrol_average.csv``.
     """
     if protocol == "average":
         path = hparams["enrol_average_annotation"]

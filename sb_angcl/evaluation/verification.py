@@ -1,21 +1,10 @@
 """Scoring a trained model in one line: embed, score, metrics, calibration, report.
 
-What a recipe's ``verify.py`` runs (:func:`verify`), with the verification
-YAML (``hparams/verification.yaml``) loaded:
-
-1. the exported model (``model_folder``: the folder ``train.py`` writes) is
-   loaded (:func:`load_model`);
-2. the test, enrolment and (AS-norm) cohort utterances are embedded
-   (:func:`~sb_angcl.evaluation.scoring.embed_manifest`) and every trial of
-   ``trials_annotation`` is scored, cosine or AS-norm
-   (:func:`~sb_angcl.evaluation.scoring.score_trials`), into ``scores_file``;
-3. the metrics are computed once (:mod:`sb_angcl.evaluation.metrics`);
-4. unless ``calibration: none``, the scores are calibrated
-   (:mod:`sb_angcl.evaluation.calibration`) into ``scores_calibrated.txt`` and
-   ``calibration.json``;
-5. ``metrics.csv``, ``det.png`` and ``scores_hist.png`` are written and a
-   report returned, which the recipe hands to :mod:`sb_angcl.export` for the
-   exported model's card and calibration.
+What a recipe's ``verify.py`` runs (:func:`verify`) with its verification YAML:
+load the exported model, embed and score every trial (cosine or AS-norm),
+calibrate (unless ``calibration: none``), write scores, ``metrics.csv`` and
+plots, and return reports that the recipe hands to
+:func:`sb_angcl.model_card.record_verification`.
 
 Authors
  * sb-angcl contributors
@@ -58,24 +47,10 @@ EMBEDDING_MODULES = ("compute_features", "mean_var_norm", "embedding_model")
 
 
 def load_model(hparams, device="cpu"):
-    """The embedding modules of a trained run, their weights loaded, in eval mode.
+    """The embedding modules (:data:`EMBEDDING_MODULES`) of a trained run, in eval mode.
 
-    From the folder ``train.py`` exported (``model_folder``: ``hyperparams.yaml``
-    defines the modules, ``embedding_model.ckpt`` holds the encoder of the best
-    checkpoint); for a run trained with ``export_folder: null``, from the
-    YAML SpeechBrain saved in its ``output_folder`` and its best checkpoint.
-
-    Arguments
-    ---------
-    hparams : dict
-        The verification YAML (``model_folder``, ``output_folder``).
-    device : str
-        Torch device.
-
-    Returns
-    -------
-    dict
-        ``compute_features``, ``mean_var_norm``, ``embedding_model``.
+    From the exported ``model_folder``, else (``export_folder: null``) from the
+    run's ``output_folder`` and its best checkpoint.
     """
     folder, run_yaml = hparams["model_folder"], os.path.join(hparams["output_folder"], "hyperparams.yaml")
     weights = os.path.join(folder, "embedding_model.ckpt")
@@ -102,19 +77,9 @@ def load_model(hparams, device="cpu"):
 
 
 def run_verification(argv):
-    """:func:`verify` from a command line: what a recipe's ``verify.py`` runs.
+    """:func:`verify` from ``argv`` (``[hparams/verification.yaml, --key=value, ...]``).
 
-    Arguments
-    ---------
-    argv : list of str
-        ``[hparams/verification.yaml, --key=value, ...]``.
-
-    Returns
-    -------
-    hparams : dict
-        The loaded verification YAML.
-    reports : dict
-        :func:`verify`'s reports, by enrolment protocol.
+    Returns the loaded YAML and :func:`verify`'s reports.
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as fin:
@@ -125,18 +90,7 @@ def run_verification(argv):
 def verify(hparams, device="cpu"):
     """Embed, score, measure, calibrate and write the results of a trained model.
 
-    Arguments
-    ---------
-    hparams : dict
-        The loaded verification YAML (``hparams/verification.yaml`` of the recipe).
-    device : str
-        Torch device.
-
-    Returns
-    -------
-    dict
-        One report per enrolment protocol (:func:`score_and_report`); the
-        recipe hands each to :func:`sb_angcl.export.record_verification`.
+    Returns one report (:func:`score_and_report`) per enrolment protocol.
     """
     method = hparams["calibration"]
     if method not in METHODS:
@@ -146,13 +100,9 @@ def verify(hparams, device="cpu"):
         raise FileNotFoundError(f"{trials_path} not found: run training (data preparation) first.")
     trials = pd.read_csv(trials_path, dtype={"enrol": str, "test": str})
     model = load_model(hparams, device)
-    opts = {
-        "device": device,
-        "batch_size": hparams["eval_batch_size"],
-        "sample_rate": hparams["sample_rate"],
-        "max_seconds": hparams["eval_max_seconds"],
-        "data_root": hparams["data_folder"],
-    }
+    opts = {"device": device, "batch_size": hparams["eval_batch_size"],
+            "sample_rate": hparams["sample_rate"], "max_seconds": hparams["eval_max_seconds"],
+            "data_root": hparams["data_folder"]}
     test = embed_manifest(hparams["test_annotation"], model, desc="Embedding test", **opts)
     cohort = None
     if hparams["score_norm"] in ("as-norm", "asnorm", "as_norm"):
@@ -177,33 +127,15 @@ def verify(hparams, device="cpu"):
 def enrolment_table(protocol, hparams, model, test, opts):
     """Embeddings of the enrolment models under one protocol.
 
-    Arguments
-    ---------
-    protocol : str
-        ``concat``: one embedding per row of ``enrol.csv`` (CN-Celeb's official
-        concatenated enrolment files, or VoxCeleb's enrolment utterances);
-        ``average``: the normalised mean of the embeddings of the utterances
-        listed per ``model`` in ``enrol_average.csv``.
-    hparams : dict
-        The verification YAML.
-    model : Mapping
-        The loaded modules (:func:`load_model`).
-    test : EmbeddingTable
-        Test embeddings (reused when enrolment and test manifests coincide).
-    opts : dict
-        Embedding options.
-
-    Returns
-    -------
-    EmbeddingTable
+    ``concat``: one per row of ``enrol.csv`` (``test`` reused when it is the
+    same manifest); ``average``: the mean of the normalised embeddings of each
+    ``model``'s utterances in ``enrol_average.csv``.
     """
     if protocol == "average":
         avg_csv = hparams.get("enrol_average_annotation")
         if not avg_csv or not os.path.isfile(avg_csv):
-            raise FileNotFoundError(
-                f"enrol_protocol=average needs enrol_average_annotation ({avg_csv}); "
-                "only the CN-Celeb recipe writes it."
-            )
+            raise FileNotFoundError(f"enrol_protocol=average needs enrol_average_annotation "
+                                    f"({avg_csv}); only the CN-Celeb recipe writes it.")
         utts = embed_manifest(avg_csv, model, desc="Embedding enrolment utterances", **opts)
         groups = pd.read_csv(avg_csv, dtype=str).groupby("model")["ID"].apply(list).to_dict()
         return utts.average(groups, normalize=True)
@@ -215,22 +147,7 @@ def enrolment_table(protocol, hparams, model, test, opts):
 
 
 def training_cohort(hparams, model, opts):
-    """Speaker-averaged cohort from (a sample of) the training speakers.
-
-    Arguments
-    ---------
-    hparams : dict
-        The verification YAML (``train_annotation``, ``cohort_size``,
-        ``cohort_utterances_per_speaker``, ``seed``).
-    model : Mapping
-        The loaded modules (:func:`load_model`).
-    opts : dict
-        Embedding options.
-
-    Returns
-    -------
-    EmbeddingTable
-    """
+    """The AS-norm cohort: ``cohort_size`` training speakers (seeded), speaker-averaged."""
     train = pd.read_csv(hparams["train_annotation"], dtype={"ID": str, "spk_id": str})
     speakers = sorted(train["spk_id"].unique())
     rng = np.random.default_rng(hparams["seed"])
@@ -246,33 +163,11 @@ def training_cohort(hparams, model, opts):
 def score_and_report(trials, enrol, test, cohort, hparams, protocol, calibration=None):
     """Score all trials; write the scores, the calibrated scores, the metrics and the plots.
 
-    Arguments
-    ---------
-    trials : pandas.DataFrame
-        ``trials.csv`` contents.
-    enrol, test : EmbeddingTable
-        Enrolment models and test utterances.
-    cohort : EmbeddingTable or None
-        AS-norm cohort.
-    hparams : dict
-        The verification YAML (``scores_file``, ``top_k``, ...).
-    protocol : str
-        Enrolment protocol (suffix of the outputs unless ``concat``).
-    calibration : dict or None
-        ``method``, ``prior`` and ``fixed`` (a fit of
-        :func:`~sb_angcl.evaluation.calibration.fit_score_calibration`, or
-        None: across speaker folds of these trials,
-        :func:`~sb_angcl.evaluation.calibration.cross_fit_test_calibration`).
-        None: the Cllr and actDCF are those of the raw scores taken as LLRs.
-
-    Returns
-    -------
-    dict
-        ``table`` (the metrics table, also in ``metrics.csv``), ``card_row``
-        (the overall result for the model card) and ``calibration`` (what the
-        exported model takes: ``values``, ``summary``, ``bayes_threshold``,
-        ``score_threshold``, ``interface``; None when there is nothing to
-        export: no calibration, AS-norm scores or the ``average`` protocol).
+    ``protocol`` suffixes the outputs unless ``concat``; ``calibration``:
+    ``method``, ``prior`` and ``fixed`` (a fit on given trials, or None: across
+    speaker folds of these trials), or None (Cllr, actDCF of the raw scores).
+    Returns ``table`` (as ``metrics.csv``), ``card_row`` (the model card's row)
+    and ``calibration`` (for the exported model, or None).
     """
     scores = score_trials(enrol, test, trials["enrol"].tolist(), trials["test"].tolist(),
                           cohort=cohort, top_k=hparams["top_k"])
@@ -372,11 +267,7 @@ def _card_row(hparams, protocol, scoring, overall, points, method):
 
 
 def _for_export(hparams, fitted, scoring, protocol):
-    """The calibration the exported model takes, or None (with a warning for AS-norm scores).
-
-    The exported model scores by cosine (it carries no AS-norm cohort): a map
-    fitted on AS-norm scores would be wrong for it.
-    """
+    """The calibration the exported (cosine-scoring) model takes, or None."""
     if fitted is None or protocol != "concat":
         return None
     if scoring != "cosine":
