@@ -29,11 +29,66 @@ sys.path.insert(0, ROOT)
 from train_log import read_train_log  # noqa: E402
 
 from sb_angcl.hyperparams import load_hparams  # noqa: E402
-from sb_angcl.training.lr_schedule import balanced_steps_per_epoch, schedule_curve  # noqa: E402
 
 DEFAULT_YAML = os.path.join(
     ROOT, "recipes", "VoxCeleb", "SpeakerRec", "hparams", "train_ecapa_angcl.yaml"
 )
+
+
+def schedule_curve(scheduler, steps_per_epoch):
+    """The rate of every optimiser step of a whole run.
+
+    Arguments
+    ---------
+    scheduler : WarmupDecayScheduler
+        The schedule (its own step counter is not touched).
+    steps_per_epoch : int
+        Optimiser steps per epoch (per rank).
+
+    Returns
+    -------
+    epochs, lrs : list of float
+        Fractional epoch and rate of each step ``0 .. E * steps_per_epoch``.
+
+    Example
+    -------
+    >>> s = WarmupDecayScheduler(1e-3, 1e-5, 2, warmup_epochs=1)
+    >>> epochs, lrs = schedule_curve(s, 2)
+    >>> epochs, [round(x, 6) for x in lrs]
+    ([0.0, 0.5, 1.0, 1.5, 2.0], [0.0, 0.0005, 0.001, 0.0001, 1e-05])
+    """
+    total = int(round(scheduler.number_of_epochs * steps_per_epoch))
+    epochs = [s / steps_per_epoch for s in range(total + 1)]
+    return epochs, [scheduler.lr_at_epoch(e) for e in epochs]
+
+
+def balanced_steps_per_epoch(utterance_counts, speakers_per_batch, utterances_per_speaker, num_gpus=1):
+    """Optimiser steps per epoch of the balanced sampler, per rank (estimate).
+
+    Each speaker with ``n`` utterances gives ``ceil(n / K)`` groups; a global
+    step takes ``P * R`` groups (see
+    :class:`~sb_angcl.data.sampler.SpeakerBalancedBatchSampler`, whose exact count
+    can be a little lower when one speaker owns very many groups).
+
+    Arguments
+    ---------
+    utterance_counts : list of int
+        Utterance count of every training speaker.
+    speakers_per_batch : int
+        ``P`` (per rank).
+    utterances_per_speaker : int
+        ``K``.
+    num_gpus : int
+        ``R``, the DDP world size.
+
+    Example
+    -------
+    >>> balanced_steps_per_epoch([8, 8, 5, 3], 2, 4)
+    3
+    """
+    k = utterances_per_speaker
+    groups = sum(-(-n // k) for n in utterance_counts)
+    return max(groups // (speakers_per_batch * num_gpus), 1)
 
 
 def logged_rates(path):

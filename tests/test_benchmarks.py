@@ -311,3 +311,17 @@ def test_step_profile_parts_add_up_to_the_epoch(tmp_path):
     assert abs(sum(float(v) for v in rows.values()) - seconds) <= 0.05 * (len(rows) + 1)
     assert abs(per_batch - 1000 * seconds / batches) <= 1000 * 0.05 / batches + 1
     assert final_ratio(out) == 1.0  # one domain: the last domain's epoch time over the first's
+
+
+def test_lr_curve_steps_and_curve():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from lr_curve import balanced_steps_per_epoch, schedule_curve
+
+    from sb_angcl.training.lr_schedule import WarmupDecayScheduler
+
+    # Balanced sampler: ceil(n / K) groups, P * R groups a global step.
+    assert balanced_steps_per_epoch([9, 4, 4, 3], 2, 4, num_gpus=1) == 3
+    assert balanced_steps_per_epoch([9, 4, 4, 3], 1, 4, num_gpus=2) == 3
+    epochs, lrs = schedule_curve(WarmupDecayScheduler(1e-3, 1e-5, 2, warmup_epochs=1), 2)
+    assert epochs == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert lrs == pytest.approx([0.0, 5e-4, 1e-3, 1e-4, 1e-5])

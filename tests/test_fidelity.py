@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from sb_angcl.training.brain import AngularContrastiveBrain
-from sb_angcl.training.lr_schedule import WarmupDecayScheduler, balanced_steps_per_epoch
+from sb_angcl.training.lr_schedule import WarmupDecayScheduler
 from synthetic_corpus import generate_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,9 +98,6 @@ def test_schedule_hand_values_and_scaling():
     other = WarmupDecayScheduler(1e-3, 1e-5, 3, warmup_epochs=1, initial_lr=0.0)
     other.set_steps_per_epoch(40)
     assert other.lr_at(80) == pytest.approx(sched.lr_at(8))
-    # Balanced sampler: ceil(n / K) groups, P * R groups a global step.
-    assert balanced_steps_per_epoch([9, 4, 4, 3], 2, 4, num_gpus=1) == 3
-    assert balanced_steps_per_epoch([9, 4, 4, 3], 1, 4, num_gpus=2) == 3
     with pytest.raises(RuntimeError, match="set_steps_per_epoch"):
         WarmupDecayScheduler(1e-3, 1e-5, 3).lr_at(1)
 

@@ -47,6 +47,7 @@ def run(tree, out, corpus=None):
     tree, out = os.path.abspath(tree), os.path.abspath(out)
     corpus = os.path.abspath(corpus or os.path.join(out, "corpus"))
     env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1")
+    os.makedirs(out, exist_ok=True)
     if not os.path.isdir(corpus):
         subprocess.run([sys.executable, "-m", "synthetic_corpus", "--output", corpus,
                         "--layout", "both", "--speakers", "12", "--utterances", "8",
