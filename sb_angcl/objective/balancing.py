@@ -2,15 +2,13 @@
 
 Total loss ``alpha * L_cls + (1 - alpha) * L_con`` with ``alpha`` from one of:
 
-* ``fixed``: a constant from the hyperparameters (``contrastive_weight`` is
-  ``1 - alpha``);
+* ``fixed``: a constant (``contrastive_weight`` is ``1 - alpha``);
 * ``mgda_ub``: the two-task min-norm problem of MGDA (Sener & Koltun, NeurIPS
   2018) on the gradients with respect to the *shared representation* (the
-  speaker embedding). Cheap: two ``autograd.grad`` calls through the heads.
-  This is what the authors' code does;
+  speaker embedding): two ``autograd.grad`` calls through the heads, as in the
+  authors' code;
 * ``mgda``: the same problem on the gradients with respect to the shared
-  *encoder parameters* (exact MGDA; two extra backward passes through the
-  encoder).
+  *encoder parameters* (exact MGDA; two extra backward passes).
 
 The min-norm problem ``min_a ||a g1 + (1 - a) g2||^2`` over ``a in [0, 1]``
 has the closed form::
@@ -21,28 +19,22 @@ The authors' ``MTL.py`` divides by ``||g1 - g2||`` (a missing square); we use
 the exact solution. Min-norm favours the objective with the *smaller*
 gradient, so with AAM-softmax at scale 30 ``alpha`` sits near 0 (measured:
 0.03) and the encoder is trained by the contrastive loss alone. Three
-additions keep both objectives in play, each off by default so that the rule
-above stays available exactly as specified:
+additions, each off by default, keep both objectives in play:
 
-* ``normalization: loss`` (one of Sener & Koltun's gradient normalisers,
-  ``n_t = L_t``): the min-norm problem is solved on ``g_t / n_t``, each
-  gradient per unit of its loss, and the resulting ``alpha`` weights the
-  *raw* losses. (Their ``l2`` normaliser is not offered: two unit vectors
-  always meet at ``alpha = 1/2``, so for two objectives it is ``fixed``
-  with weight 0.5.);
-* ``alpha_min`` / ``alpha_max``: ``alpha`` is clipped into these bounds after
-  the solve (e.g. ``alpha_min: 0.3`` never gives AAM-softmax less than 30 %);
-* ``alpha_smoothing``: an exponential moving average over steps,
-  ``alpha_t = beta alpha_{t-1} + (1 - beta) alpha_hat_t``, applied before
-  the bounds; the average is a buffer of the balancer (checkpointed with it).
+* ``normalization: loss`` (Sener & Koltun's ``n_t = L_t``): the problem is
+  solved on ``g_t / n_t`` and ``alpha`` weights the *raw* losses. (Their
+  ``l2`` normaliser is not offered: two unit vectors always meet at
+  ``alpha = 1/2``, i.e. ``fixed`` with weight 0.5.);
+* ``alpha_min`` / ``alpha_max``: bounds applied after the solve (e.g.
+  ``alpha_min: 0.3`` never gives AAM-softmax less than 30 %);
+* ``alpha_smoothing``: ``alpha_t = beta alpha_{t-1} + (1 - beta) alpha_hat_t``
+  before the bounds; the average is a checkpointed buffer.
 
-Everything needed for ``alpha`` is a handful of dot products. Under DDP they
-are summed over ranks for ``mgda_ub`` (each rank holds different samples'
-embeddings); for ``mgda`` the parameter gradients themselves are summed first
-(the parameters are shared, see :mod:`sb_angcl.objective.distributed`), so every replica
-applies the ``alpha`` of a single process on the concatenated batch. Gradients are
-taken of the *scaled* losses when a GradScaler scale is given (fp16 would
-otherwise underflow), and ``alpha`` does not depend on that common scale.
+Under DDP the dot products are summed over ranks for ``mgda_ub`` (disjoint
+samples) and the parameter gradients themselves for ``mgda`` (shared
+parameters), so every replica applies the single-process ``alpha``
+(docs/multi_gpu.md). Gradients are taken of the losses times the GradScaler
+scale (fp16 would underflow); ``alpha`` does not depend on that scale.
 
 Authors
  * sb-angcl contributors
@@ -63,10 +55,7 @@ GRADIENT_NORMALIZATIONS = ("none", "loss")
 
 
 def _sum_flat_gradients(grads1, grads2, inputs):
-    """Two gradient lists as flat vectors summed over ranks (one all-reduce).
-
-    ``None`` entries become zeros so that every rank sends the same layout.
-    """
+    """Two gradient lists as flat vectors summed over ranks (one all-reduce; None as zeros)."""
     wide = any(p.dtype == torch.float64 for p in inputs)
     dtype = torch.float64 if wide else torch.float32
     flat = [
@@ -80,22 +69,9 @@ def _sum_flat_gradients(grads1, grads2, inputs):
 
 
 def min_norm_alpha_from_dots(g11, g12, g22):
-    """Solve the two-task min-norm problem from three dot products.
+    """``alpha`` in ``[0, 1]`` (float64 tensor, the weight of ``g1``) from ``g1.g1``, ``g1.g2``, ``g2.g2``.
 
-    Arguments
-    ---------
-    g11 : float or torch.Tensor
-        ``g1 . g1``.
-    g12 : float or torch.Tensor
-        ``g1 . g2``.
-    g22 : float or torch.Tensor
-        ``g2 . g2``.
-
-    Returns
-    -------
-    torch.Tensor
-        Float64 scalar ``alpha`` in ``[0, 1]``, the weight of ``g1``. When
-        ``g1 == g2`` every ``alpha`` is optimal and ``0.5`` is returned.
+    ``g1 == g2`` (every ``alpha`` optimal) and non-finite dots give ``0.5``.
 
     Example
     -------
@@ -115,22 +91,7 @@ def min_norm_alpha_from_dots(g11, g12, g22):
 
 
 def gradient_dots(grads1, grads2):
-    """Dot products ``(g1.g1, g1.g2, g2.g2)`` of two lists of gradients.
-
-    ``None`` entries count as zeros. Each product is accumulated in float32
-    (or the gradients' dtype if wider) and the totals are float64.
-
-    Arguments
-    ---------
-    grads1 : list of torch.Tensor or None
-        Gradients of the first objective.
-    grads2 : list of torch.Tensor or None
-        Gradients of the second objective, same structure.
-
-    Returns
-    -------
-    torch.Tensor
-        Float64 ``[3]`` tensor ``[g11, g12, g22]``.
+    """Float64 ``[g11, g12, g22]`` of two gradient lists (None as zeros; float32 or wider sums).
 
     Example
     -------
@@ -155,37 +116,24 @@ def gradient_dots(grads1, grads2):
     return total
 
 
-
 class BalanceResult(NamedTuple):
-    """What a balancer returns for one batch.
+    """A balancer's answer for one batch."""
 
-    Arguments
-    ---------
-    loss : torch.Tensor
-        ``alpha * loss_cls + (1 - alpha) * loss_con`` (keeps the graph).
-    alpha : torch.Tensor
-        Detached float32 weight of the classification loss.
-    """
-
+    #: ``alpha * loss_cls + (1 - alpha) * loss_con``, with its graph.
     loss: torch.Tensor
+    #: Detached float32 weight of the classification loss.
     alpha: torch.Tensor
 
 
 class Balancer(torch.nn.Module):
-    """What the Brain relies on in a balancer: what it needs, what it returns.
+    """What the Brain relies on in a balancer.
 
-    A balancer declares two things and computes one:
-
-    * :attr:`needs_parameters` (what it needs): ``True`` when :meth:`forward`
-      must be given the shared encoder's parameters (``parameters=``); the
-      shared embedding (``shared=``) and the GradScaler scale
-      (``grad_scale=``) are always given;
-    * :attr:`uses_contrastive` (what it needs): ``False`` when the contrastive
-      loss has no weight at all; the Brain then neither computes that loss
-      nor calls the balancer, and trains on the classification loss alone
-      (``alpha = 1``);
-    * :meth:`forward` (what it returns): a :class:`BalanceResult`, the
-      combined loss (with its graph) and the detached ``alpha``.
+    :attr:`needs_parameters`: :meth:`forward` must get the shared encoder's
+    parameters (``parameters=``; ``shared=`` and ``grad_scale=`` are always
+    given). :attr:`uses_contrastive` False: the contrastive loss has no
+    weight, and the objective trains on the classification loss alone
+    (``alpha = 1``) without computing it. :meth:`forward` returns a
+    :class:`BalanceResult`.
 
     Example
     -------
@@ -206,29 +154,17 @@ class Balancer(torch.nn.Module):
         return True
 
     def forward(self, loss_cls, loss_con, shared=None, parameters=None, grad_scale=1.0):
-        """Combine the two losses of one batch.
+        """Combine the two losses (with graphs) of one batch.
 
-        Arguments
-        ---------
-        loss_cls, loss_con : torch.Tensor
-            The classification and contrastive losses, with their graphs.
-        shared : torch.Tensor, optional
-            The speaker embeddings the two heads share.
-        parameters : list of torch.nn.Parameter, optional
-            The shared encoder's, when :attr:`needs_parameters`.
-        grad_scale : float, optional
-            The GradScaler scale (1 without one).
+        ``shared``: the speaker embeddings both heads see; ``parameters``: the
+        shared encoder's, when :attr:`needs_parameters`; ``grad_scale``: the
+        GradScaler's scale (1 without one).
         """
         raise NotImplementedError
 
 
 class FixedBalancer(Balancer):
-    """Constant weighting ``(1 - w) * L_cls + w * L_con``.
-
-    Arguments
-    ---------
-    contrastive_weight : float
-        ``w`` in ``[0, 1]``; ``0`` trains with the classification loss only.
+    """Constant weighting ``(1 - w) * L_cls + w * L_con``, ``w = contrastive_weight`` in ``[0, 1]``.
 
     Example
     -------
@@ -254,7 +190,7 @@ class FixedBalancer(Balancer):
         return self.contrastive_weight > 0.0
 
     def forward(self, loss_cls, loss_con, shared=None, parameters=None, grad_scale=1.0):
-        """Combine two losses with the constant weight (the other arguments are unused)."""
+        """Combine two losses with the constant weight."""
         alpha = 1.0 - self.contrastive_weight
         loss = alpha * loss_cls + self.contrastive_weight * loss_con
         return BalanceResult(loss, torch.tensor(alpha, dtype=torch.float32))
@@ -266,30 +202,23 @@ class MGDABalancer(Balancer):
     Arguments
     ---------
     mode : str
-        ``"mgda_ub"`` (gradients w.r.t. the shared embedding, passed as
-        ``shared``) or ``"mgda"`` (gradients w.r.t. ``parameters``).
+        ``"mgda_ub"`` (gradients w.r.t. ``shared``) or ``"mgda"`` (w.r.t. ``parameters``).
     normalization : str
-        ``"none"`` or ``"loss"`` (see the module docstring).
+        ``"none"`` or ``"loss"``.
     distributed : bool
-        Sum the dot products over ranks when a process group is running.
-    alpha_min, alpha_max : float
-        Bounds on ``alpha`` applied after the solve (``0`` and ``1``: none).
-    alpha_smoothing : float
-        Momentum ``beta`` in ``[0, 1)`` of the moving average of ``alpha``
-        over steps (``0``: none).
+        Sum over ranks when a process group is running.
+    alpha_min, alpha_max, alpha_smoothing : float
+        Bounds on ``alpha`` (``0`` and ``1``: none) and the momentum ``beta``
+        in ``[0, 1)`` of its moving average (``0``: none); see the module docstring.
 
     Example
     -------
     >>> emb = torch.randn(4, 3, requires_grad=True)
-    >>> loss_cls = (emb ** 2).sum()          # gradient 2 * emb
-    >>> loss_con = 0.1 * emb.sum()           # gradient 0.1
-    >>> out = MGDABalancer("mgda_ub")(loss_cls, loss_con, shared=emb)
-    >>> 0.0 <= float(out.alpha) <= 1.0
-    True
-    >>> out.loss.backward()
     >>> bounded = MGDABalancer("mgda_ub", alpha_min=0.3)
-    >>> round(float(bounded((emb ** 2).sum() * 100, 0.1 * emb.sum(), shared=emb).alpha), 6)
+    >>> out = bounded((emb ** 2).sum() * 100, 0.1 * emb.sum(), shared=emb)
+    >>> round(float(out.alpha), 6)
     0.3
+    >>> out.loss.backward()
     """
 
     def __init__(
@@ -348,21 +277,7 @@ class MGDABalancer(Balancer):
         return [None if g is None else g.float() / grad_scale for g in grads]
 
     def solve(self, g11, g12, g22, losses):
-        """``alpha`` from the (rank-summed) dot products and loss values.
-
-        Arguments
-        ---------
-        g11, g12, g22 : float
-            Dot products of the classification (1) and contrastive (2)
-            gradients.
-        losses : list of float
-            The two loss values (for ``normalization: loss``).
-
-        Returns
-        -------
-        float
-            The min-norm weight of the classification loss, before smoothing
-            and bounds.
+        """``alpha`` before smoothing and bounds, from the (rank-summed) dots and the two loss values.
 
         Example
         -------
@@ -381,22 +296,7 @@ class MGDABalancer(Balancer):
         return float(min_norm_alpha_from_dots(g11 / n1**2, g12 / (n1 * n2), g22 / n2**2))
 
     def forward(self, loss_cls, loss_con, shared=None, parameters=None, grad_scale=1.0):
-        """Solve for ``alpha`` on this batch and combine the losses.
-
-        Arguments
-        ---------
-        loss_cls : torch.Tensor
-            Classification loss (with graph).
-        loss_con : torch.Tensor
-            Contrastive loss (with graph).
-        shared : torch.Tensor
-            The shared representation (``mgda_ub``).
-        parameters : iterable of torch.nn.Parameter
-            The shared encoder's parameters (``mgda``).
-        grad_scale : float
-            Current GradScaler scale (1 without one). Gradients are taken of
-            the scaled losses to avoid fp16 underflow, then unscaled.
-        """
+        """Solve for ``alpha`` on this batch and combine the losses (see :meth:`Balancer.forward`)."""
         if self.mode == "mgda_ub":
             if shared is None:
                 raise ValueError("mgda_ub needs the shared embedding (shared=...)")
@@ -442,31 +342,12 @@ def make_balancer(
     alpha_max=1.0,
     alpha_smoothing=0.0,
 ):
-    """Build a balancer from its YAML name.
+    """Build a balancer from its YAML name: ``fixed`` (with ``contrastive_weight``), ``mgda_ub`` or ``mgda``.
 
-    Arguments
-    ---------
-    strategy : str
-        ``"fixed"``, ``"mgda_ub"`` or ``"mgda"``.
-    contrastive_weight : float
-        Weight of the contrastive loss for ``fixed``.
-    normalization : str
-        Gradient normalisation for the MGDA strategies.
-    distributed : bool
-        Sum the MGDA dot products over DDP ranks.
-    alpha_min, alpha_max, alpha_smoothing : float
-        Bounds and moving average of the MGDA ``alpha`` (see
-        :class:`MGDABalancer`); ignored by ``fixed``.
-
-    Returns
-    -------
-    Balancer
-        A :class:`FixedBalancer` or :class:`MGDABalancer`.
+    The other arguments are :class:`MGDABalancer`'s; ``fixed`` ignores them.
 
     Example
     -------
-    >>> make_balancer("mgda_ub")
-    MGDABalancer(mode=mgda_ub, normalization=none)
     >>> make_balancer("mgda_ub", alpha_min=0.25, alpha_smoothing=0.9)
     MGDABalancer(mode=mgda_ub, normalization=none, alpha_min=0.25, alpha_max=1.0, alpha_smoothing=0.9)
     """

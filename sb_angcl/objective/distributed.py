@@ -11,6 +11,9 @@ products (``mgda_ub``) or gradients (``mgda``) over ranks with
 The derivation is in docs/multi_gpu.md. Ranks must hold the same local batch
 size (the speaker-balanced sampler guarantees it).
 
+Every function returns its input unchanged without a process group; every
+rank must call them in the same order.
+
 Authors
  * sb-angcl contributors
 """
@@ -20,13 +23,7 @@ import torch.distributed as dist
 
 
 def world_size():
-    """Number of DDP ranks (1 without a process group).
-
-    Example
-    -------
-    >>> world_size()
-    1
-    """
+    """Number of DDP ranks (1 without a process group)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return 1
@@ -58,9 +55,7 @@ class _GatherWithGrad(torch.autograd.Function):
     def forward(ctx, tensor):
         ctx.rows = tensor.shape[0]
         ctx.rank = dist.get_rank()
-        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts, dim=0)
+        return gather_no_grad(tensor)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -71,19 +66,7 @@ class _GatherWithGrad(torch.autograd.Function):
 
 
 def gather_with_grad(tensor):
-    """Concatenate ``tensor`` from all ranks along dim 0, keeping gradients.
-
-    Every rank must call it, in the same order, and run the backward.
-
-    Arguments
-    ---------
-    tensor : torch.Tensor
-        Local tensor; same shape on every rank.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[world * N, ...]`` in rank order (the input itself without DDP).
+    """``tensor`` of every rank (same shape on each) concatenated along dim 0 in rank order, with gradients.
 
     Example
     -------
@@ -98,23 +81,7 @@ def gather_with_grad(tensor):
 
 
 def gather_no_grad(tensor):
-    """Concatenate ``tensor`` from all ranks along dim 0 (no gradient).
-
-    Arguments
-    ---------
-    tensor : torch.Tensor
-        Local tensor; same shape on every rank.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[world * N, ...]`` in rank order.
-
-    Example
-    -------
-    >>> gather_no_grad(torch.arange(3)).tolist()
-    [0, 1, 2]
-    """
+    """``tensor`` of every rank concatenated along dim 0 in rank order (no gradient)."""
     if world_size() == 1:
         return tensor
     parts = [torch.empty_like(tensor) for _ in range(world_size())]
@@ -123,23 +90,7 @@ def gather_no_grad(tensor):
 
 
 def all_reduce_sum(tensor):
-    """Sum ``tensor`` over ranks in place (returns it; no-op without DDP).
-
-    Arguments
-    ---------
-    tensor : torch.Tensor
-        Same shape and dtype on every rank.
-
-    Returns
-    -------
-    torch.Tensor
-        The same tensor, now holding the sum.
-
-    Example
-    -------
-    >>> all_reduce_sum(torch.tensor([1.0, 2.0]))
-    tensor([1., 2.])
-    """
+    """Sum ``tensor`` (same shape and dtype on every rank) over ranks in place; returns it."""
     if world_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor

@@ -4,17 +4,14 @@
 
     loss = alpha * L_cls + (1 - alpha) * L_con
 
-``L_cls`` is the classification loss (SpeechBrain's AAM-softmax) on the
-classifier's cosines, local to the rank. ``L_con`` is
-:class:`~sb_angcl.objective.losses.AngularSupConLoss` on the embeddings (or on
-the YAML's contrastive head of them), its negatives weighted by the
-confidences the classifier's cosines give (class-aware attention); under DDP
-the embeddings, labels and confidences of every rank are gathered first
+``L_cls`` is SpeechBrain's AAM-softmax on the classifier's cosines, local to
+the rank. ``L_con`` is :class:`~sb_angcl.objective.losses.AngularSupConLoss`
+on the embeddings (or the YAML's contrastive head of them), its negatives
+weighted by the confidences the same cosines give (class-aware attention);
+under DDP on the batch gathered from every rank
 (:mod:`sb_angcl.objective.distributed`). ``alpha`` comes from the balancer
-(:mod:`sb_angcl.objective.balancing`), whose gradients are taken with respect
-to the shared embedding (``mgda_ub``) or the encoder's parameters (``mgda``).
-A balancer that gives the contrastive loss no weight trains on ``L_cls``
-alone (``alpha = 1``) and the contrastive loss is not computed.
+(:mod:`sb_angcl.objective.balancing`); without contrastive weight ``alpha = 1``
+and ``L_con`` is not computed.
 
 Authors
  * sb-angcl contributors
@@ -53,14 +50,11 @@ class JointObjective:
     contrastive_loss : sb_angcl.objective.losses.AngularSupConLoss or None
         None: no contrastive loss (``alpha = 1``).
     balancer : sb_angcl.objective.balancing.Balancer
-        Gives ``alpha``.
     gather_across_ranks : bool
         Under DDP, the contrastive loss of the gathered global batch.
     fade_start, fade_end : int or None
-        The contrastive term's fading schedule (:func:`contrastive_share`,
-        set per epoch by :meth:`start_epoch`): the balancer's ``alpha``
-        becomes ``1 - share * (1 - alpha)``; at share 0 it trains on
-        ``L_cls`` alone. ``fade_start`` None: no fading.
+        The fading schedule (:func:`contrastive_share`, set per epoch by
+        :meth:`start_epoch`): ``alpha`` becomes ``1 - share * (1 - alpha)``.
 
     Example
     -------
@@ -107,20 +101,10 @@ class JointObjective:
     def __call__(self, embeddings, cosine, labels, head=None, encoder=None, grad_scale=1.0):
         """The objective of one batch.
 
-        Arguments
-        ---------
-        embeddings : torch.Tensor
-            ``[N, 1, D]`` speaker embeddings (with graph): the shared representation.
-        cosine : torch.Tensor
-            ``[N, 1, C]`` float32 classifier cosines, without margin.
-        labels : torch.Tensor
-            ``[N, 1]`` speaker indices.
-        head : torch.nn.Module, optional
-            The contrastive loss sees ``head(embeddings)``.
-        encoder : torch.nn.Module, optional
-            The shared encoder, whose parameters ``mgda`` needs.
-        grad_scale : float
-            The GradScaler's scale (1 without one); MGDA differentiates the scaled losses.
+        ``embeddings`` ``[N, 1, D]`` (with graph), float32 ``cosine`` ``[N, 1, C]``
+        without margin, ``labels`` ``[N, 1]``; the contrastive loss sees
+        ``head(embeddings)``; ``encoder``: whose parameters ``mgda`` needs;
+        ``grad_scale``: the GradScaler's (1 without one).
         """
         loss_cls = self.classification_loss(cosine, labels)
         if (
@@ -155,22 +139,12 @@ class JointObjective:
 
 
 def contrastive_share(epoch, fade_start=None, fade_end=None):
-    """The contrastive term's share in an epoch of a fading schedule.
+    """The contrastive term's share in ``epoch`` (from 1) of a fading schedule.
 
-    Full (1) before ``fade_start``, then falling linearly to 0 at
-    ``fade_end`` (and after): the contrastive loss shapes the space early, and
-    AAM-softmax alone finishes training. ``fade_start: null`` keeps it at 1.
-    The value follows from the epoch number alone, so a resumed run (whose
-    epoch counter the checkpoint restores) continues the schedule.
-
-    Arguments
-    ---------
-    epoch : int
-        The epoch, counted from 1 (SpeechBrain's ``EpochCounter``).
-    fade_start : int or None
-        The last epoch at full share.
-    fade_end : int or None
-        The first epoch at share 0 (``> fade_start``).
+    1 up to ``fade_start``, falling linearly to 0 at ``fade_end`` and after:
+    the contrastive loss shapes the space early, AAM-softmax alone finishes.
+    ``fade_start`` None keeps it at 1. It depends on the epoch alone, so a
+    resumed run continues the schedule.
 
     Example
     -------

@@ -46,20 +46,14 @@ def _flatten_inputs(embeddings, labels):
     """Bring SpeechBrain's ``[N, 1, D]`` / ``[N, 1]`` shapes to ``[N, D]`` / ``[N]``."""
     if embeddings.dim() == 3:
         if embeddings.shape[1] != 1:
-            raise ValueError(
-                "embeddings of shape [N, T, D] need T == 1, got "
-                f"{tuple(embeddings.shape)}; pool over time first."
-            )
+            raise ValueError("embeddings of shape [N, T, D] need T == 1, got "
+                             f"{tuple(embeddings.shape)}; pool over time first.")
         embeddings = embeddings.squeeze(1)
     if embeddings.dim() != 2:
-        raise ValueError(
-            f"embeddings must be [N, D] or [N, 1, D], got {tuple(embeddings.shape)}"
-        )
+        raise ValueError(f"embeddings must be [N, D] or [N, 1, D], got {tuple(embeddings.shape)}")
     labels = labels.reshape(-1)
     if labels.shape[0] != embeddings.shape[0]:
-        raise ValueError(
-            f"{labels.shape[0]} labels for {embeddings.shape[0]} embeddings"
-        )
+        raise ValueError(f"{labels.shape[0]} labels for {embeddings.shape[0]} embeddings")
     return embeddings, labels
 
 
@@ -68,15 +62,6 @@ def additive_angular_margin(cosine, margin):
 
     The fallback (as in SpeechBrain's ``AdditiveAngularMargin(easy_margin=False)``)
     keeps the result decreasing as ``theta`` grows.
-
-    Example
-    -------
-    >>> c = torch.tensor([1.0, 0.0, -1.0])
-    >>> additive_angular_margin(c, 0.0)
-    tensor([ 1.,  0., -1.])
-    >>> out = additive_angular_margin(c, 0.2)
-    >>> bool(out[1] < 0) and bool(out[0] < 1)
-    True
     """
     if margin == 0:
         return cosine
@@ -141,15 +126,8 @@ def pair_weights_from_confidence(confidence, labels):
 def negative_weight_spread(confidence, labels, q=(0.05, 0.95)):
     """Two quantiles of a batch's negative-pair weights: how much the attention acts.
 
-    ``(1, 1)``: every negative keeps weight one (inert attention); a wide
-    spread: some negatives are discounted, others count more. NaNs when the
-    batch has no negative pair.
-
-    Example
-    -------
-    >>> conf, labels = torch.tensor([0.9, 0.9, 0.1, 0.9]), torch.tensor([0, 0, 1, 2])
-    >>> [round(v, 3) for v in negative_weight_spread(conf, labels, q=(0.0, 1.0))]
-    [0.158, 1.8]
+    ``(1, 1)``: inert attention; a wide spread: some negatives are discounted,
+    others count more. NaNs when the batch has no negative pair.
     """
     labels = labels.reshape(-1)
     with torch.no_grad():
@@ -167,19 +145,12 @@ class AngularSupConLoss(torch.nn.Module):
     """AM-SupCon, with class-aware attention on the negatives when ``attention_temperature`` is set.
 
     Embeddings are L2-normalised here and the loss is computed in float32
-    (float64 stays float64) with autocast disabled. Each row's log-sum-exp has
-    its maximum subtracted, which keeps it stable for temperatures down to
-    0.01. Anchors without a positive are left out of the mean; a batch with no
-    positive pair gives a zero that keeps the graph (and one warning).
-
-    Arguments
-    ---------
-    margin : float
-        Additive angular margin ``m`` (radians) on every positive logit; 0 is SupCon.
-    temperature : float
-        Temperature ``tau``.
-    attention_temperature : float or None
-        ``T_att``; ``None`` or ``inf``: no attention (every weight one).
+    (float64 stays float64) with autocast disabled; the log-sum-exp keeps it
+    stable for temperatures down to 0.01. Anchors without a positive are left
+    out of the mean; a batch with no positive pair gives a zero that keeps the
+    graph (and one warning). ``margin``: ``m`` in radians (0: SupCon);
+    ``temperature``: ``tau``; ``attention_temperature``: ``T_att`` (None or
+    inf: every weight one).
 
     Example
     -------
@@ -200,9 +171,7 @@ class AngularSupConLoss(torch.nn.Module):
         if not 0 <= margin < math.pi:
             raise ValueError(f"margin must be in [0, pi) radians, got {margin}")
         if attention_temperature is not None and not attention_temperature > 0:
-            raise ValueError(
-                f"attention temperature must be > 0, got {attention_temperature}"
-            )
+            raise ValueError(f"attention temperature must be > 0, got {attention_temperature}")
         self.margin = float(margin)
         self.temperature = float(temperature)
         self.attention_temperature = attention_temperature
@@ -232,11 +201,7 @@ class AngularSupConLoss(torch.nn.Module):
             logger.warning(message)
 
     def forward(self, embeddings, labels, confidence=None):
-        """The loss of one batch (``[N, D]`` or ``[N, 1, D]`` embeddings, ``[N]`` labels).
-
-        ``confidence``: the ``[N]`` confidences of :meth:`confidence` (gathered
-        with the embeddings under DDP); the negatives are weighted by them.
-        """
+        """The loss of ``[N(, 1), D]`` embeddings, ``[N]`` labels and confidences (or None)."""
         embeddings, labels = _flatten_inputs(embeddings, labels)
         dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
@@ -289,18 +254,10 @@ class ProjectionHead(torch.nn.Module):
     """Where AM-SupCon looks at the embedding: a small MLP, or the embedding itself.
 
     SupCon (Khosla et al., 2020) computes its loss on a projection
-    ``Linear -> ReLU -> Linear`` of the representation and keeps the
-    representation for downstream use, so the contrastive geometry (a
-    sharp temperature, few negatives per batch) need not be the one the
-    verification scores see. With ``output_size = 0`` the head is the
-    identity and the loss acts on the speaker embedding (the paper's setting).
-
-    Arguments
-    ---------
-    input_size : int
-        Embedding size.
-    output_size : int
-        Projection size; ``0`` = no head.
+    ``Linear -> ReLU -> Linear`` of the representation, so the contrastive
+    geometry (a sharp temperature, few negatives per batch) need not be the
+    one the verification scores see. ``output_size = 0``: the identity, the
+    loss acts on the speaker embedding (the paper's setting).
 
     Example
     -------
