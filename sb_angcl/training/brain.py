@@ -13,23 +13,21 @@ clipping, checkpointing). A training batch goes::
     on_fit_batch_end     the parts counted in the epoch statistics; a per-step LR schedule
 
 More than ``nonfinite_patience`` (SpeechBrain's run option) skipped batches in
-a row raise :class:`~sb_angcl.training.nonfinite.NonFiniteLossError`. Files whose
-audio held NaN/inf samples are named. Before resuming, checkpoints half-written
-by a killed run are set aside. In validation the loss is the classification
-loss, and the classification error is noted.
+a row raise :class:`~sb_angcl.training.nonfinite.NonFiniteLossError`. Before
+resuming, checkpoints half-written by a killed run are set aside. Validation
+reports the classification loss and error.
 
-The hparams it reads, all required (the recipe YAMLs set each of them):
-``objective`` (a :class:`~sb_angcl.objective.joint.JointObjective`: AAM-softmax,
-AM-SupCon, the balancer and the fading schedule, built in the YAML),
+The hparams it reads (:data:`HPARAMS`, all required): ``objective`` (a
+:class:`~sb_angcl.objective.joint.JointObjective` built in the YAML),
 ``augmentation`` (``waveform`` | ``features`` | ``none``, with ``wav_augment``
 or ``feat_augment``), ``positive_views`` (1, or 2: each crop and an augmented
 copy of it, same label), ``lr_annealing`` (a
 :class:`~sb_angcl.training.lr_schedule.WarmupDecayScheduler`, stepped per
-optimiser step; any other, e.g. SpeechBrain's ``LinearScheduler``, per epoch;
-or None), ``error_stats``, ``train_logger`` (each may be None) and, with a
-checkpointer, ``checkpoints_to_keep``. Modules: ``compute_features``,
-``mean_var_norm``, ``embedding_model``, ``classifier`` (cosine logits) and,
-optionally, ``contrastive_head``.
+optimiser step; any other per epoch; or None), ``error_stats`` and
+``train_logger`` (None allowed), and ``checkpoints_to_keep`` with a
+checkpointer. Modules: ``compute_features``, ``mean_var_norm``,
+``embedding_model``, ``classifier`` (cosine logits), optionally
+``contrastive_head``.
 
 Authors
  * sb-angcl contributors
@@ -159,12 +157,10 @@ class AngularContrastiveBrain(sb.Brain):
         return labels
 
     def compute_objectives(self, outputs, batch, stage):
-        """The balanced objective in training, the classification loss otherwise.
+        """The balanced objective in training, the classification loss otherwise (float32).
 
-        The objectives run in float32, outside any autocast. In training the
-        parts (an :class:`~sb_angcl.objective.joint.ObjectiveResult`) join the
-        outputs as ``outputs["objective"]``, which SpeechBrain hands to
-        :meth:`on_fit_batch_end`.
+        In training the :class:`~sb_angcl.objective.joint.ObjectiveResult` joins
+        the outputs as ``outputs["objective"]`` for :meth:`on_fit_batch_end`.
         """
         labels = self._labels(batch, stage)
         with torch.autocast(device_type=self.device_type, enabled=False):
@@ -192,8 +188,8 @@ class AngularContrastiveBrain(sb.Brain):
     def check_loss_isfinite(self, loss):
         """Skip the batch on every rank when its loss is non-finite on any (a collective under DDP).
 
-        SpeechBrain back-propagates the loss anyway; :meth:`optimizers_step`
-        then does not step and :meth:`on_fit_batch_end` drops the gradients.
+        SpeechBrain back-propagates anyway; the step is then not taken and the
+        gradients are dropped.
         """
         if not all_ranks_finite(loss):
             self.skips.skip(self.step, "loss")
@@ -229,15 +225,14 @@ class AngularContrastiveBrain(sb.Brain):
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
         """SpeechBrain's loaders, the speaker-balanced sampler kept as it is; the schedule sized.
 
-        SpeechBrain wraps any ``batch_sampler`` in a ``DistributedSamplerWrapper``
-        under DDP, which would split these batches a second time (the sampler
-        gives each rank its own speakers), and calls ``set_epoch`` only on
-        samplers it made. So the loader of a
-        :class:`~sb_angcl.data.sampler.SpeakerBalancedBatchSampler` is made
-        with SpeechBrain's ``make_dataloader`` and registered with the
-        checkpointer (mid-epoch resume), and the sampler becomes the Brain's
-        ``train_sampler``. A :class:`~sb_angcl.training.lr_schedule.WarmupDecayScheduler`
-        learns the optimiser steps of an epoch from the training loader.
+        Under DDP SpeechBrain wraps any ``batch_sampler`` in a
+        ``DistributedSamplerWrapper``, which would split these batches again
+        (the sampler gives each rank its own speakers), and calls ``set_epoch``
+        only on samplers it made; so a
+        :class:`~sb_angcl.data.sampler.SpeakerBalancedBatchSampler`'s loader is
+        made directly, registered with the checkpointer, and the sampler
+        becomes ``train_sampler``. A ``WarmupDecayScheduler`` learns the
+        optimiser steps per epoch from the training loader.
         """
         sampler = loader_kwargs.get("batch_sampler")
         if stage == sb.Stage.TRAIN and isinstance(sampler, SpeakerBalancedBatchSampler):
@@ -285,10 +280,9 @@ class AngularContrastiveBrain(sb.Brain):
         """Check the hparams, register the stateful balancer and schedule, then SpeechBrain's start.
 
         A balancer with state (MGDA's moving average of alpha) and a
-        :class:`~sb_angcl.training.lr_schedule.WarmupDecayScheduler` are
-        checkpointed even when the YAML's ``checkpointer`` does not list them,
-        so a resumed run continues them; after the recovery the schedule sets
-        the optimiser's rate for the first batch.
+        ``WarmupDecayScheduler`` are checkpointed even when the YAML's
+        ``checkpointer`` does not list them; after the recovery the schedule
+        sets the rate for the first batch.
         """
         missing = [k for k in HPARAMS if not hasattr(self.hparams, k)]
         if self.checkpointer is not None and not hasattr(self.hparams, "checkpoints_to_keep"):
@@ -333,10 +327,8 @@ class AngularContrastiveBrain(sb.Brain):
     def init_optimizers(self):
         """SpeechBrain's optimiser set-up, then half-written checkpoints set aside.
 
-        ``Brain.on_fit_start`` calls this once every recoverable (the
-        optimiser included) is registered and right before it recovers the
-        latest checkpoint, so a run killed while saving resumes from the
-        checkpoint before (see :func:`discard_incomplete_checkpoints`).
+        ``Brain.on_fit_start`` calls this once every recoverable is registered,
+        right before it recovers the latest checkpoint.
         """
         super().init_optimizers()
         if self.checkpointer is not None:
@@ -401,21 +393,9 @@ def augment_views(augment, batch, lens, two_views):
 
 
 def stack_views(first, first_lens, second, second_lens):
-    """Two views of a batch along the batch axis, the shorter zero-padded in time.
+    """Two views ``[N, T1, ...]``, ``[N, T2, ...]`` stacked to ``[2N, max(T1, T2), ...]``.
 
-    Arguments
-    ---------
-    first, second : torch.Tensor
-        ``[N, T1, ...]`` and ``[N, T2, ...]`` batches.
-    first_lens, second_lens : torch.Tensor
-        Their relative lengths (SpeechBrain's, in ``[0, 1]``).
-
-    Returns
-    -------
-    batch : torch.Tensor
-        ``[2N, max(T1, T2), ...]``.
-    lens : torch.Tensor
-        ``[2N]`` relative lengths in the stacked batch.
+    The shorter is zero-padded in time; the relative lengths follow.
 
     Example
     -------

@@ -1,10 +1,5 @@
 """Checkpoint forensics: which checkpoint folders a run can resume from.
 
-SpeechBrain's ``Checkpointer`` writes ``CKPT.yaml`` first and the parameter
-files after it, so a run killed while saving leaves a folder that looks like
-the newest checkpoint but cannot be loaded. :func:`discard_incomplete_checkpoints`
-sets such folders aside before a run resumes.
-
 Authors
  * sb-angcl contributors
 """
@@ -53,25 +48,16 @@ def _checkpoint_problems(ckpt_dir, checkpointer):
 
 
 def discard_incomplete_checkpoints(checkpointer):
-    """Set aside checkpoints that a killed run left half-written.
+    """Set aside checkpoints that a killed run left half-written; returns their new paths.
 
     SpeechBrain's ``Checkpointer`` writes ``CKPT.yaml`` first and the
-    parameter files after it, so a run killed while saving (SIGKILL, power
-    loss, a pre-empted job) leaves a folder that looks like the newest
-    checkpoint but lacks files or holds a truncated one, and the next run
-    fails to resume from it. Each such folder is renamed
-    ``INCOMPLETE-CKPT+...`` (kept for inspection, ignored by SpeechBrain) with
-    a warning, so recovery falls back to the previous, complete checkpoint.
-
-    A folder is incomplete when its ``CKPT.yaml`` does not parse, when a
-    file of a registered recoverable is missing (SpeechBrain's optional
-    recoverables and data-loader states excepted, as SpeechBrain does), empty,
-    or a ``torch.save`` archive without its index (cut short).
-
-    Returns
-    -------
-    list of str
-        The new paths of the folders set aside.
+    parameter files after it, so a run killed while saving leaves a folder
+    that looks like the newest checkpoint but fails to load. A folder whose
+    ``CKPT.yaml`` does not parse, or whose registered recoverable's file is
+    missing (optional ones and data-loader states excepted, as in
+    SpeechBrain), empty or a ``torch.save`` archive cut short, is renamed
+    ``INCOMPLETE-CKPT+...`` with a warning, and recovery falls back to the
+    previous checkpoint.
 
     Example
     -------
@@ -111,9 +97,6 @@ def discard_incomplete_checkpoints(checkpointer):
             "Checkpoint %s is incomplete (%s), probably written by a run that "
             "was stopped while saving; moved to %s and not used. Training "
             "resumes from the previous checkpoint (delete the folder once "
-            "inspected).",
-            path,
-            ", ".join(problems),
-            target,
+            "inspected).", path, ", ".join(problems), target,
         )
     return moved

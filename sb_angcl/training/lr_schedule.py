@@ -1,20 +1,14 @@
 """A learning-rate schedule defined in epochs, stepped every batch.
 
 The full-size recipes used SpeechBrain's ``CyclicLRScheduler`` with a
-``step_size`` in optimiser steps that had been tuned for batches of 32: with
-batches of 256 and VoxCeleb1 a 40-epoch run never left the first half cycle.
-:class:`WarmupDecayScheduler` is written in epochs instead (linear warm-up,
-then exponential decay to a final rate at the last epoch) and
-converts them to steps from the *actual* number of optimiser steps per epoch
-(per rank under DDP, after gradient accumulation), which the recipe gives it
-from the training loader (:meth:`WarmupDecayScheduler.set_steps_per_epoch`).
-The same YAML therefore gives the same curve in epochs whatever the data
-size, batch size or GPU count; only the number of steps behind each epoch
-changes.
-
-It is checkpointable: the step counter is saved (``register_checkpoint_hooks``)
-and, when a run resumes with a different number of steps per epoch (more
-GPUs, another batch size), the position is carried over in epochs.
+``step_size`` in optimiser steps tuned for batches of 32: with batches of 256
+and VoxCeleb1 a 40-epoch run never left the first half cycle.
+:class:`WarmupDecayScheduler` is written in epochs and converts them to steps
+from the *actual* optimiser steps per epoch (per rank, after gradient
+accumulation) that the Brain reads off the training loader, so one YAML gives
+the same curve in epochs whatever the data size, batch size or GPU count. The
+step counter is checkpointed; a run resumed with another number of steps per
+epoch keeps its position in epochs.
 
 Authors
  * sb-angcl contributors
@@ -38,25 +32,9 @@ class WarmupDecayScheduler:
         t < W:   lr = initial_lr + (lr - initial_lr) * t / W
         t >= W:  lr * (final_lr / lr) ** min((t - W) / (E - W), 1)
 
-    The optimiser's rate is set before the first batch (``apply``) and after
-    every optimiser step (``on_batch_end``, which the Brain calls), so batch
-    ``n`` (counting from 0) is trained at ``lr_at(n)``.
-
-    Arguments
-    ---------
-    lr : float
-        Peak rate, reached at the end of the warm-up.
-    final_lr : float
-        Rate at the end of the last epoch.
-    number_of_epochs : int
-        Length of the schedule in epochs (the run's ``number_of_epochs``).
-    warmup_epochs : float
-        Warm-up length in epochs (0: start at ``lr``).
-    initial_lr : float
-        Rate at step 0 of the warm-up.
-    steps_per_epoch : int or None
-        Optimiser steps per epoch; normally set by the recipe from the
-        training loader.
+    The rate is set before the first batch (``apply``) and after every
+    optimiser step (``on_batch_end``), so batch ``n`` (from 0) is trained at
+    ``lr_at(n)``. ``steps_per_epoch`` is normally set by the Brain.
 
     Example
     -------
@@ -100,17 +78,11 @@ class WarmupDecayScheduler:
             self.set_steps_per_epoch(steps_per_epoch)
 
     def set_steps_per_epoch(self, steps_per_epoch):
-        """Fix how many optimiser steps make an epoch.
-
-        Arguments
-        ---------
-        steps_per_epoch : int
-            Optimiser steps per epoch on this rank.
+        """Fix how many optimiser steps (on this rank) make an epoch.
 
         Example
         -------
-        >>> sched = WarmupDecayScheduler(1e-3, 1e-5, 10)
-        >>> sched.set_steps_per_epoch(0)
+        >>> WarmupDecayScheduler(1e-3, 1e-5, 10).set_steps_per_epoch(0)
         Traceback (most recent call last):
          ...
         ValueError: steps_per_epoch must be at least 1, got 0 (is the training set empty?)
@@ -134,13 +106,7 @@ class WarmupDecayScheduler:
         return step / self.steps_per_epoch
 
     def lr_at_epoch(self, epochs):
-        """The rate after ``epochs`` (fractional) epochs.
-
-        Example
-        -------
-        >>> round(WarmupDecayScheduler(1e-3, 1e-5, 3).lr_at_epoch(1.5), 8)
-        0.0001
-        """
+        """The rate after ``epochs`` (fractional) epochs."""
         if epochs < self.warmup_epochs:
             return self.initial_lr + (self.lr - self.initial_lr) * epochs / self.warmup_epochs
         progress = min((epochs - self.warmup_epochs) / (self.number_of_epochs - self.warmup_epochs), 1.0)
@@ -166,13 +132,7 @@ class WarmupDecayScheduler:
 
     @checkpoints.mark_as_loader
     def load(self, path, end_of_epoch=False):
-        """Restore the step counter; rescale it if the steps per epoch changed.
-
-        Arguments
-        ---------
-        end_of_epoch : bool
-            Unused (SpeechBrain's loader signature).
-        """
+        """Restore the step counter; rescale it if the steps per epoch changed."""
         del end_of_epoch
         data = torch.load(path)
         step, saved_spe = int(data["step"]), data.get("steps_per_epoch")

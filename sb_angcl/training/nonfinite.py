@@ -1,12 +1,11 @@
 """Training through non-finite values: skip the batch, name the file, give up in time.
 
 A batch whose loss or gradient is NaN/inf on any rank is skipped on every
-rank by :class:`~sb_angcl.training.brain.AngularContrastiveBrain`;
-:class:`SkippedBatches` does the bookkeeping: it puts back the module buffers
-(BatchNorm statistics, already updated by the forward pass), counts the skips,
-warns, and raises :class:`NonFiniteLossError` after more than ``patience`` in a
-row. :func:`note_nonfinite_audio` names, once each, the files whose audio held
-NaN/inf samples (zeroed by the data pipeline).
+rank (the decision is a collective, so the replicas stay equal).
+SpeechBrain's own non-finite patience counts losses only and leaves the
+BatchNorm statistics the forward pass updated: :class:`SkippedBatches` puts
+them back, counts gradient skips too, and raises :class:`NonFiniteLossError`
+after more than ``patience`` in a row.
 
 Authors
  * sb-angcl contributors
@@ -26,9 +25,6 @@ class NonFiniteLossError(RuntimeError):
 
 def all_ranks_finite(tensor):
     """Whether ``tensor`` is finite on every rank (a collective under DDP).
-
-    A rank that skipped a batch while the others stepped would leave the
-    replicas apart: the decision to skip is the same everywhere.
 
     Example
     -------
@@ -58,12 +54,9 @@ def gradients_finite(module):
 
 
 class SkippedBatches:
-    """The batch in flight (its buffers and ids), whether it is skipped, and the count of skips.
+    """The batch in flight (buffers, ids), whether it is skipped, and the skips counted.
 
-    Arguments
-    ---------
-    patience : int
-        Consecutive skips tolerated; one more raises :class:`NonFiniteLossError`.
+    ``patience``: consecutive skips tolerated; one more raises :class:`NonFiniteLossError`.
 
     Example
     -------
@@ -102,19 +95,15 @@ class SkippedBatches:
     def skip(self, step, what):
         """Mark the batch in flight skipped (``what``: ``loss`` or ``gradient``), warn, count.
 
-        Its buffers are put back when it ends (:meth:`end`: the backward pass
-        may still need them) or before the error after too many in a row.
+        Its buffers are put back at :meth:`end` (the backward pass may still
+        need them), or before the error.
         """
         self.skipping = True
         self.in_a_row += 1
         self.total += 1
         logger.warning(
             "Non-finite %s on batch %s (ids %s...): batch skipped, weights untouched "
-            "(%d in a row).",
-            what,
-            step,
-            self._ids[:3],
-            self.in_a_row,
+            "(%d in a row).", what, step, self._ids[:3], self.in_a_row,
         )
         if self.in_a_row > self.patience:
             self._restore()
@@ -137,13 +126,11 @@ class SkippedBatches:
 
 
 def note_nonfinite_audio(batch, seen):
-    """Warn once per file whose crop held NaN/inf samples (zeroed on load).
+    """Warn once per file whose crop held NaN/inf samples; returns the new files.
 
-    The data pipeline (:func:`sb_angcl.data.dataio.make_train_pipeline`) runs
-    in worker processes; it replaces the samples and reports their count in
-    ``sig_nonfinite``, so the other utterances of the batch train as usual and
-    the training process keeps one list (``seen``: path -> count) for the run.
-    Batches without ``sig_nonfinite`` are left alone. Returns the new files.
+    The data pipeline (:func:`sb_angcl.data.dataio.make_train_pipeline`, in
+    worker processes) zeroes them and reports their count in
+    ``sig_nonfinite``; ``seen`` (path -> count) is the run's list.
 
     Example
     -------
