@@ -17,6 +17,8 @@ import pandas as pd
 from hyperpyyaml import resolve_references
 from ruamel.yaml import YAML
 
+from sb_angcl import __version__
+
 logger = logging.getLogger(__name__)
 
 #: File name of the model card in an exported folder.
@@ -170,21 +172,10 @@ def _listed_seconds(train, sample_rate):
 def write_model_card(folder, hparams_file, overrides=None, n_speakers=None, sections=""):
     """Writes the model card and ``train_hyperparams.yaml`` into ``folder``; returns the card's path.
 
-    The card names the recipe, its training data and settings, and shows how
-    to load the folder; its results and calibration sections start empty.
-
-    Arguments
-    ---------
-    folder : str
-        The exported inference folder.
-    hparams_file : str
-        The training YAML.
-    overrides : dict or str or None
-        Overrides of the training run.
-    n_speakers : int or None
-        Number of training speakers (classifier outputs).
-    sections : str
-        Markdown sections added before "Files".
+    The card names the recipe (``hparams_file`` with the run's ``overrides``,
+    a dict or YAML text), its training data (``n_speakers``) and settings, and
+    shows how to load the folder; its results and calibration sections start
+    empty. ``sections``: Markdown added before "Files".
     """
     if isinstance(overrides, str):
         import yaml
@@ -221,7 +212,7 @@ def write_model_card(folder, hparams_file, overrides=None, n_speakers=None, sect
         )
     text = f"""# Speaker encoder: {_encoder_name(tree)}, trained with sb-angcl
 
-Exported {_now()} by sb-angcl {_version()}. License: {LICENSE}.
+Exported {_now()} by sb-angcl {__version__}. License: {LICENSE}.
 {warning}
 Training objective: {_objective(tree)}
 
@@ -290,17 +281,10 @@ above. If you use this model, please cite the method and SpeechBrain:
     return path
 
 
-def _version():
-    from sb_angcl import __version__
-
-    return __version__
-
-
 def record_model_card_results(folder, row):
     """Adds or replaces (same trials, enrolment, scoring) a row of a card's results; returns its path.
 
-    ``row`` maps the columns of :data:`_RESULT_COLUMNS` (missing ones stay
-    empty) but ``date``, which is filled in.
+    ``row`` maps :data:`_RESULT_COLUMNS` but ``date`` (filled in); missing ones stay empty.
 
     Example
     -------
@@ -360,12 +344,11 @@ def _replace_between(text, start, end, body):
 def record_calibration(folder, calibration):
     """Puts a score calibration into an exported folder; returns the path of ``hyperparams.yaml``.
 
-    The ``calibration`` mapping goes into ``hyperparams.yaml`` between marker
-    comments (plain values: SpeechBrain alone still loads the folder), the
-    calibrated interface is copied as ``custom.py`` and the card describes it.
-    ``calibration`` is a verification report's: ``values`` (the map and the
-    decision's settings), ``summary``, ``bayes_threshold``, ``score_threshold``
-    and ``interface`` (the file copied).
+    The map goes into ``hyperparams.yaml`` between marker comments (plain
+    values: SpeechBrain alone still loads the folder), the calibrated
+    interface is copied as ``custom.py`` and the card describes it.
+    ``calibration`` is a verification report's (``values``, ``summary``,
+    ``bayes_threshold``, ``score_threshold``, ``interface``).
 
     Example
     -------

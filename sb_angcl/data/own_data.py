@@ -1,16 +1,13 @@
 """Manifests from your own data: a folder of speakers, or a Kaldi-style data directory.
 
-Both give the recipes' manifests (``train.csv`` ... ``trials.csv``, columns in
-:mod:`sb_angcl.data.manifests`). In a folder of speakers
-(:func:`prepare_speaker_folders`) an utterance's ID is its path below the
-root and its session the folder between speaker and file. A Kaldi directory
-(:func:`prepare_kaldi_dir`) has ``wav.scp``, ``utt2spk`` and optionally
-``segments`` (the recording is then the session) and ``trials``; commands and
-archives in ``wav.scp`` are refused with the way to convert them. A given
-trial list keeps its speakers out of training; without one, seeded held-out
-speakers give a balanced list, written to ``<save_folder>/trials.txt``.
-Skipped files are reported (:class:`~sb_angcl.data.preparation.PrepReport`);
-inconsistent lists are errors naming the file and line.
+Both give the recipes' manifests (``train.csv`` ... ``trials.csv``). In a
+folder of speakers an utterance's ID is its path below the root and its
+session the folder between speaker and file. A Kaldi directory has
+``wav.scp``, ``utt2spk`` and optionally ``segments`` (the recording is then
+the session) and ``trials``; commands and archives in ``wav.scp`` are refused.
+A given trial list keeps its speakers out of training; without one, seeded
+held-out speakers give a balanced list, written to ``<save_folder>/trials.txt``.
+Skipped files are reported; inconsistent lists are errors naming file and line.
 
 Authors
  * sb-angcl contributors
@@ -55,10 +52,9 @@ TRIAL_FORMATS = (
 
 @dataclass(frozen=True)
 class Utterance:
-    """One utterance: an audio file, or the segment ``start``-``end`` s of one.
+    """An audio file, or its segment ``start``-``end`` s.
 
     ``start`` None: the whole file; ``end`` None or negative: to the end.
-    ``session`` is '' when unknown.
     """
 
     utt_id: str
@@ -74,21 +70,7 @@ def scan_speaker_folders(root: str | os.PathLike,
                          report: preparation.PrepReport) -> list[Utterance]:
     """The utterances of ``<root>/<speaker>/[<session>/]<file>.{wav,flac}``, sorted.
 
-    Files directly in ``<root>`` and files of other types are reported, never
-    ignored unseen.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> root = Path(tempfile.mkdtemp())
-    >>> for rel in ["alice/day1/a.wav", "alice/b.flac", "bob/c.wav", "notes.txt"]:
-    ...     (root / rel).parent.mkdir(parents=True, exist_ok=True)
-    ...     _ = (root / rel).write_bytes(b"")
-    >>> report = preparation.PrepReport()
-    >>> [(u.utt_id, u.spk_id, u.session) for u in scan_speaker_folders(root, report)]
-    [('alice/b.flac', 'alice', ''), ('alice/day1/a.wav', 'alice', 'day1'), ('bob/c.wav', 'bob', '')]
-    >>> report.summary()["skipped"]
-    {'outside_speaker_folder': 1}
+    Files directly in ``<root>`` and files of other types are reported.
     """
     root = preparation.require_path(Path(root), "speaker folder", FOLDER_LAYOUT)
     utterances = []
@@ -134,17 +116,7 @@ def _read_table(path: Path, columns: int, what: str) -> list[list[str]]:
 
 
 def read_kaldi_dir(folder: str | os.PathLike) -> list[Utterance]:
-    """The utterances of a Kaldi-style data directory (``wav.scp``, ``utt2spk``, ``segments``).
-
-    Example
-    -------
-    >>> import tempfile
-    >>> d = Path(tempfile.mkdtemp())
-    >>> _ = (d / "wav.scp").write_text("u1 /data/a.wav\\nu2 /data/b.flac\\n")
-    >>> _ = (d / "utt2spk").write_text("u1 alice\\nu2 bob\\n")
-    >>> [(u.utt_id, u.path, u.spk_id) for u in read_kaldi_dir(d)]
-    [('u1', '/data/a.wav', 'alice'), ('u2', '/data/b.flac', 'bob')]
-    """
+    """The utterances of a Kaldi-style data directory (``wav.scp``, ``utt2spk``, ``segments``)."""
     folder = preparation.require_path(Path(folder), "data directory", KALDI_LAYOUT)
     scp = preparation.require_path(folder / "wav.scp", "wav.scp", KALDI_LAYOUT)
     u2s = preparation.require_path(folder / "utt2spk", "utt2spk", KALDI_LAYOUT)
@@ -186,8 +158,7 @@ def read_kaldi_dir(folder: str | os.PathLike) -> list[Utterance]:
 def read_trials(path: str | os.PathLike, unlabelled: bool = False) -> list[tuple[str, str, int]]:
     """``(enrol, test, label)`` per line of a VoxCeleb (``1 e t``) or Kaldi (``e t target``) list.
 
-    ``unlabelled=True`` also accepts ``enrol test`` lines (label None); a list
-    is all labelled or all not.
+    ``unlabelled=True`` also accepts ``enrol test`` lines (label None), all or none.
 
     Example
     -------
@@ -229,13 +200,6 @@ def balanced_trials(utterances: list[Utterance], num_trials: int,
 
     Target pairs are drawn speaker by speaker in turn (every speaker used
     evenly); no pair occurs twice, in either order.
-
-    Example
-    -------
-    >>> utts = [Utterance(f"{s}{i}", "", s) for s in "ab" for i in range(3)]
-    >>> trials = balanced_trials(utts, 8, seed=1)
-    >>> sum(t[2] for t in trials), len(trials)
-    (4, 8)
     """
     rng = random.Random(seed)
     by_speaker = OrderedDict()
@@ -289,13 +253,12 @@ def prepare_speaker_folders(data_folder, save_folder, trials=None, test_data=Non
 
     Arguments
     ---------
-    data_folder : str or Path
-        The folder of speaker folders.
-    save_folder : str or Path
-        Where the CSV files, ``trials.txt`` (when drawn) and the summary go.
+    data_folder, save_folder : str or Path
+        The folder of speaker folders; where the CSV files, ``trials.txt``
+        (when drawn) and the summary go.
     trials : str or None
-        A trial list over the utterance IDs (paths relative to the root);
-        None draws one over held-out speakers.
+        A trial list over the utterance IDs (paths below the root); None
+        draws one over held-out speakers.
     test_data : str or None
         A second folder of the same layout holding the evaluation speakers.
     **options
@@ -305,18 +268,6 @@ def prepare_speaker_folders(data_folder, save_folder, trials=None, test_data=Non
     -------
     dict
         The summary also written to ``prepare_summary.json``.
-
-    Example
-    -------
-    >>> import tempfile, numpy, soundfile
-    >>> root = Path(tempfile.mkdtemp())
-    >>> for spk in "abcdef":
-    ...     (root / spk).mkdir()
-    ...     for i in range(3):
-    ...         soundfile.write(str(root / spk / f"{i}.wav"), numpy.zeros(16000), 16000)
-    >>> summary = prepare_speaker_folders(root, tempfile.mkdtemp(), num_test_speakers=2)
-    >>> summary["splits"]["train"]["speakers"], summary["trials"]
-    (4, {'total': 12, 'target': 6, 'nontarget': 6})
     """
     return prepare_own_data("speaker folders", scan_speaker_folders, data_folder, save_folder,
                             trials, test_data, **options)
@@ -342,21 +293,11 @@ def prepare_own_data(corpus, reader, data_folder, save_folder, trials=None, test
                      on_wrong_sample_rate="resample", strict=False, seed=1234, skip_prep=False):
     """The preparation both layouts share (:func:`sb_angcl.data.preparation.run_preparation`).
 
-    Arguments
-    ---------
-    corpus : str
-        Name in the messages.
-    reader : callable
-        ``reader(folder, report) -> list of Utterance``.
-    num_test_speakers : int or None
-        Speakers held out when no trial list is given (default: a tenth, at least 2).
-    num_trials : int
-        Most trials drawn when no list is given (half targets).
-    min_utterances : int
-        Training speakers with fewer usable files are skipped (reported).
-
-    The other arguments are those of :func:`prepare_speaker_folders` and of
-    the recipes' preparation (``voxceleb_prepare.py``).
+    ``corpus`` names it in messages; ``reader(folder, report)`` lists the
+    :class:`Utterance` s. Without a trial list, ``num_test_speakers`` (default
+    a tenth, at least 2) are held out and ``num_trials`` (half targets) drawn;
+    training speakers with fewer than ``min_utterances`` usable files are
+    skipped. The other options are those of the recipes' ``voxceleb_prepare.py``.
     """
     args = {"trials": None if trials is None else str(Path(trials).resolve()),
             "test_data": None if test_data is None else str(Path(test_data).resolve()),
