@@ -69,7 +69,7 @@ def _sum_flat_gradients(grads1, grads2, inputs):
 
 
 def min_norm_alpha_from_dots(g11, g12, g22):
-    """``alpha`` in ``[0, 1]`` (float64 tensor, the weight of ``g1``) from ``g1.g1``, ``g1.g2``, ``g2.g2``.
+    """The weight ``alpha`` in ``[0, 1]`` of ``g1`` (float64) from ``g1.g1``, ``g1.g2``, ``g2.g2``.
 
     ``g1 == g2`` (every ``alpha`` optimal) and non-finite dots give ``0.5``.
 
@@ -277,7 +277,7 @@ class MGDABalancer(Balancer):
         return [None if g is None else g.float() / grad_scale for g in grads]
 
     def solve(self, g11, g12, g22, losses):
-        """``alpha`` before smoothing and bounds, from the (rank-summed) dots and the two loss values.
+        """``alpha`` before smoothing and bounds, from the (rank-summed) dots and loss values.
 
         Example
         -------
@@ -296,7 +296,7 @@ class MGDABalancer(Balancer):
         return float(min_norm_alpha_from_dots(g11 / n1**2, g12 / (n1 * n2), g22 / n2**2))
 
     def forward(self, loss_cls, loss_con, shared=None, parameters=None, grad_scale=1.0):
-        """Solve for ``alpha`` on this batch and combine the losses (see :meth:`Balancer.forward`)."""
+        """Solve for ``alpha`` on this batch and combine the losses (:meth:`Balancer.forward`)."""
         if self.mode == "mgda_ub":
             if shared is None:
                 raise ValueError("mgda_ub needs the shared embedding (shared=...)")
@@ -342,7 +342,7 @@ def make_balancer(
     alpha_max=1.0,
     alpha_smoothing=0.0,
 ):
-    """Build a balancer from its YAML name: ``fixed`` (with ``contrastive_weight``), ``mgda_ub`` or ``mgda``.
+    """A balancer from its YAML name: ``fixed`` (``contrastive_weight``), ``mgda_ub`` or ``mgda``.
 
     The other arguments are :class:`MGDABalancer`'s; ``fixed`` ignores them.
 

@@ -66,7 +66,7 @@ class _GatherWithGrad(torch.autograd.Function):
 
 
 def gather_with_grad(tensor):
-    """``tensor`` of every rank (same shape on each) concatenated along dim 0 in rank order, with gradients.
+    """``tensor`` of every rank (same shape) concatenated along dim 0 in rank order, with gradients.
 
     Example
     -------

@@ -74,7 +74,6 @@ class AngularContrastiveBrain(sb.Brain):
     -------
     >>> from sb_angcl.objective.losses import AngularSupConLoss
     >>> from sb_angcl.objective.balancing import make_balancer
-    >>> from sb_angcl.objective.joint import JointObjective
     >>> from speechbrain.lobes.features import Fbank
     >>> from speechbrain.processing.features import InputNormalization
     >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
