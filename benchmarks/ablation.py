@@ -95,6 +95,26 @@ def _pinned(**settings):
     return dict(PINNED, **settings)
 
 
+def variant_overrides(settings, extra):
+    """A variant's settings with the sweep's ``--override`` values: those win over pins.
+
+    A pin (a :data:`PINNED` value the variant keeps as it is) only fixes what
+    the YAML would otherwise decide, so ``--override label_noise=0.2`` reaches
+    every variant, the pinned AAM-softmax reference included; what defines a
+    variant (a value other than the pin, e.g. AAM-softmax's
+    ``contrastive_weight: 0``) wins over ``--override``.
+
+    Example
+    -------
+    >>> aam = _pinned(contrastive_weight=0.0)
+    >>> out = variant_overrides(aam, {"label_noise": 0.2, "contrastive_weight": 0.3})
+    >>> out["label_noise"], out["contrastive_weight"]
+    (0.2, 0.0)
+    """
+    defining = {k: v for k, v in settings.items() if k not in PINNED or PINNED[k] != v}
+    return {**settings, **extra, **defining}
+
+
 VARIANTS = {
     "aam": ("AAM-softmax", _pinned(contrastive_weight=0.0, attention_temperature=None)),
     "default": ("the recipe's defaults", {}),
@@ -739,8 +759,7 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
     result_file = os.path.join(run_dir, "result.json")
     overrides = {"data_folder": data_folder, "output_folder": run_dir, "seed": seed,
                  "number_of_epochs": args.epochs, "export_folder": None}
-    overrides.update(args.extra_overrides)
-    overrides.update(args.all_variants[variant][1])
+    overrides.update(variant_overrides(args.all_variants[variant][1], args.extra_overrides))
     missing = [k for k in args.all_variants[variant][1]
                if k not in allowed_keys and k not in verify_keys]
     if missing:

@@ -169,3 +169,18 @@ def test_included_runs_join_the_paired_table(tmp_path):
     other.write_text("variant,seed,EER,n_trials\ndefault,9,0.1,99\n", encoding="utf-8")
     with pytest.raises(ValueError, match="other.csv.*not the same trial list"):
         ablation.include_runs(now, [str(other)], ["aam", "default"])
+
+
+def test_override_reaches_the_pinned_reference_but_not_what_defines_a_variant():
+    # --override label_noise=0.2 must reach AAM-softmax too (its pinned 0.0 is only a pin),
+    # while AAM-softmax's own contrastive_weight: 0 stays whatever --override says.
+    extra = {"label_noise": 0.2, "contrastive_weight": 0.3, "positive_views": 2}
+    aam = ablation.variant_overrides(ablation.VARIANTS["aam"][1], extra)
+    assert aam["label_noise"] == 0.2 and aam["positive_views"] == 2
+    assert aam["contrastive_weight"] == 0.0 and aam["attention_temperature"] is None
+    no_caa = ablation.variant_overrides(ablation.VARIANTS["default_no_caa"][1], extra)
+    assert no_caa == {"label_noise": 0.2, "contrastive_weight": 0.3, "positive_views": 2,
+                      "attention_temperature": None}
+    views = ablation.variant_overrides(ablation.VARIANTS["aam_views"][1], {"positive_views": 1})
+    assert views["positive_views"] == 2  # the variant's two views define it
+    assert ablation.variant_overrides(ablation.VARIANTS["aam"][1], {}) == ablation.VARIANTS["aam"][1]
