@@ -351,6 +351,11 @@ def yaml_value(value):
     return str(value)
 
 
+def verification_yaml_of(hparams_file):
+    """The recipe's scoring YAML beside a training YAML (``hparams/verification.yaml``)."""
+    return os.path.join(os.path.dirname(hparams_file), "verification.yaml")
+
+
 def yaml_top_keys(hparams_file):
     """Top-level keys of a recipe YAML (read as text; nothing is built).
 
@@ -753,7 +758,7 @@ def run_one(variant, seed, args, data_folder, train, allowed_keys):
     """
     from sb_angcl.evaluation.verification import run_verification
 
-    verification_yaml = os.path.join(os.path.dirname(args.hparams), "verification.yaml")
+    verification_yaml = verification_yaml_of(args.hparams)
     verify_keys = yaml_top_keys(verification_yaml)
     run_dir = os.path.join(args.work_dir, "runs", run_folder_name(variant), f"seed{seed}")
     result_file = os.path.join(run_dir, "result.json")
@@ -1422,7 +1427,7 @@ def main(argv=None):
     layout = recipe_layout(args.hparams)
     train = load_train(args.hparams)
     allowed = yaml_top_keys(args.hparams)
-    verification_yaml = os.path.join(os.path.dirname(args.hparams), "verification.yaml")
+    verification_yaml = verification_yaml_of(args.hparams)
     unknown = sorted(set(args.extra_overrides) - allowed - yaml_top_keys(verification_yaml))
     if unknown:
         raise KeyError(f"--override keys {unknown} are top-level keys of neither "

@@ -113,8 +113,9 @@ def main(argv=None):
         with open(result, encoding="utf-8") as fin:
             overrides = json.load(fin)["overrides"]
         # Only the training YAML's keys (the scoring ones went to verification.yaml).
-        with open(args.hparams, encoding="utf-8") as fin:
-            keys = {line.split(":")[0] for line in fin if line[:1].isalpha() and ":" in line}
+        from ablation import yaml_top_keys
+
+        keys = yaml_top_keys(args.hparams)
         overrides = {k: v for k, v in overrides.items() if k in keys}
     hparams, device = load_trained_hparams(args.hparams, overrides), "cpu"
     if hparams["checkpointer"].recover_if_possible(min_key="ErrorRate") is None:
