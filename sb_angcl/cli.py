@@ -34,6 +34,9 @@ from tqdm import tqdm
 
 from sb_angcl import __version__
 from sb_angcl.data import own_data
+from sb_angcl.evaluation.calibrated import Calibration, bayes_threshold
+from sb_angcl.evaluation.calibration import DECISION_PRIOR
+from sb_angcl.evaluation.metrics import act_dcf, cllr
 
 logger = logging.getLogger("sb_angcl.cli")
 
@@ -51,8 +54,8 @@ def read_calibration(folder: str | os.PathLike, hparams: dict | None = None) -> 
 
     Example
     -------
-    >>> read_calibration(tempfile.mkdtemp(), {"calibration": {"method": "linear"}})
-    {'method': 'linear'}
+    >>> read_calibration(tempfile.mkdtemp(), {"calibration": {"method": "linear", "p_target": 0.01}})
+    {'method': 'linear', 'p_target': 0.01}
     >>> read_calibration(tempfile.mkdtemp(), {}) is None
     True
     """
@@ -66,40 +69,46 @@ def read_calibration(folder: str | os.PathLike, hparams: dict | None = None) -> 
         values = values.get("calibration", values)
     if not values:
         return None
+    if "p_target" not in values:
+        raise CommandError(f"the calibration of {folder} names no p_target (the target prior "
+                           "of its decisions): run verify.py on the model folder again")
     return {key: (list(v) if isinstance(v, (list, tuple)) else v) for key, v in dict(values).items()}
 
 
 def calibrated_llr(calibration: dict, scores, enrol_seconds=None, test_seconds=None) -> np.ndarray:
-    """LLRs of cosine scores: ``offset + sum(weights * features)`` (``qmf``: capped durations).
+    """LLRs of cosine scores by the folder's :class:`~sb_angcl.evaluation.calibrated.Calibration`.
+
+    ``qmf`` durations are capped at the calibration's ``max_seconds``, as
+    ``verify.py`` capped them when it fitted the map.
 
     Example
     -------
-    >>> calibrated_llr({"method": "linear", "weights": [10.0], "offset": -5.0}, [0.5, 0.9]).tolist()
+    >>> cal = {"method": "linear", "weights": [10.0], "offset": -5.0, "prior": 0.01}
+    >>> calibrated_llr(cal, [0.5, 0.9]).tolist()
     [0.0, 4.0]
     """
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    columns = [scores]
-    if calibration["method"] == "qmf":
+    try:
+        cal = Calibration.from_dict(calibration)
+    except (KeyError, ValueError) as err:
+        raise CommandError(f"the model's calibration is unusable ({err}): run verify.py "
+                           "on the model folder again to write it")
+    if cal.method == "qmf":
         cap = calibration.get("max_seconds") or math.inf
-        for seconds in (enrol_seconds, test_seconds):
-            columns.append(np.log(np.minimum(np.asarray(seconds, dtype=np.float64), cap)))
-    elif calibration["method"] != "linear":
-        raise CommandError(f"unknown calibration method {calibration['method']!r}")
-    weights = np.asarray(calibration["weights"], dtype=np.float64)
-    return np.stack(columns, axis=1) @ weights + float(calibration["offset"])
+        enrol_seconds, test_seconds = (np.minimum(np.asarray(s, dtype=np.float64), cap)
+                                       for s in (enrol_seconds, test_seconds))
+    return cal.llr(scores, enrol_seconds, test_seconds)
 
 
-def bayes_threshold(calibration: dict) -> float:
-    """The LLR above which accepting costs less (``log(c_fa / c_miss) - logit(p_target)``).
+def decision_threshold(calibration: dict) -> float:
+    """The Bayes threshold on the LLR of the calibration's ``p_target`` (``c_miss``, ``c_fa``).
 
     Example
     -------
-    >>> round(bayes_threshold({"p_target": 0.01}), 4)
+    >>> round(decision_threshold({"p_target": 0.01}), 4)
     4.5951
     """
-    p = float(calibration.get("p_target", calibration.get("prior", 0.01)))
-    c_miss, c_fa = float(calibration.get("c_miss", 1.0)), float(calibration.get("c_fa", 1.0))
-    return math.log(c_fa) - math.log(c_miss) - (math.log(p) - math.log1p(-p))
+    return bayes_threshold(float(calibration["p_target"]), float(calibration.get("c_miss", 1.0)),
+                           float(calibration.get("c_fa", 1.0)))
 
 
 class Model:
@@ -183,11 +192,11 @@ def cmd_verify(args) -> int:
     if model.calibration and args.threshold is None:
         cal = model.calibration
         llr = float(calibrated_llr(cal, [score], [s1], [s2])[0])
-        threshold = bayes_threshold(cal)
+        threshold = decision_threshold(cal)
         same = llr > threshold
         print(f"LLR: {llr:.3f} ({cal['method']} calibration of this model; accept when "
               f"LLR > {threshold:.3f}, the Bayes threshold at p_target "
-              f"{cal.get('p_target', cal.get('prior'))})")
+              f"{cal['p_target']})")
     else:
         threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
         same = score > threshold
@@ -241,7 +250,7 @@ def trial_metrics(scores, labels, llrs=None, calibration=None) -> dict:
     if labels.all() or not labels.any():
         raise CommandError("the trial list needs target and non-target trials for EER / minDCF")
     pos, neg = scores[torch.from_numpy(labels)], scores[torch.from_numpy(~labels)]
-    p_target = float((calibration or {}).get("p_target", 0.01))
+    p_target = float((calibration or {}).get("p_target", DECISION_PRIOR))
     # SpeechBrain's minDCF is the raw cost; divided by the cost of the best
     # trivial system (accept all or reject all), as the recipes' metrics report it.
     normaliser = min(p_target, 1 - p_target)
@@ -249,14 +258,9 @@ def trial_metrics(scores, labels, llrs=None, calibration=None) -> dict:
               "minDCF": float(minDCF(pos, neg, p_target=p_target)[0]) / normaliser,
               "p_target": p_target, "trials": int(len(labels)), "targets": int(labels.sum())}
     if llrs is not None:
-        llrs = np.asarray(llrs, dtype=np.float64)
-        # Cllr: the mean cost in bits of the LLRs as posteriors at prior 0.5.
-        result["Cllr"] = float((np.logaddexp(0, -llrs[labels]).mean()
-                                + np.logaddexp(0, llrs[~labels]).mean()) / (2 * math.log(2)))
-        accept = llrs > bayes_threshold(calibration)
         c_miss, c_fa = float(calibration.get("c_miss", 1.0)), float(calibration.get("c_fa", 1.0))
-        cost = c_miss * p_target * (~accept[labels]).mean() + c_fa * (1 - p_target) * accept[~labels].mean()
-        result["actDCF"] = float(cost / min(c_miss * p_target, c_fa * (1 - p_target)))
+        result["Cllr"] = cllr(llrs, labels)
+        result["actDCF"] = act_dcf(llrs, labels, p_target, c_miss, c_fa)
     return result
 
 

@@ -9,6 +9,7 @@ SpeechBrain's ``SpeakerRecognition`` loading the same folder, and the errors
 for a missing file, an unreadable one and a trial naming an unknown file.
 """
 
+import math
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import soundfile as sf
 import torch
 from test_own_data import speaker_tree
 
-from sb_angcl.cli import bayes_threshold, calibrated_llr, main, read_calibration
+from sb_angcl.cli import calibrated_llr, decision_threshold, main, read_calibration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SpeakerRec")
@@ -89,7 +90,7 @@ def test_verify_matches_speechbrain(trained, tmp_path, capsys):
     cal = yaml.safe_load(text[text.index("calibration:"):].split("# ---")[0])["calibration"]
     llr = float(calibrated_llr(cal, [float(reference)])[0])
     assert float(out.split("LLR: ")[1].split()[0]) == pytest.approx(llr, abs=5e-3)
-    expected = "same speaker" if llr > bayes_threshold(cal) else "different speakers"
+    expected = "same speaker" if llr > decision_threshold(cal) else "different speakers"
     assert out.strip().endswith(f"decision: {expected}")
     # An explicit cosine threshold decides on the cosine instead.
     assert main(["verify", model, a, b, "--threshold", "-1"]) == 0
@@ -203,3 +204,21 @@ pretrained_path: speechbrain/spkrec-ecapa-voxceleb
         scores.append(out.split("score (cosine): ")[1].split()[0])
         assert ("no score calibration" in out) == (model == folder)
     assert scores[0] == scores[1] == scores[2]
+
+
+def test_a_calibration_without_its_decision_prior_is_refused(tmp_path):
+    from sb_angcl.cli import CommandError
+    from sb_angcl.evaluation.calibrated import bayes_threshold
+
+    (tmp_path / "calibration.yaml").write_text(
+        "calibration:\n  method: linear\n  weights: [10.0]\n  offset: -5.0\n  prior: 0.05\n")
+    with pytest.raises(CommandError, match="p_target"):
+        read_calibration(tmp_path)
+    (tmp_path / "calibration.yaml").write_text(
+        "calibration:\n  method: qmf\n  weights: [10.0, 1.0, -1.0]\n  offset: -5.0\n"
+        "  prior: 0.05\n  p_target: 0.05\n  max_seconds: 4.0\n")
+    cal = read_calibration(tmp_path)
+    assert decision_threshold(cal) == pytest.approx(bayes_threshold(0.05))
+    # qmf durations are capped at max_seconds: 10 s counts as 4 s.
+    capped = calibrated_llr(cal, [0.5], [10.0], [2.0])[0]
+    assert capped == pytest.approx(-5.0 + 5.0 + math.log(4.0) - math.log(2.0))

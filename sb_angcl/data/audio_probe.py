@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 #: Accepted values of ``on_wrong_sample_rate``.
+#: The audio files the recipes read (their names, lower-cased, end so).
+AUDIO_EXTENSIONS = (".wav", ".flac")
 WRONG_RATE_CHOICES = ("resample", "error", "skip")
 
 #: Threads used to probe audio headers (I/O bound; libsndfile releases the GIL).

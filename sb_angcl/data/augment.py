@@ -20,6 +20,7 @@ import soundfile as sf
 import torch
 from speechbrain.augment.augmenter import Augmenter
 
+from sb_angcl.data.audio_probe import AUDIO_EXTENSIONS
 from sb_angcl.data.dataio import load_segment
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ RIR_LAYOUT = (
     "rir_folder/simulated_rirs/**/*.wav and/or rir_folder/real_rirs_isotropic_noises/*.wav "
     "(the RIRS_NOISES archive as unpacked)"
 )
-AUDIO_EXTENSIONS = (".wav", ".flac")
 
 
 def _audio_files(folder):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sb_angcl.data import audio_probe, manifests, preparation
+from sb_angcl.data.audio_probe import AUDIO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ OUTPUTS = ["train.csv", "dev.csv", "enrol.csv", "test.csv", "trials.csv"]
 #: The trial list written when none is given (VoxCeleb's format).
 TRIALS_FILE = "trials.txt"
 
-AUDIO_EXTENSIONS = (".wav", ".flac")
 
 FOLDER_LAYOUT = """\
   <root>/<speaker>/<file>.wav            (or .flac)
