@@ -192,7 +192,8 @@ def test_scale_benchmark_records_its_command(tmp_path):
     assert printed[-1] == f"ratio {worst:.3f}"
     rows = [line for line in printed if line.startswith("| prepare_voxceleb (scan")]
     exponent = float(rows[0].rstrip(" |").split("|")[-1])
-    assert max(exponent, worst) == worst
+    # The table rounds to 2 decimals, so compare at that rounding (monotone).
+    assert exponent <= float(f"{worst:.2f}")
     assert not any(os.scandir(tmp_path / "w"))  # the layouts are removed after measuring
 
 
