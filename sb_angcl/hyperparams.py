@@ -22,16 +22,37 @@ LABEL_ENCODER_FILE = "label_encoder.txt"
 def overrides_to_dict(overrides):
     """SpeechBrain's overrides (a string from ``sb.parse_arguments``, a dict or None) as a dict.
 
+    A value with a tag (``--contrastive_fade_start='!ref <number_of_epochs> // 2'``)
+    stays a YAML node, which hyperpyyaml resolves as it would in the file.
+
     Example
     -------
     >>> overrides_to_dict("margin: 0.3\\nbalancing: fixed")
     {'margin': 0.3, 'balancing': 'fixed'}
+    >>> fade = overrides_to_dict("fade: !ref <epochs> // 2")["fade"]
+    >>> override_text(fade)
+    '!ref <epochs> // 2'
     """
     if not overrides:
         return {}
     if isinstance(overrides, dict):
         return dict(overrides)
-    return yaml.safe_load(overrides) or {}
+    try:
+        return yaml.safe_load(overrides) or {}
+    except yaml.constructor.ConstructorError:  # a tag: the round-trip loader keeps it
+        return dict(YAML().load(overrides) or {})
+
+
+def override_text(value):
+    """An override's value as typed after ``--key=`` (a tagged node with its tag).
+
+    Example
+    -------
+    >>> override_text(0.3), override_text([0.9, 1.1])
+    ('0.3', '[0.9, 1.1]')
+    """
+    tag = getattr(getattr(value, "tag", None), "value", None)
+    return f"{tag} {value.value}" if tag else str(value)
 
 
 def load_hparams(hparams_file, overrides):

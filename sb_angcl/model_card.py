@@ -18,6 +18,7 @@ from hyperpyyaml import resolve_references
 from ruamel.yaml import YAML
 
 from sb_angcl import __version__
+from sb_angcl.hyperparams import override_text, overrides_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -177,11 +178,7 @@ def write_model_card(folder, hparams_file, overrides=None, n_speakers=None, sect
     shows how to load the folder; its results and calibration sections start
     empty. ``sections``: Markdown added before "Files".
     """
-    if isinstance(overrides, str):
-        import yaml
-
-        overrides = yaml.safe_load(overrides) or {}
-    overrides = dict(overrides or {})
+    overrides = overrides_to_dict(overrides)
     resolved = resolved_yaml(hparams_file, overrides)
     with open(os.path.join(folder, TRAIN_YAML), "w", encoding="utf-8") as fout:
         fout.write(f"# {hparams_file} as run (exported {_now()})\n" + resolved)
@@ -195,7 +192,7 @@ def write_model_card(folder, hparams_file, overrides=None, n_speakers=None, sect
     if os.path.basename(os.path.dirname(os.path.abspath(yaml_path))) == "hparams":
         yaml_path = os.path.join("hparams", os.path.basename(yaml_path))
     command = " ".join(
-        ["python", "train.py", yaml_path] + [f"--{k}={v}" for k, v in given.items()]
+        ["python", "train.py", yaml_path] + [f"--{k}={override_text(v)}" for k, v in given.items()]
     )
     settings = "\n".join(
         f"| {key} | {tree[key]} |" for key in CARD_SETTINGS if key in tree

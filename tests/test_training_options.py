@@ -223,7 +223,8 @@ def epoch_shares(train_log):
 
 def test_recipe_pseudo_speakers_noise_views_and_a_resumed_fade(corpus, tmp_path):  # noqa: F811
     out = str(tmp_path / "run")
-    fade = ["--contrastive_fade_start=1", "--contrastive_fade_end=3",
+    # A tagged override (--key='!ref ...'): 2 // 2 = 3 // 2 = 1, the last full epoch.
+    fade = ["--contrastive_fade_start=!ref <number_of_epochs> // 2", "--contrastive_fade_end=3",
             "--positive_views=2", "--speed_perturb_speakers=[0.9,1.1]", "--label_noise=0.25"]
     proc = train_vox(corpus, out, "--number_of_epochs=2", *fade)
     save = os.path.join(out, "save")
