@@ -27,9 +27,10 @@ from sb_angcl.data.manifests import format_file_list
 logger = logging.getLogger(__name__)
 
 
-#: Accepted values of ``on_wrong_sample_rate``.
 #: The audio files the recipes read (their names, lower-cased, end so).
 AUDIO_EXTENSIONS = (".wav", ".flac")
+
+#: Accepted values of ``on_wrong_sample_rate``.
 WRONG_RATE_CHOICES = ("resample", "error", "skip")
 
 #: Threads used to probe audio headers (I/O bound; libsndfile releases the GIL).
