@@ -24,7 +24,10 @@ Usage::
     python benchmarks/power.py RUNS.csv [MORE.csv ...] --system default_views \\
         --reference aam_views --output benchmarks/results/power.md
 
-The last line of the output is ``mdd <MDD of the first metric as % of the reference>``.
+``--compare SYSTEM/REFERENCE`` (repeatable) reports several pairs in one file;
+``LABEL=PATH`` reads a CSV whose variants are then named ``LABEL:variant``.
+The last line of the output is ``mdd <MDD of the first metric as % of the reference>``
+(of the first pair).
 
 Authors
  * sb-angcl contributors
@@ -56,12 +59,21 @@ def t_quantile(p, dof):
 
 
 def read_runs(paths):
-    """Rows of every CSV, a later file's run replacing an earlier one of the same variant and seed."""
+    """Rows of every CSV, a later file's run replacing an earlier one of the same variant and seed.
+
+    A path written ``LABEL=PATH`` (and not itself a file) names its variants
+    ``LABEL:variant``, so that sweeps with the same variant names (each with
+    its own AAM-softmax reference) can be compared in one report.
+    """
     runs = {}
-    for path in paths:
+    for item in paths:
+        label, path = None, item
+        if not os.path.isfile(item) and "=" in item:
+            label, path = item.split("=", 1)
         with open(path, newline="", encoding="utf-8") as fin:
             for row in csv.DictReader(fin):
-                runs[(row["variant"], int(row["seed"]))] = row
+                variant = f"{label}:{row['variant']}" if label else row["variant"]
+                runs[(variant, int(row["seed"]))] = row
     return runs
 
 
@@ -110,12 +122,28 @@ def paired_power(system, reference, scale=1.0):
 
 def report(runs, system, reference, command):
     """The Markdown table (one row per metric) and the final ``mdd`` line."""
+    lines, first_mdd = comparison(runs, system, reference)
+    lines = [f"# Paired power: `{system}` against `{reference}`", "", f"- Command: `{command}`"] + lines
+    return "\n".join(lines + ["", f"mdd {first_mdd:.1f}"]) + "\n"
+
+
+def report_many(runs, pairs, command):
+    """One section per ``(system, reference)``; the final ``mdd`` line is the first pair's."""
+    lines = ["# Paired power", "", f"- Command: `{command}`"]
+    first_mdd = None
+    for system, reference in pairs:
+        section, mdd = comparison(runs, system, reference)
+        lines += ["", f"## `{system}` against `{reference}`", ""] + section
+        first_mdd = mdd if first_mdd is None else first_mdd
+    return "\n".join(lines + ["", f"mdd {first_mdd:.1f}"]) + "\n"
+
+
+def comparison(runs, system, reference):
+    """``(lines, mdd %)`` of one pair: its seeds, the legend and the table (one row per metric)."""
     seeds = sorted({s for v, s in runs if v == system} & {s for v, s in runs if v == reference})
     if not seeds:
         raise SystemExit(f"no seed has runs of both {system!r} and {reference!r}")
     lines = [
-        f"# Paired power: `{system}` against `{reference}`", "",
-        f"- Command: `{command}`",
         f"- Seeds paired: {len(seeds)} ({', '.join(map(str, seeds))})", "",
         "Δ = system − reference (mean over seeds, 95 % t-interval); sd: of the paired "
         "difference; MDD: the smallest true difference these pairs detect at 80 % power "
@@ -147,21 +175,31 @@ def report(runs, system, reference, command):
         )
         if math.isnan(first_mdd):
             first_mdd = p["mdd_pct"]
-    lines += ["", f"mdd {first_mdd:.1f}"]
-    return "\n".join(lines) + "\n"
+    return lines, first_mdd
 
 
 def main(argv=None):
     """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("csv", nargs="+", help="per-run CSVs of benchmarks/ablation.py --csv")
-    parser.add_argument("--system", required=True)
-    parser.add_argument("--reference", required=True)
+    parser.add_argument("csv", nargs="+", help="per-run CSVs of benchmarks/ablation.py --csv "
+                        "(LABEL=PATH: its variants are named LABEL:variant)")
+    parser.add_argument("--system")
+    parser.add_argument("--reference")
+    parser.add_argument("--compare", action="append", default=[], metavar="SYSTEM/REFERENCE",
+                        help="a pair to report (repeatable; instead of --system/--reference)")
     parser.add_argument("--output", default=None, help="Markdown file (default: print)")
     args = parser.parse_args(argv)
+    if args.compare and (args.system or args.reference):
+        parser.error("--compare replaces --system/--reference: give one or the other")
+    if not args.compare and not (args.system and args.reference):
+        parser.error("give --system and --reference, or --compare SYSTEM/REFERENCE (repeatable)")
     argv = sys.argv[1:] if argv is None else argv
     command = "python benchmarks/power.py " + " ".join(shlex.quote(a) for a in argv)
-    text = report(read_runs(args.csv), args.system, args.reference, command)
+    runs = read_runs(args.csv)
+    if args.compare:
+        text = report_many(runs, [tuple(pair.split("/", 1)) for pair in args.compare], command)
+    else:
+        text = report(runs, args.system, args.reference, command)
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w", encoding="utf-8") as fout:

@@ -57,3 +57,30 @@ def test_report_pairs_by_seed_and_lists_every_subset(tmp_path):
     assert text.rstrip().splitlines()[-1].startswith("mdd ")
     with pytest.raises(SystemExit, match="no seed"):
         power.main([str(path), "--system", "sys", "--reference", "absent"])
+
+
+def test_labelled_csvs_and_several_pairs_in_one_report(tmp_path):
+    # Two sweeps with the same variant names, each with its own reference.
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    write_runs(a, {"ref": [0.10, 0.12, 0.11], "sys": [0.09, 0.10, 0.11]},
+               {"ref": [0.10, 0.11, 0.12], "sys": [0.10, 0.10, 0.11]})
+    write_runs(b, {"ref": [0.20, 0.22, 0.21], "sys": [0.25, 0.24, 0.23]},
+               {"ref": [0.20, 0.21, 0.22], "sys": [0.20, 0.20, 0.21]})
+    runs = power.read_runs([str(a), f"b={b}"])
+    assert float(runs[("sys", 1)]["EER"]) == 0.09 and float(runs[("b:sys", 1)]["EER"]) == 0.25
+    out = tmp_path / "power.md"
+    power.main([str(a), f"b={b}", "--compare", "sys/ref", "--compare", "b:sys/b:ref",
+                "--compare", "b:ref/ref", "--output", str(out)])
+    text = out.read_text()
+    sections = text.split("\n## ")[1:]
+    assert [s.splitlines()[0] for s in sections] == [
+        "`sys` against `ref`", "`b:sys` against `b:ref`", "`b:ref` against `ref`"]
+    eer = [next(line for line in s.splitlines() if line.startswith("| EER % |")) for s in sections]
+    assert "| 11.00 | 10.00 | 0.909 | -1.00 [" in eer[0]
+    assert "| 21.00 | 24.00 | 1.143 | +3.00 [" in eer[1]
+    assert "| 11.00 | 21.00 | 1.909 | +10.00 [" in eer[2]
+    # The last line is the first pair's, as with one pair.
+    single = power.report(runs, "sys", "ref", "cmd")
+    assert text.rstrip().splitlines()[-1] == single.rstrip().splitlines()[-1]
+    with pytest.raises(SystemExit):
+        power.main([str(a), "--compare", "sys/ref", "--system", "sys"])
